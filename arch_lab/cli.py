@@ -1,0 +1,182 @@
+"""The ``arch-lab`` command line: a thin typer layer over typed functions in :mod:`arch_lab.api`."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+from arch_lab.errors import ArchLabError
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Velocity networks for flow-matching models of cell perturbation."
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 2) -> None:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def friendly(fn: F) -> F:
+    """Turn user errors into one line on stderr and a non-zero exit."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except ArchLabError as exc:
+            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        except KeyboardInterrupt:
+            _fail("interrupted; resume with: arch-lab train --resume RUN_DIR", code=130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _overrides(values: list[str] | None) -> dict[str, Any]:
+    from arch_lab.config import parse_override
+
+    return dict(parse_override(v) for v in values or [])
+
+
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override a config key, e.g. --set network.name=mlp (repeatable)."),
+]
+
+
+@app.command()
+@friendly
+def train(
+    experiment: Annotated[Path | None, typer.Argument(help="Experiment YAML.")] = None,
+    resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
+    set_: SetOpt = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write into this directory.")] = None,
+) -> None:
+    """Train and evaluate one experiment; writes a run directory."""
+    from arch_lab import api
+    from arch_lab.config import load_experiment
+
+    if resume is not None:
+        result = api.resume(resume)
+    elif experiment is None:
+        raise ArchLabError("give an EXPERIMENT.yaml, or --resume RUN_DIR")
+    else:
+        result = api.train(load_experiment(experiment, _overrides(set_)), run_dir=run_dir)
+    _print_summary(result.run_dir, result.summary, result.reference)
+
+
+def _print_summary(run_dir: Path, summary: dict[str, float], reference: dict[str, dict[str, float]] | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    keys = [
+        "energy_distance",
+        "energy_distance_pca",
+        "cosine_logfc",
+        "pearson_delta",
+        "rmse_mean",
+        "rmse_mean_rank",
+        "deg_recall",
+    ]
+    table = Table(title=str(run_dir))
+    table.add_column("metric")
+    table.add_column("model", justify="right")
+    for name in reference or {}:
+        table.add_column(name, justify="right")
+    for k in keys:
+        if k in summary:
+            row = [k, f"{summary[k]:.4f}"] + [
+                f"{(reference or {})[n].get(k, float('nan')):.4f}" for n in (reference or {})
+            ]
+            table.add_row(*row)
+    Console(stderr=False).print(table)
+
+
+@app.command()
+@friendly
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A completed run directory.")],
+    conditions: Annotated[Path, typer.Option(help="CSV with a perturbation column and covariate columns.")],
+    out: Annotated[Path, typer.Option(help="Output .h5ad.")] = Path("predictions.h5ad"),
+    n_cells: Annotated[int, typer.Option(help="Cells to generate per condition.")] = 100,
+    seed: int = 0,
+) -> None:
+    """Generate cells for the conditions listed in a CSV."""
+    from arch_lab import api
+
+    adata = api.predict(run_dir, conditions, out, n_cells=n_cells, seed=seed)
+    typer.echo(f"wrote {adata.n_obs} cells × {adata.n_vars} genes to {out}")
+
+
+@app.command()
+@friendly
+def networks(
+    experiment: Annotated[Path | None, typer.Argument(help="Experiment YAML giving the data spec.")] = None,
+    set_: SetOpt = None,
+) -> None:
+    """List registered velocity networks with their parameter counts for an experiment."""
+    from arch_lab.networks import build_network, count_parameters, get_network_class, list_networks
+
+    spec = None
+    if experiment is not None:
+        from arch_lab.config import load_experiment
+        from arch_lab.data.task import build_task
+
+        cfg = load_experiment(experiment, _overrides(set_))
+        spec = build_task(cfg).spec
+    for name in list_networks():
+        line = f"{name:20s}"
+        if spec is not None:
+            knobs = cfg.network.knobs() if cfg.network.name == name else {}
+            line += f" {count_parameters(build_network(name, knobs, spec)):>12,d} parameters at G={spec.n_genes}"
+        doc = (get_network_class(name).__doc__ or "").strip().splitlines()
+        typer.echo(line + (f"  {doc[0]}" if doc else ""))
+
+
+@app.command()
+@friendly
+def methods() -> None:
+    """List registered prediction methods."""
+    from arch_lab.methods import list_methods
+
+    for name in list_methods():
+        typer.echo(name)
+
+
+@app.command()
+@friendly
+def compare(
+    experiments: Annotated[list[Path], typer.Argument(help="Experiment YAMLs (tasks).")],
+    methods_: Annotated[
+        list[str] | None, typer.Option("--method", "-m", help="Method or network name (repeatable).")
+    ] = None,
+    seeds: Annotated[int, typer.Option(help="Seeds per method.")] = 1,
+    out: Annotated[Path, typer.Option(help="Markdown table to write.")] = Path("docs/results.md"),
+    set_: SetOpt = None,
+) -> None:
+    """Run baselines and backbones on tasks and write a markdown scoreboard with floor and ceiling."""
+    from arch_lab.scoreboard import DEFAULT_ENTRIES, run_scoreboard
+
+    df = run_scoreboard(
+        experiments, methods_ or list(DEFAULT_ENTRIES), seeds=seeds, out=out, overrides=_overrides(set_)
+    )
+    typer.echo(f"wrote {out} ({len(df)} rows)")
+
+
+def main() -> None:
+    """Console-script entry point."""
+    try:
+        app()
+    except ArchLabError as exc:  # pragma: no cover - commands handle their own errors
+        typer.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,301 @@
+"""The experiment schema: one typed, validated YAML per run.
+
+Every section rejects unknown keys, and every validation error names the offending key path, e.g.
+``train.max_step: unknown key (valid keys: ...)``. The resolved config is written into each run directory.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from arch_lab.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the cells are and how to read them.
+
+    Parameters
+    ----------
+    path
+        An ``.h5ad`` file. Relative paths are resolved against the experiment YAML's folder, then the
+        current directory.
+    perturbation_key
+        obs column holding the perturbation label (e.g. ``condition``).
+    control_value
+        The label of control cells in that column (e.g. ``control``, ``ctrl``).
+    covariate_keys
+        obs columns whose joint value is the covariate state (e.g. ``[cell_type]``).
+    combination_delimiter
+        Separator of combined perturbations (``A+B``).
+    layer
+        Read expression from this layer instead of ``X``.
+    counts
+        What to do when the matrix holds raw counts: ``normalize`` (total-count to the median, log1p, with a
+        logged message) or ``refuse``.
+    max_genes
+        Keep this many highly variable genes (plus every measured perturbed gene); ``null`` keeps all.
+    subset
+        Keep only cells whose obs column values are in the given lists, e.g. ``{cell_type: [A172, T98G]}``.
+    gene_order
+        Order of the gene axis seen by networks: ``as_stored``, ``reversed``, ``random`` or ``clustered``.
+    """
+
+    path: str
+    perturbation_key: str = "condition"
+    control_value: str = "control"
+    covariate_keys: list[str] = Field(default_factory=list)
+    combination_delimiter: str = "+"
+    layer: str | None = None
+    counts: Literal["normalize", "refuse"] = "normalize"
+    max_genes: int | None = Field(default=None, gt=0)
+    subset: dict[str, list[str]] = Field(default_factory=dict)
+    gene_order: Literal["as_stored", "reversed", "random", "clustered"] = "as_stored"
+
+
+class HoldoutEntry(_Section):
+    """One manual hold-out: a perturbation in a covariate state, or a whole state (``perturbation`` omitted)."""
+
+    perturbation: str | None = None
+    covariates: dict[str, str]
+    split: Literal["val", "test"] | None = None
+
+
+class TaskConfig(_Section):
+    """How cells are split into train/val/test.
+
+    Parameters
+    ----------
+    kind
+        ``covariate_transfer``, ``combination`` or ``manual``.
+    seed
+        Split seed (independent of the training seed, so replicate seeds share one split).
+    heldout_fraction
+        Fraction of perturbations (transfer) or eligible combinations (combination) held out per state.
+    max_heldout_per_state
+        Cap on held-out pairs per state.
+    max_heldout_states
+        Transfer only: at most this many states hold out a given perturbation.
+    min_train_states
+        Transfer only: a held-out perturbation stays in training in at least this many states.
+    holdout
+        Manual only: the pairs or whole states to hold out.
+    control_fractions
+        Train/val/test fractions of the control cells of each state.
+    split_file
+        Load the split from this ``split.csv`` instead of computing it.
+    """
+
+    kind: Literal["covariate_transfer", "combination", "manual"]
+    seed: int = 0
+    heldout_fraction: float = Field(default=0.3, gt=0, le=1)
+    max_heldout_per_state: int = Field(default=200, gt=0)
+    max_heldout_states: int = Field(default=1, gt=0)
+    min_train_states: int = Field(default=1, ge=1)
+    holdout: list[HoldoutEntry] = Field(default_factory=list)
+    control_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)
+    split_file: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> TaskConfig:
+        if self.kind == "manual" and not self.holdout and self.split_file is None:
+            raise ValueError("a manual task needs a non-empty 'holdout' list")
+        if abs(sum(self.control_fractions) - 1.0) > 1e-6 or min(self.control_fractions) < 0:
+            raise ValueError("control_fractions must be three non-negative numbers summing to 1")
+        return self
+
+
+class MethodConfig(_Section):
+    """Which method produces predictions and its own options.
+
+    ``flow_matching`` uses the ``network``, ``flow``, ``optim`` and ``train`` sections. Baselines
+    (``no_change``, ``perturbation_mean``, ``linear_additive``, ``latent_additive``) read ``params``.
+    """
+
+    name: str = "flow_matching"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class NetworkConfig(BaseModel):
+    """The velocity network: ``name`` from the registry, every other key is a constructor knob."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = "mlp"
+
+    def knobs(self) -> dict[str, Any]:
+        """The constructor arguments (everything but ``name``)."""
+        return {k: v for k, v in self.model_dump().items() if k != "name"}
+
+
+class FlowConfig(_Section):
+    """The flow-matching objective and sampler.
+
+    ``source``: ``gaussian`` (N(0, I), the default) or ``control`` (control cells of the same state).
+    """
+
+    source: Literal["gaussian", "control"] = "gaussian"
+    sigma: float = Field(default=0.0, ge=0)
+    time_sampler: Literal["uniform", "logit_normal"] = "uniform"
+    coupling: Literal["independent", "exact_ot"] = "independent"
+    cond_dropout: float = Field(default=0.1, ge=0, le=1)
+    guidance: float = 1.0
+    solver: Literal["euler", "midpoint", "rk4", "dopri5"] = "euler"
+    steps: int = Field(default=20, gt=0)
+    rtol: float = 1e-4
+    atol: float = 1e-4
+
+
+class OptimConfig(_Section):
+    """AdamW with linear warm-up and cosine decay."""
+
+    lr: float = Field(default=1e-3, gt=0)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    warmup_steps: int = Field(default=100, ge=0)
+    min_lr_ratio: float = Field(default=0.05, ge=0, le=1)
+    grad_clip: float | None = Field(default=1.0, gt=0)
+    ema_decay: float | None = Field(default=0.999, ge=0, lt=1)
+    batch_size: int = Field(default=256, gt=0)
+    conditions_per_batch: int = Field(default=8, gt=0)
+
+
+class TrainConfig(_Section):
+    """Training length, evaluation and checkpoints."""
+
+    max_steps: int = Field(default=2000, gt=0)
+    eval_every: int = Field(default=500, gt=0)
+    val_conditions: int = Field(default=8, gt=0)
+    val_cells: int = Field(default=64, gt=0)
+    select_metric: str = "energy_distance"
+    patience: int | None = Field(default=None, gt=0)
+    checkpoint_every: int = Field(default=500, gt=0)
+    precision: Literal["auto", "fp32", "bf16"] = "fp32"
+    compile: bool = False
+    threads: int | None = Field(default=None, gt=0)
+    progress: bool = True
+
+
+class EvalConfig(_Section):
+    """Scoring of the evaluated split."""
+
+    split: Literal["val", "test"] = "test"
+    n_cells: Literal["observed"] | int = "observed"
+    pca_components: int = Field(default=50, gt=0)
+    deg_top_k: int = Field(default=50, gt=0)
+    energy_max_cells: int | None = Field(default=500, gt=1)
+    reference_points: bool = True
+
+
+class ExperimentConfig(_Section):
+    """A whole experiment: data, task, method and how to train and evaluate it."""
+
+    name: str
+    seed: int = 0
+    output_dir: str = "runs"
+    data: DataConfig
+    task: TaskConfig
+    method: MethodConfig = Field(default_factory=MethodConfig)
+    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    #: Folder the YAML was read from; relative data paths are resolved against it.
+    base_dir: str | None = None
+
+
+def format_validation_error(err: ValidationError, prefix: str = "") -> str:
+    """One line naming the first offending key path of a pydantic error."""
+    e = err.errors()[0]
+    path = ".".join(str(p) for p in (prefix, *e["loc"]) if p != "")
+    if e["type"] == "extra_forbidden":
+        return f"{path}: unknown key; remove it or fix its spelling"
+    if e["type"] == "missing":
+        return f"{path}: required key is missing"
+    msg = e["msg"].replace("Value error, ", "")
+    return f"{path or '<root>'}: {msg} (got {e.get('input')!r})"
+
+
+def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``d['a']['b'] = value`` for ``key='a.b'``, creating dictionaries on the way."""
+    parts = key.split(".")
+    node = d
+    for p in parts[:-1]:
+        if not isinstance(node.get(p), dict):
+            node[p] = {}
+        node = node[p]
+    node[parts[-1]] = value
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with one-line errors for a missing or malformed file."""
+    p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"{p}: file not found; check the path")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError(f"{p}: malformed YAML{where}; fix the syntax") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{p}: expected a mapping of sections at the top level, got {type(raw).__name__}")
+    return raw
+
+
+def experiment_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Validate a raw mapping (plus dotted ``overrides``) into an :class:`ExperimentConfig`."""
+    raw = copy.deepcopy(raw)
+    for key, value in (overrides or {}).items():
+        set_dotted(raw, key, value)
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err)) from None
+
+
+def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Load and validate an experiment YAML.
+
+    Parameters
+    ----------
+    path
+        The YAML file.
+    overrides
+        Dotted keys applied before validation, e.g. ``{"network.name": "mlp", "seed": 3}``.
+
+    Returns
+    -------
+    ExperimentConfig
+        The validated config; ``base_dir`` is set to the YAML's folder.
+    """
+    raw = load_yaml(path)
+    raw.setdefault("base_dir", str(Path(path).resolve().parent))
+    return experiment_from_dict(raw, overrides)
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """Parse ``key=value`` (value read as YAML, so numbers, lists and booleans work)."""
+    if "=" not in text:
+        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. network.width=256")
+    key, value = text.split("=", 1)
+    return key.strip(), yaml.safe_load(value)
+
+
+def resolve_path(cfg: ExperimentConfig, path: str) -> Path:
+    """Resolve a config-relative path (the YAML's folder first, then the current directory)."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    if cfg.base_dir is not None:
+        cand = Path(cfg.base_dir) / p
+        if cand.exists():
+            return cand
+    return Path.cwd() / p

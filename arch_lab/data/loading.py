@@ -1,0 +1,210 @@
+"""Read a user's perturbation AnnData into a dense, validated, log-normalised matrix."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from arch_lab.data.preprocess import is_raw_counts, normalize_log1p, select_genes
+from arch_lab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+#: Separator between covariate values in a state label (``A172|lapatinib``).
+STATE_SEP = "|"
+
+
+@dataclass
+class PerturbationData:
+    """Cells of a perturbation experiment, ready to split.
+
+    Attributes
+    ----------
+    X
+        ``[cells, genes]`` float32 log-normalised expression (dense).
+    obs
+        One row per cell, indexed by cell id, with columns ``perturbation`` (str), ``state`` (str, covariate
+        values joined by ``|``) and one column per covariate key.
+    genes
+        Gene names, in stored order.
+    covariate_keys
+        The covariate columns that define a state.
+    control_value
+        Label of control cells in ``obs['perturbation']``.
+    delimiter
+        Separator of combined perturbations.
+    notes
+        Human-readable preprocessing notes (normalisation, gene selection) recorded in the run directory.
+    """
+
+    X: np.ndarray
+    obs: pd.DataFrame
+    genes: list[str]
+    covariate_keys: list[str]
+    control_value: str
+    delimiter: str = "+"
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def n_cells(self) -> int:
+        """Number of cells."""
+        return int(self.X.shape[0])
+
+    @property
+    def n_genes(self) -> int:
+        """Number of genes."""
+        return int(self.X.shape[1])
+
+    def tokens(self, perturbation: str) -> list[str]:
+        """The single perturbations making up a label (``[]`` for control)."""
+        if perturbation == self.control_value:
+            return []
+        return [t for t in perturbation.split(self.delimiter) if t]
+
+    @property
+    def is_control(self) -> np.ndarray:
+        """Boolean mask of control cells."""
+        return (self.obs["perturbation"] == self.control_value).to_numpy()
+
+
+def _most_common(values: pd.Series, n: int = 8) -> str:
+    counts = values.astype(str).value_counts().head(n)
+    return ", ".join(f"{k!r} ({v})" for k, v in counts.items())
+
+
+def _require_column(obs: pd.DataFrame, key: str, what: str) -> None:
+    if key not in obs.columns:
+        cols = ", ".join(map(str, obs.columns))
+        raise DataError(f"{what} column {key!r} not in obs; available columns: {cols}")
+
+
+def read_anndata(path: str | Path) -> ad.AnnData:
+    """Read an ``.h5ad`` file with a one-line error when it is missing or unreadable."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: data file not found; check data.path")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return ad.read_h5ad(p)
+    except Exception as exc:
+        raise DataError(f"{p}: not a readable .h5ad file ({type(exc).__name__}: {exc})") from None
+
+
+def load_perturbation_data(
+    adata: ad.AnnData,
+    *,
+    perturbation_key: str,
+    control_value: str,
+    covariate_keys: list[str],
+    delimiter: str = "+",
+    layer: str | None = None,
+    counts: str = "normalize",
+    max_genes: int | None = None,
+    subset: dict[str, list[str]] | None = None,
+) -> PerturbationData:
+    """Validate and prepare an AnnData for perturbation tasks.
+
+    Parameters
+    ----------
+    adata
+        Cells × genes.
+    perturbation_key, control_value, covariate_keys, delimiter, layer
+        Where the labels and the expression live (see :class:`arch_lab.config.DataConfig`).
+    counts
+        ``normalize`` raw counts (median total count, log1p) or ``refuse`` them.
+    max_genes
+        Keep this many highly variable genes plus every measured perturbed gene.
+    subset
+        Keep only cells whose obs values are in these lists.
+
+    Returns
+    -------
+    PerturbationData
+
+    Raises
+    ------
+    DataError
+        A missing column, an absent control value, non-finite values, raw counts when refused, or an empty
+        subset.
+    """
+    obs = adata.obs
+    _require_column(obs, perturbation_key, "perturbation_key")
+    for key in covariate_keys:
+        _require_column(obs, key, "covariate_keys")
+    pert = obs[perturbation_key].astype(str)
+    if not (pert == control_value).any():
+        raise DataError(
+            f"control_value {control_value!r} not found in obs[{perturbation_key!r}]; "
+            f"most common values: {_most_common(pert)}"
+        )
+    keep = np.ones(adata.n_obs, dtype=bool)
+    for key, values in (subset or {}).items():
+        _require_column(obs, key, "subset")
+        col = obs[key].astype(str)
+        missing = sorted(set(map(str, values)) - set(col.unique()))
+        if missing:
+            raise DataError(f"subset {key}: values {missing} not present; most common values: {_most_common(col)}")
+        keep &= col.isin([str(v) for v in values]).to_numpy()
+    if not keep.any():
+        raise DataError("subset keeps no cells; loosen data.subset")
+
+    if layer is not None:
+        if layer not in adata.layers:
+            raise DataError(f"layer {layer!r} not in the AnnData; available layers: {list(adata.layers) or 'none'}")
+        matrix = adata.layers[layer]
+    else:
+        matrix = adata.X
+    if matrix is None:
+        raise DataError("the AnnData has no expression matrix in X; set data.layer")
+    matrix = matrix if keep.all() else matrix[keep]
+    X = matrix.toarray() if sp.issparse(matrix) else np.asarray(matrix)
+    X = X.astype(np.float32, copy=False)
+    if not np.isfinite(X).all():
+        bad = int((~np.isfinite(X)).sum())
+        raise DataError(f"expression matrix holds {bad} non-finite values (NaN/inf); clean or impute them first")
+    if (X < 0).any():
+        raise DataError("expression matrix holds negative values; expected counts or log-normalised expression")
+
+    notes: list[str] = []
+    if is_raw_counts(X):
+        if counts == "refuse":
+            raise DataError(
+                "the matrix holds raw counts; set data.counts: normalize or pass log-normalised data (or data.layer)"
+            )
+        X = normalize_log1p(X)
+        msg = "raw counts detected: normalised each cell to the median total count, then log1p"
+        log.info(msg)
+        notes.append(msg)
+
+    genes = [str(g) for g in adata.var_names]
+    cells = obs.index[keep].astype(str)
+    sub = obs.loc[keep]
+    out = pd.DataFrame(index=pd.Index(cells, name="cell_id"))
+    out["perturbation"] = sub[perturbation_key].astype(str).to_numpy()
+    for key in covariate_keys:
+        out[key] = sub[key].astype(str).to_numpy()
+    if covariate_keys:
+        out["state"] = out[covariate_keys].agg(STATE_SEP.join, axis=1)
+    else:
+        out["state"] = "all"
+    if out.index.duplicated().any():
+        out.index = pd.Index([f"{c}-{i}" for i, c in enumerate(out.index)], name="cell_id")
+        notes.append("cell ids were not unique; suffixed with their position")
+
+    data = PerturbationData(X, out, genes, list(covariate_keys), control_value, delimiter, notes)
+    if max_genes is not None and max_genes < data.n_genes:
+        perturbed = {t for p in out["perturbation"].unique() for t in data.tokens(p)}
+        idx = select_genes(X, genes, max_genes, always_keep=perturbed)
+        data.X = np.ascontiguousarray(X[:, idx])
+        data.genes = [genes[i] for i in idx]
+        kept = len(perturbed & set(data.genes))
+        notes.append(f"kept {len(idx)} genes: top highly variable genes plus {kept} measured perturbed genes")
+    return data

@@ -1,0 +1,64 @@
+"""Normalisation and gene selection (numpy, vectorised)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+def is_raw_counts(X: np.ndarray, sample: int = 200_000) -> bool:
+    """True when the non-zero entries look like integer counts.
+
+    Log-normalised data is almost never integer-valued; counts always are. A matrix is called raw counts when
+    every sampled non-zero value is an integer and some exceed 1 (so a binary matrix is not mistaken for counts).
+    """
+    nz = X[X != 0]
+    if nz.size == 0:
+        return False
+    if nz.size > sample:
+        nz = nz[np.linspace(0, nz.size - 1, sample).astype(np.int64)]
+    return bool(np.all(np.abs(nz - np.round(nz)) < 1e-6) and nz.max() > 1)
+
+
+def normalize_log1p(X: np.ndarray) -> np.ndarray:
+    """Scale each cell to the median total count, then natural log1p (as scanpy's ``normalize_total``)."""
+    totals = X.sum(axis=1, keepdims=True).astype(np.float64)
+    target = float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
+    scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
+    return np.log1p(X * scale).astype(np.float32)
+
+
+def highly_variable_genes(X: np.ndarray, n_top: int, n_bins: int = 20) -> np.ndarray:
+    """Rank genes by normalised dispersion (the Seurat recipe on log-normalised data).
+
+    Mean and dispersion (variance / mean) are computed on ``expm1(X)``; the log dispersion is z-scored within
+    bins of log mean expression, and the ``n_top`` genes with the highest normalised dispersion are returned
+    (indices, best first). Genes with zero mean are never selected before expressed genes.
+    """
+    E = np.expm1(X.astype(np.float64))
+    mean = E.mean(axis=0)
+    var = E.var(axis=0, ddof=1) if E.shape[0] > 1 else np.zeros_like(mean)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        disp = np.log(np.where(mean > 0, var / np.where(mean > 0, mean, 1), np.nan))
+        logmean = np.log1p(mean)
+    edges = np.linspace(np.nanmin(logmean), np.nanmax(logmean) + 1e-12, n_bins + 1)
+    bins = np.clip(np.digitize(logmean, edges) - 1, 0, n_bins - 1)
+    norm = np.full_like(disp, np.nan)
+    for b in np.unique(bins):
+        m = (bins == b) & np.isfinite(disp)
+        if m.sum() == 0:
+            continue
+        mu, sd = disp[m].mean(), disp[m].std(ddof=1) if m.sum() > 1 else 0.0
+        norm[m] = (disp[m] - mu) / sd if sd > 0 else 0.0
+    score = np.where(np.isfinite(norm), norm, -np.inf)
+    order = np.lexsort((np.arange(score.size), -score))
+    return order[:n_top]
+
+
+def select_genes(X: np.ndarray, genes: list[str], n_top: int, always_keep: set[str]) -> np.ndarray:
+    """Indices (in stored order) of the ``n_top`` most variable genes plus every gene in ``always_keep``."""
+    keep = {i for i, g in enumerate(genes) if g in always_keep}
+    for i in highly_variable_genes(X, X.shape[1]):
+        if len(keep) >= n_top:
+            break
+        keep.add(int(i))
+    return np.array(sorted(keep), dtype=np.int64)

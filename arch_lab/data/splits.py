@@ -1,0 +1,222 @@
+"""Deterministic PerturBench-style splits over (perturbation, covariate state) pairs.
+
+The split unit is a pair: every cell inherits its pair's label, nothing is split at cell level within a pair
+except control cells, which are split train/val/test *per state*. Differences from PerturBench (documented in
+``docs/metrics.md``): controls are split per state rather than globally; a state with a single held-out pair
+keeps it (assigned to val or test so that the totals stay balanced) instead of silently dropping it; every
+held-out perturbation and state is checked to be seen in training.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from arch_lab.config import TaskConfig
+from arch_lab.data.loading import STATE_SEP, PerturbationData
+from arch_lab.errors import DataError
+
+SPLITS = ("train", "val", "test")
+
+
+def _pairs(data: PerturbationData) -> pd.DataFrame:
+    """Non-control (perturbation, state) pairs with their cell counts, sorted for determinism."""
+    obs = data.obs[~data.is_control]
+    pairs = obs.groupby(["perturbation", "state"], observed=True).size().rename("n_cells").reset_index()
+    return pairs.sort_values(["state", "perturbation"]).reset_index(drop=True)
+
+
+def _covariate_transfer(data: PerturbationData, cfg: TaskConfig, rng: np.random.Generator) -> list[tuple[str, str]]:
+    pairs = _pairs(data)
+    n_conditions = data.obs.groupby("state", observed=True)["perturbation"].nunique()
+    budget = {s: min(int(cfg.heldout_fraction * n), cfg.max_heldout_per_state) for s, n in n_conditions.items()}
+    states_of = pairs.groupby("perturbation")["state"].apply(sorted)
+    perts = list(states_of.index)
+    order = rng.permutation(len(perts))
+    # Most widely measured first (as PerturBench); ties broken by the seeded permutation.
+    ranked = sorted(range(len(perts)), key=lambda i: (-len(states_of.iloc[i]), int(np.where(order == i)[0][0])))
+    held: list[tuple[str, str]] = []
+    for i in ranked:
+        p, states = perts[i], states_of.iloc[i]
+        pool = [s for s in states if budget[s] > 0]
+        max_k = min(len(pool), len(states) - cfg.min_train_states, cfg.max_heldout_states)
+        if max_k <= 0:
+            continue
+        k = int(rng.integers(1, max_k + 1))
+        for s in rng.choice(pool, size=k, replace=False):
+            budget[str(s)] -= 1
+            held.append((p, str(s)))
+    return held
+
+
+def _combination(data: PerturbationData, cfg: TaskConfig, rng: np.random.Generator) -> list[tuple[str, str]]:
+    pairs = _pairs(data)
+    held: list[tuple[str, str]] = []
+    for state, grp in pairs.groupby("state", sort=True):
+        present = set(grp["perturbation"])
+        eligible = sorted(
+            p
+            for p in present
+            if len(data.tokens(p)) > 1 and all(t in present for t in data.tokens(p))  # singles measured here
+        )
+        n = min(int(round(cfg.heldout_fraction * len(eligible))), cfg.max_heldout_per_state)
+        if n:
+            held += [(str(p), str(state)) for p in rng.choice(eligible, size=n, replace=False)]
+    return held
+
+
+def _manual(data: PerturbationData, cfg: TaskConfig) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
+    pairs = _pairs(data)
+    states = data.obs.drop_duplicates("state").set_index("state")[data.covariate_keys]
+    held: list[tuple[str, str]] = []
+    fixed: dict[tuple[str, str], str] = {}
+    for n, entry in enumerate(cfg.holdout):
+        mask = np.ones(len(states), dtype=bool)
+        for key, value in entry.covariates.items():
+            if key not in data.covariate_keys:
+                raise DataError(f"task.holdout[{n}]: {key!r} is not a covariate key; keys are {data.covariate_keys}")
+            if value not in set(states[key]):
+                raise DataError(
+                    f"task.holdout[{n}]: {key}={value!r} not present; values are {sorted(set(states[key]))}"
+                )
+            mask &= (states[key] == value).to_numpy()
+        matched = set(states.index[mask])
+        sel = pairs[pairs["state"].isin(matched)]
+        if entry.perturbation is not None:
+            if entry.perturbation not in set(sel["perturbation"]):
+                raise DataError(
+                    f"task.holdout[{n}]: perturbation {entry.perturbation!r} not measured in {sorted(matched)}; "
+                    f"measured there: {sorted(set(sel['perturbation']))[:12]}"
+                )
+            sel = sel[sel["perturbation"] == entry.perturbation]
+        for p, s in zip(sel["perturbation"], sel["state"], strict=True):
+            held.append((str(p), str(s)))
+            if entry.split is not None:
+                fixed[(str(p), str(s))] = entry.split
+    return held, fixed
+
+
+def assign_heldout(
+    held: list[tuple[str, str]], fixed: dict[tuple[str, str], str], rng: np.random.Generator
+) -> dict[tuple[str, str], str]:
+    """Split held-out pairs into val/test within each state, alternating across states to stay balanced."""
+    out = dict(fixed)
+    free = sorted({pair for pair in held if pair not in fixed}, key=lambda x: (x[1], x[0]))
+    by_state: dict[str, list[tuple[str, str]]] = {}
+    for pair in free:
+        by_state.setdefault(pair[1], []).append(pair)
+    turn = 0
+    for state in sorted(by_state):
+        group = by_state[state]
+        for j in rng.permutation(len(group)):
+            out[group[j]] = ("test", "val")[turn % 2]
+            turn += 1
+    return out
+
+
+def split_controls(
+    data: PerturbationData, fractions: tuple[float, float, float], rng: np.random.Generator
+) -> pd.Series:
+    """Per state, shuffle control cells and cut them train/val/test by ``fractions``."""
+    labels = pd.Series(index=data.obs.index[data.is_control], dtype=object)
+    ctrl = data.obs[data.is_control]
+    for state in sorted(ctrl["state"].unique()):
+        cells = ctrl.index[ctrl["state"] == state].to_numpy()
+        cells = cells[rng.permutation(len(cells))]
+        n_train = int(round(fractions[0] * len(cells)))
+        n_val = int(round(fractions[1] * len(cells)))
+        labels[cells[:n_train]] = "train"
+        labels[cells[n_train : n_train + n_val]] = "val"
+        labels[cells[n_train + n_val :]] = "test"
+    return labels
+
+
+def make_split(data: PerturbationData, cfg: TaskConfig) -> pd.Series:
+    """Compute the split of every cell (``train``/``val``/``test``) for a task.
+
+    Parameters
+    ----------
+    data
+        The prepared cells.
+    cfg
+        The task section of the experiment config.
+
+    Returns
+    -------
+    pandas.Series
+        Indexed by cell id, named ``split``.
+    """
+    rng = np.random.default_rng(cfg.seed)
+    fixed: dict[tuple[str, str], str] = {}
+    if cfg.kind == "covariate_transfer":
+        held = _covariate_transfer(data, cfg, rng)
+    elif cfg.kind == "combination":
+        held = _combination(data, cfg, rng)
+    else:
+        held, fixed = _manual(data, cfg)
+    if not held:
+        raise DataError(f"task {cfg.kind!r} holds out no (perturbation, state) pair on this data; check task options")
+    assignment = assign_heldout(held, fixed, rng)
+    split = pd.Series("train", index=data.obs.index, name="split", dtype=object)
+    key = data.obs["perturbation"] + STATE_SEP + STATE_SEP + data.obs["state"]
+    lookup = {p + STATE_SEP + STATE_SEP + s: v for (p, s), v in assignment.items()}
+    mapped = key.map(lookup)
+    split[mapped.notna()] = mapped[mapped.notna()]
+    ctrl = split_controls(data, cfg.control_fractions, rng)
+    split[ctrl.index] = ctrl
+    check_split(data, split)
+    return split
+
+
+def check_split(data: PerturbationData, split: pd.Series) -> None:
+    """Check the guarantees every task gives, raising :class:`DataError` when one fails.
+
+    - every val/test perturbation token and every val/test state appears in training;
+    - every state with held-out cells has observed control cells in that split (the scoring reference)
+      and control cells in training (the prediction source).
+    """
+    obs = data.obs.assign(split=split)
+    train = obs[obs["split"] == "train"]
+    train_tokens = {t for p in train["perturbation"].unique() for t in data.tokens(p)}
+    train_states = set(train["state"])
+    for name in ("val", "test"):
+        part = obs[(obs["split"] == name) & (obs["perturbation"] != data.control_value)]
+        for p in part["perturbation"].unique():
+            unseen = [t for t in data.tokens(p) if t not in train_tokens]
+            if unseen:
+                raise DataError(f"{name} perturbation {p!r} has tokens never seen in training: {unseen}")
+        for s in set(part["state"]) - train_states:
+            raise DataError(f"{name} state {s!r} never appears in training; no model can transfer to it")
+        for s in part["state"].unique():
+            ctrl = obs[(obs["state"] == s) & (obs["perturbation"] == data.control_value)]
+            if not (ctrl["split"] == name).any():
+                raise DataError(f"state {s!r} has {name} conditions but no {name} control cells to score against")
+            if not (ctrl["split"] == "train").any():
+                raise DataError(f"state {s!r} has no training control cells to predict from")
+
+
+def save_split(split: pd.Series, path: str | Path) -> None:
+    """Write ``split.csv`` (columns ``cell_id,split``)."""
+    split.rename("split").rename_axis("cell_id").to_csv(path, header=True)
+
+
+def load_split(path: str | Path, data: PerturbationData) -> pd.Series:
+    """Read a ``split.csv`` and check it covers exactly the cells of ``data``."""
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{p}: split file not found")
+    df = pd.read_csv(p, dtype=str)
+    if list(df.columns[:2]) != ["cell_id", "split"]:
+        raise DataError(f"{p}: expected columns cell_id,split; got {list(df.columns)}")
+    split = df.set_index("cell_id")["split"]
+    bad = sorted(set(split) - set(SPLITS))
+    if bad:
+        raise DataError(f"{p}: unknown split labels {bad}; use train/val/test")
+    missing = data.obs.index.difference(split.index)
+    if len(missing):
+        raise DataError(f"{p}: {len(missing)} cells of the data have no split (e.g. {missing[0]!r}); wrong file?")
+    split = split.reindex(data.obs.index).rename("split")
+    check_split(data, split)
+    return split

@@ -1,0 +1,150 @@
+"""A task: prepared cells plus their split, vocabularies and the conditions to predict."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from arch_lab.config import DataConfig, ExperimentConfig, TaskConfig, resolve_path
+from arch_lab.data.gene_order import gene_order
+from arch_lab.data.loading import PerturbationData, load_perturbation_data, read_anndata
+from arch_lab.data.splits import load_split, make_split
+from arch_lab.errors import DataError
+from arch_lab.spec import DataSpec
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One (covariate state, perturbation) condition."""
+
+    state: str
+    perturbation: str
+
+    @property
+    def label(self) -> str:
+        """``state/perturbation``."""
+        return f"{self.state}/{self.perturbation}"
+
+
+class Task:
+    """Cells, split and vocabularies for one experiment.
+
+    Parameters
+    ----------
+    data
+        The prepared cells.
+    split
+        ``train``/``val``/``test`` per cell id.
+    order
+        ``order[i]`` is the stored index of the gene at network position ``i`` (a permutation).
+    """
+
+    def __init__(self, data: PerturbationData, split: pd.Series, order: np.ndarray | None = None) -> None:
+        self.data = data
+        self.split = split.reindex(data.obs.index)
+        self.obs = data.obs.assign(split=self.split.to_numpy())
+        self.order = np.arange(data.n_genes) if order is None else np.asarray(order, dtype=np.int64)
+        if sorted(self.order.tolist()) != list(range(data.n_genes)):
+            raise ValueError("gene order must be a permutation of the genes")
+        self.inverse_order = np.argsort(self.order)
+        train = self.obs[self.obs["split"] == "train"]
+        tokens = sorted({t for p in train["perturbation"].unique() for t in data.tokens(p)})
+        self.token_ids = {t: i + 1 for i, t in enumerate(tokens)}
+        self.covariate_vocabs = {k: tuple(sorted(self.obs[k].unique())) for k in data.covariate_keys}
+        max_tokens = max((len(data.tokens(p)) for p in self.obs["perturbation"].unique()), default=1)
+        self.spec = DataSpec(
+            n_genes=data.n_genes,
+            gene_names=tuple(data.genes[i] for i in self.order),
+            perturbation_vocab=tuple(tokens),
+            covariate_vocabs=self.covariate_vocabs,
+            max_perturbations=max(max_tokens, 1),
+        )
+        self._state_covs = self.obs.drop_duplicates("state").set_index("state")[data.covariate_keys]
+
+    # ----------------------------------------------------------------------------------------- queries
+    def cells(self, split: str | None = None, condition: Condition | None = None) -> np.ndarray:
+        """Row indices of cells in ``split`` (all when None) and of ``condition`` (all when None)."""
+        m = np.ones(len(self.obs), dtype=bool)
+        if split is not None:
+            m &= (self.obs["split"] == split).to_numpy()
+        if condition is not None:
+            m &= (self.obs["state"] == condition.state).to_numpy()
+            m &= (self.obs["perturbation"] == condition.perturbation).to_numpy()
+        return np.flatnonzero(m)
+
+    def controls(self, state: str, split: str) -> np.ndarray:
+        """Row indices of the control cells of ``state`` in ``split``."""
+        return self.cells(split, Condition(state, self.data.control_value))
+
+    def conditions(self, split: str, include_control: bool = False) -> list[Condition]:
+        """Conditions with cells in ``split``, sorted by state then perturbation."""
+        part = self.obs[self.obs["split"] == split]
+        if not include_control:
+            part = part[part["perturbation"] != self.data.control_value]
+        pairs = part[["state", "perturbation"]].drop_duplicates().sort_values(["state", "perturbation"])
+        return [Condition(s, p) for s, p in zip(pairs["state"], pairs["perturbation"], strict=True)]
+
+    def encode(self, condition: Condition) -> tuple[list[int], list[int]]:
+        """Token ids and covariate ids of a condition.
+
+        Raises
+        ------
+        DataError
+            A perturbation token or covariate value unknown to the training vocabulary.
+        """
+        unknown = [t for t in self.data.tokens(condition.perturbation) if t not in self.token_ids]
+        if unknown:
+            raise DataError(
+                f"perturbation {condition.perturbation!r} has tokens unknown to the training vocabulary: {unknown}"
+            )
+        if condition.state not in self._state_covs.index:
+            raise DataError(f"covariate state {condition.state!r} unknown; states are {sorted(self._state_covs.index)}")
+        tokens = [self.token_ids[t] for t in self.data.tokens(condition.perturbation)]
+        covs = [self.covariate_vocabs[k].index(v) for k, v in self._state_covs.loc[condition.state].items()]
+        return tokens, covs
+
+    def covariate_values(self, state: str) -> dict[str, str]:
+        """Covariate values of a state label."""
+        return dict(self._state_covs.loc[state].items())
+
+    def summary(self) -> dict:
+        """Cell and condition counts per split, for the run record."""
+        out: dict = {"n_cells": len(self.obs), "n_genes": self.data.n_genes}
+        for name in ("train", "val", "test"):
+            part = self.obs[self.obs["split"] == name]
+            ctrl = part["perturbation"] == self.data.control_value
+            out[name] = {
+                "cells": int(len(part)),
+                "control_cells": int(ctrl.sum()),
+                "conditions": int(part.loc[~ctrl, ["state", "perturbation"]].drop_duplicates().shape[0]),
+            }
+        return out
+
+
+def load_data(cfg: DataConfig, base: ExperimentConfig | None = None) -> PerturbationData:
+    """Read and prepare the data of an experiment."""
+    path = resolve_path(base, cfg.path) if base is not None else Path(cfg.path)
+    return load_perturbation_data(
+        read_anndata(path),
+        perturbation_key=cfg.perturbation_key,
+        control_value=cfg.control_value,
+        covariate_keys=list(cfg.covariate_keys),
+        delimiter=cfg.combination_delimiter,
+        layer=cfg.layer,
+        counts=cfg.counts,
+        max_genes=cfg.max_genes,
+        subset=cfg.subset,
+    )
+
+
+def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> Task:
+    """Load data, compute (or reload) the split and the gene order of an experiment."""
+    data = data if data is not None else load_data(cfg.data, cfg)
+    tcfg: TaskConfig = cfg.task
+    split = load_split(resolve_path(cfg, tcfg.split_file), data) if tcfg.split_file else make_split(data, tcfg)
+    train_rows = np.flatnonzero((split.reindex(data.obs.index) == "train").to_numpy())
+    order = gene_order(cfg.data.gene_order, data.X[train_rows], seed=cfg.task.seed)
+    return Task(data, split, order)

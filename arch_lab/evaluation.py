@@ -1,0 +1,122 @@
+"""Predict the held-out conditions of a task, score them, and put reference points beside them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+
+from arch_lab.config import EvalConfig
+from arch_lab.data.task import Condition, Task
+from arch_lab.methods.base import Method, PredictionRequest
+from arch_lab.metrics import ConditionGroup, MetricSettings, score_conditions, split_half_groups
+
+
+@dataclass
+class EvalResult:
+    """Predictions and scores of one evaluated split."""
+
+    predictions: ad.AnnData
+    per_condition: pd.DataFrame
+    summary: dict[str, float]
+    reference_per_condition: pd.DataFrame | None = None
+    reference_summary: dict[str, dict[str, float]] | None = None
+
+
+def make_requests(
+    task: Task, conditions: list[Condition], split: str, n_cells: int | str, rng: np.random.Generator
+) -> list[PredictionRequest]:
+    """One request per condition, with source control cells drawn from the state's training controls.
+
+    ``n_cells='observed'`` generates as many cells as were observed for the condition in ``split``.
+    """
+    requests = []
+    for c in conditions:
+        n = len(task.cells(split, c)) if n_cells == "observed" else int(n_cells)
+        pool = task.controls(c.state, "train")
+        rows = rng.choice(pool, size=n, replace=n > len(pool))
+        requests.append(PredictionRequest(c, n, task.data.X[rows]))
+    return requests
+
+
+def predictions_to_anndata(task: Task, requests: list[PredictionRequest], predicted: list[np.ndarray]) -> ad.AnnData:
+    """Stack generated cells into an AnnData with the same obs keys and genes (stored order) as the data.
+
+    Follows cell-eval's conventions: a perturbation column, covariate columns, identical genes in the same order.
+    Observed controls are not included: scoring uses the observed controls of the evaluated split, kept apart
+    from the training controls the predictions were made from.
+    """
+    obs_rows = []
+    for r, x in zip(requests, predicted, strict=True):
+        covs = task.covariate_values(r.condition.state)
+        obs_rows.append(
+            pd.DataFrame(
+                {"perturbation": r.condition.perturbation, "state": r.condition.state, **covs}, index=range(len(x))
+            )
+        )
+    obs = pd.concat(obs_rows, ignore_index=True) if obs_rows else pd.DataFrame(columns=["perturbation", "state"])
+    obs.index = [f"pred-{i}" for i in range(len(obs))]
+    X = np.concatenate(predicted, axis=0) if predicted else np.zeros((0, task.data.n_genes), np.float32)
+    out = ad.AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(task.data.genes)))
+    out.uns["control_value"] = task.data.control_value
+    out.uns["covariate_keys"] = list(task.data.covariate_keys)
+    return out
+
+
+def condition_groups(
+    task: Task, split: str, requests: list[PredictionRequest], predicted: list[np.ndarray]
+) -> list[ConditionGroup]:
+    """Pair each prediction with the observed cells and observed controls of its condition in ``split``."""
+    X = task.data.X
+    return [
+        ConditionGroup(
+            state=r.condition.state,
+            perturbation=r.condition.perturbation,
+            predicted=np.asarray(p, dtype=np.float64),
+            observed=X[task.cells(split, r.condition)].astype(np.float64),
+            controls=X[task.controls(r.condition.state, split)].astype(np.float64),
+        )
+        for r, p in zip(requests, predicted, strict=True)
+    ]
+
+
+def metric_settings(cfg: EvalConfig, seed: int) -> MetricSettings:
+    """Metric options from the eval section."""
+    return MetricSettings(
+        pca_components=cfg.pca_components, deg_top_k=cfg.deg_top_k, energy_max_cells=cfg.energy_max_cells, seed=seed
+    )
+
+
+def evaluate(
+    task: Task,
+    method: Method,
+    cfg: EvalConfig,
+    seed: int,
+    split: str | None = None,
+    conditions: list[Condition] | None = None,
+) -> EvalResult:
+    """Predict and score every held-out condition of ``split`` (default: ``cfg.split``).
+
+    Reference points (``cfg.reference_points``): the floor (``no_change``: the source controls as prediction)
+    and the ceiling (``split_half``: half of the observed cells scored against the other half).
+    """
+    split = split or cfg.split
+    conditions = conditions if conditions is not None else task.conditions(split)
+    rng = np.random.default_rng(seed + 7919)
+    requests = make_requests(task, conditions, split, cfg.n_cells, rng)
+    predicted = method.predict(requests, np.random.default_rng(seed + 104729))
+    settings = metric_settings(cfg, seed)
+    groups = condition_groups(task, split, requests, predicted)
+    per_condition, summary = score_conditions(groups, settings)
+    result = EvalResult(predictions_to_anndata(task, requests, predicted), per_condition, summary)
+    if cfg.reference_points:
+        floor_groups = condition_groups(task, split, requests, [r.source for r in requests])
+        floor_df, floor_sum = score_conditions(floor_groups, settings)
+        ceil_df, ceil_sum = score_conditions(split_half_groups(groups, seed), settings)
+        result.reference_per_condition = pd.concat(
+            [floor_df.assign(reference="no_change"), ceil_df.assign(reference="split_half")], ignore_index=True
+        )
+        result.reference_summary = {"no_change": floor_sum, "split_half": ceil_sum}
+    return result

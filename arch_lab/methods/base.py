@@ -1,0 +1,104 @@
+"""The contract every prediction method follows, and the method registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from arch_lab.config import ExperimentConfig
+from arch_lab.data.task import Condition, Task
+from arch_lab.errors import ConfigError
+
+
+@dataclass
+class PredictionRequest:
+    """Generate ``n_cells`` cells of ``condition``.
+
+    ``source`` holds ``n_cells`` control cells of the same state (stored gene order), drawn from the training
+    controls: matching methods map them to perturbed cells, a control-source flow integrates from them, and a
+    Gaussian-source flow ignores them. They are never the observed controls the predictions are scored against.
+    """
+
+    condition: Condition
+    n_cells: int
+    source: np.ndarray
+
+
+class Method:
+    """Base class of a prediction method.
+
+    Subclasses set ``name``, implement :meth:`fit` and :meth:`predict`, and may override
+    :meth:`state_dict` / :meth:`load_state_dict` so ``arch-lab predict`` can reload them.
+    """
+
+    name: ClassVar[str] = ""
+
+    def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.params = dict(cfg.method.params)
+
+    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
+        """Train on the task's training cells; return a summary (e.g. steps, wall time)."""
+        return {}
+
+    def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
+        """One ``[n_cells, G]`` array per request, in stored gene order."""
+        raise NotImplementedError
+
+    def parameter_count(self) -> int:
+        """Number of trainable parameters (0 for closed-form methods)."""
+        return 0
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything needed to predict again after :meth:`load_state_dict`."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore from :meth:`state_dict`."""
+
+    def _param(self, key: str, default: Any) -> Any:
+        value = self.params.get(key, default)
+        return type(default)(value) if default is not None and not isinstance(default, bool) else value
+
+    def check_params(self, allowed: set[str]) -> None:
+        """Reject unknown ``method.params`` keys with a one-line error."""
+        unknown = sorted(set(self.params) - allowed)
+        if unknown:
+            raise ConfigError(
+                f"method.params.{unknown[0]}: unknown option for method {self.name!r}; "
+                f"valid options: {', '.join(sorted(allowed)) or 'none'}"
+            )
+
+
+_METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator adding a method to the registry under ``name``."""
+
+    def deco(cls: type[Method]) -> type[Method]:
+        if name in _METHODS:
+            raise ValueError(f"method {name!r} is already registered")
+        cls.name = name
+        _METHODS[name] = cls
+        return cls
+
+    return deco
+
+
+def list_methods() -> list[str]:
+    """Registered method names, sorted."""
+    return sorted(_METHODS)
+
+
+def build_method(cfg: ExperimentConfig, task: Task) -> Method:
+    """Instantiate the method named in ``cfg.method.name``."""
+    name = cfg.method.name
+    if name not in _METHODS:
+        raise ConfigError(f"method.name: unknown method {name!r}; registered methods are {', '.join(list_methods())}")
+    return _METHODS[name](cfg, task)

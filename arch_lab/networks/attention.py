@@ -1,0 +1,227 @@
+"""Scaled dot-product attention with an xformers fast path, and a multi-head attention module.
+
+Every attention computation in :mod:`arch_lab.networks` goes through :func:`attention`. On CUDA it uses
+``xformers.ops.memory_efficient_attention`` when xformers is importable and accepts the inputs, and falls
+back to :func:`torch.nn.functional.scaled_dot_product_attention` otherwise. The backend of the latest call
+is reported by :func:`last_backend`; :func:`force_backend` pins one for a block of code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+from collections.abc import Iterator
+from types import ModuleType
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import nn
+
+#: Names accepted by the ``backend`` argument of :func:`attention` and by :func:`force_backend`.
+BACKENDS = ("auto", "xformers", "sdpa")
+
+_last_backend: str | None = None
+_forced_backend: str = "auto"
+
+
+@functools.cache
+def _xformers_ops() -> ModuleType | None:
+    """``xformers.ops`` if it can be imported, else None."""
+    try:
+        import xformers.ops as xops
+    except Exception:
+        return None
+    return xops
+
+
+def xformers_available() -> bool:
+    """Whether ``xformers.ops`` can be imported."""
+    return _xformers_ops() is not None
+
+
+def last_backend() -> str | None:
+    """Backend used by the latest :func:`attention` call: ``"xformers"``, ``"sdpa"``, or None before any call."""
+    return _last_backend
+
+
+@contextlib.contextmanager
+def force_backend(name: str) -> Iterator[None]:
+    """Pin the backend of every :func:`attention` call made inside the ``with`` block.
+
+    Parameters
+    ----------
+    name
+        ``"xformers"``, ``"sdpa"`` or ``"auto"`` (the default choice).
+    """
+    global _forced_backend
+    _check_backend(name)
+    previous = _forced_backend
+    _forced_backend = name
+    try:
+        yield
+    finally:
+        _forced_backend = previous
+
+
+def _check_backend(name: str) -> None:
+    if name not in BACKENDS:
+        raise ValueError(f"unknown attention backend {name!r}: expected one of {', '.join(BACKENDS)}")
+
+
+def _xformers_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    xops = _xformers_ops()
+    if xops is None:
+        raise RuntimeError("xformers is not importable")
+    if not q.is_cuda:
+        raise RuntimeError("the xformers backend needs CUDA tensors")
+    batch, heads, len_q, _ = q.shape
+    len_k = k.shape[2]
+    bias = None
+    if key_padding_mask is not None:
+        # xformers wants the bias' last dimension aligned to 8 elements: allocate wider, then slice.
+        aligned = -(-len_k // 8) * 8
+        storage = torch.zeros(batch, heads, len_q, aligned, device=q.device, dtype=q.dtype)
+        bias = storage[..., :len_k]
+        bias.masked_fill_(~key_padding_mask[:, None, None, :], float("-inf"))
+    out = xops.memory_efficient_attention(
+        rearrange(q, "b h l d -> b l h d"),
+        rearrange(k, "b h l d -> b l h d"),
+        rearrange(v, "b h l d -> b l h d"),
+        attn_bias=bias,
+        p=dropout_p,
+    )
+    return rearrange(out, "b l h d -> b h l d")
+
+
+def _sdpa_attention(
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_padding_mask: torch.Tensor | None, dropout_p: float
+) -> torch.Tensor:
+    mask = None if key_padding_mask is None else key_padding_mask[:, None, None, :]
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p)
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    key_padding_mask: torch.Tensor | None = None,
+    *,
+    dropout_p: float = 0.0,
+    backend: str | None = None,
+) -> torch.Tensor:
+    """Softmax attention ``softmax(q k^T / sqrt(D)) v`` over the key axis.
+
+    Parameters
+    ----------
+    q
+        ``[B, H, Lq, D]`` queries.
+    k, v
+        ``[B, H, Lk, D]`` keys and values.
+    key_padding_mask
+        Optional ``[B, Lk]`` bool tensor, True for keys that take part. A row with no kept key yields zeros.
+    dropout_p
+        Dropout probability on the attention weights (pass 0 in evaluation).
+    backend
+        ``"auto"`` (xformers on CUDA when it works, else sdpa), ``"xformers"`` or ``"sdpa"``. None uses the
+        backend pinned by :func:`force_backend`, ``"auto"`` by default.
+
+    Returns
+    -------
+    torch.Tensor
+        ``[B, H, Lq, D]``.
+    """
+    global _last_backend
+    choice = _forced_backend if backend is None else backend
+    _check_backend(choice)
+
+    empty_rows = None
+    if key_padding_mask is not None:
+        key_padding_mask = key_padding_mask.to(device=q.device, dtype=torch.bool)
+        has_key = key_padding_mask.any(dim=-1)
+        if not bool(has_key.all()):
+            empty_rows = ~has_key
+            key_padding_mask = key_padding_mask | empty_rows[:, None]
+
+    if choice == "xformers":
+        out = _xformers_attention(q, k, v, key_padding_mask, dropout_p)
+        _last_backend = "xformers"
+    elif choice == "auto" and q.is_cuda and xformers_available():
+        try:
+            out = _xformers_attention(q, k, v, key_padding_mask, dropout_p)
+            _last_backend = "xformers"
+        except Exception:
+            out = _sdpa_attention(q, k, v, key_padding_mask, dropout_p)
+            _last_backend = "sdpa"
+    else:
+        out = _sdpa_attention(q, k, v, key_padding_mask, dropout_p)
+        _last_backend = "sdpa"
+
+    if empty_rows is not None:
+        out = out.masked_fill(empty_rows[:, None, None, None], 0.0)
+    return out
+
+
+class MultiHeadAttention(nn.Module):
+    """Multi-head attention with query, key, value and output projections.
+
+    Self-attention when called without ``context``; cross-attention from ``x`` to ``context`` otherwise.
+
+    Parameters
+    ----------
+    dim
+        Width of the queries and of the output.
+    heads
+        Number of heads; must divide ``dim``.
+    kv_dim
+        Width of the context tokens (defaults to ``dim``).
+    dropout
+        Dropout probability on the attention weights during training.
+    zero_init_output
+        Start the output projection at zero, so a residual branch begins as the identity.
+    """
+
+    def __init__(
+        self, dim: int, heads: int, kv_dim: int | None = None, dropout: float = 0.0, zero_init_output: bool = False
+    ) -> None:
+        super().__init__()
+        if heads < 1 or dim % heads != 0:
+            raise ValueError(f"attention heads ({heads}) must divide the width ({dim})")
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.heads = heads
+        self.dropout = dropout
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(kv_dim, dim)
+        self.to_v = nn.Linear(kv_dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+        if zero_init_output:
+            nn.init.zeros_(self.to_out.weight)
+            nn.init.zeros_(self.to_out.bias)
+
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Attend from ``x`` ``[B, Lq, dim]`` to ``context`` ``[B, Lk, kv_dim]`` (or to ``x`` itself).
+
+        Parameters
+        ----------
+        x
+            ``[B, Lq, dim]`` query tokens.
+        context
+            ``[B, Lk, kv_dim]`` key/value tokens; None for self-attention.
+        key_padding_mask
+            ``[B, Lk]`` bool, True for context tokens that take part.
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, Lq, dim]``.
+        """
+        context = x if context is None else context
+        q = rearrange(self.to_q(x), "b l (h d) -> b h l d", h=self.heads)
+        k = rearrange(self.to_k(context), "b l (h d) -> b h l d", h=self.heads)
+        v = rearrange(self.to_v(context), "b l (h d) -> b h l d", h=self.heads)
+        out = attention(q, k, v, key_padding_mask, dropout_p=self.dropout if self.training else 0.0)
+        return self.to_out(rearrange(out, "b h l d -> b l (h d)"))

@@ -1,0 +1,207 @@
+"""Transformer with one token per gene, cross-attending to the condition tokens."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from einops import rearrange, repeat
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from arch_lab.networks.attention import MultiHeadAttention
+from arch_lab.networks.conditioning import ConditionEncoder, check_expression, normalize_time
+from arch_lab.networks.registry import register_network
+from arch_lab.spec import CondBatch, DataSpec
+
+
+class AdaNorm(nn.Module):
+    """LayerNorm without affine parameters, then a scale and shift computed from a conditioning embedding.
+
+    Parameters
+    ----------
+    dim
+        Token width.
+    cond_dim
+        Width of the conditioning embedding.
+    """
+
+    def __init__(self, dim: int, cond_dim: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False)
+        self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
+
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
+        """Normalise ``x`` ``[B, L, dim]`` and modulate it with ``emb`` ``[B, cond_dim]``."""
+        scale, shift = rearrange(self.modulation(emb), "b (two d) -> two b 1 d", two=2)
+        return self.norm(x) * (1 + scale) + shift
+
+
+class FeedForward(nn.Sequential):
+    """``Linear -> GELU -> Dropout -> Linear`` applied to every token."""
+
+    def __init__(self, dim: int, mult: int, dropout: float) -> None:
+        super().__init__(nn.Linear(dim, mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+
+
+class GeneTransformerBlock(nn.Module):
+    """Cross-attention to the condition, optional gene-gene mixing, and a feed-forward layer.
+
+    Every sub-layer is pre-normalised with :class:`AdaNorm` (modulated by the pooled time and condition
+    embedding) and wrapped in a residual connection.
+
+    Parameters
+    ----------
+    dim
+        Gene token width.
+    heads
+        Attention heads.
+    cond_dim
+        Width of the condition tokens and of the pooled embedding.
+    self_attention
+        ``"none"`` (genes never see each other), ``"full"`` (gene-gene self-attention, quadratic in G) or
+        ``"latent"`` (latent tokens read all genes, then genes read the latents; linear in G).
+    n_latents
+        Number of learned latent tokens for ``"latent"``.
+    ff_mult
+        Hidden width of the feed-forward layer, as a multiple of ``dim``.
+    dropout
+        Dropout on attention weights and inside the feed-forward layer.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        cond_dim: int,
+        self_attention: str,
+        n_latents: int,
+        ff_mult: int,
+        dropout: float,
+    ) -> None:
+        super().__init__()
+        self.self_attention = self_attention
+        self.cross_norm = AdaNorm(dim, cond_dim)
+        self.cross = MultiHeadAttention(dim, heads, kv_dim=cond_dim, dropout=dropout)
+        if self_attention == "full":
+            self.mix_norm = AdaNorm(dim, cond_dim)
+            self.mix = MultiHeadAttention(dim, heads, dropout=dropout)
+        elif self_attention == "latent":
+            self.latents = nn.Parameter(torch.randn(n_latents, dim) * 0.02)
+            self.mix_norm = AdaNorm(dim, cond_dim)
+            self.latent_norm = nn.LayerNorm(dim)
+            self.read = MultiHeadAttention(dim, heads, dropout=dropout)
+            self.write = MultiHeadAttention(dim, heads, dropout=dropout)
+        self.ff_norm = AdaNorm(dim, cond_dim)
+        self.ff = FeedForward(dim, ff_mult, dropout)
+
+    def forward(
+        self, x: torch.Tensor, emb: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
+    ) -> torch.Tensor:
+        """Update gene tokens ``x`` ``[B, G, dim]``.
+
+        Parameters
+        ----------
+        x
+            ``[B, G, dim]`` gene tokens.
+        emb
+            ``[B, cond_dim]`` pooled time and condition embedding.
+        context
+            ``[B, S + K, cond_dim]`` condition tokens.
+        context_mask
+            ``[B, S + K]`` bool, True for condition tokens that take part.
+        """
+        x = x + self.cross(self.cross_norm(x, emb), context, context_mask)
+        if self.self_attention == "full":
+            x = x + self.mix(self.mix_norm(x, emb))
+        elif self.self_attention == "latent":
+            h = self.mix_norm(x, emb)
+            latents = repeat(self.latents, "n d -> b n d", b=x.shape[0]).to(h.dtype)
+            latents = latents + self.read(latents, h)
+            x = x + self.write(h, self.latent_norm(latents))
+        return x + self.ff(self.ff_norm(x, emb))
+
+
+@register_network("gene_transformer")
+class GeneTransformer(nn.Module):
+    """Transformer whose tokens are genes.
+
+    Gene token ``i`` is a learned identity embedding of gene ``i`` plus a projection of its value in ``x_t``
+    plus the time embedding. Blocks cross-attend from genes to the condition tokens of
+    :meth:`ConditionEncoder.tokens` and optionally mix genes (see :class:`GeneTransformerBlock`); a linear
+    head shared by all genes reads each gene's velocity from its token.
+
+    Parameters
+    ----------
+    config
+        The network's knobs.
+    spec
+        Data facts (gene count, vocabularies).
+    """
+
+    class Config(BaseModel):
+        """Knobs of :class:`GeneTransformer`."""
+
+        model_config = ConfigDict(extra="forbid")
+
+        dim: int = Field(64, ge=1, description="Gene token width.")
+        depth: int = Field(2, ge=0, description="Number of blocks.")
+        heads: int = Field(4, ge=1, description="Attention heads (must divide dim).")
+        self_attention: Literal["none", "full", "latent"] = Field("none", description="Gene-gene mixing.")
+        n_latents: int = Field(16, ge=1, description="Latent tokens for self_attention='latent'.")
+        ff_mult: int = Field(2, ge=1, description="Feed-forward hidden width as a multiple of dim.")
+        dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on attention and feed-forward.")
+        cond_dim: int | None = Field(None, ge=1, description="Width of the condition embeddings (None = dim).")
+
+        @model_validator(mode="after")
+        def _check_heads(self) -> GeneTransformer.Config:
+            if self.dim % self.heads:
+                raise ValueError(f"network.heads ({self.heads}) must divide network.dim ({self.dim})")
+            return self
+
+    def __init__(self, config: Config, spec: DataSpec) -> None:
+        super().__init__()
+        self.config = config
+        self.spec = spec
+        dim = config.dim
+        cond_dim = config.cond_dim or dim
+        self.encoder = ConditionEncoder(spec, cond_dim)
+        self.gene_embedding = nn.Parameter(torch.randn(spec.n_genes, dim) * 0.02)
+        self.value_proj = nn.Linear(1, dim)
+        self.time_proj = nn.Linear(cond_dim, dim)
+        self.context_norm = nn.LayerNorm(cond_dim)
+        self.blocks = nn.ModuleList(
+            GeneTransformerBlock(
+                dim, config.heads, cond_dim, config.self_attention, config.n_latents, config.ff_mult, config.dropout
+            )
+            for _ in range(config.depth)
+        )
+        self.head_norm = AdaNorm(dim, cond_dim)
+        self.head = nn.Linear(dim, 1)
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def tiny_config(cls) -> dict:
+        """A very small configuration for tests (latent gene mixing)."""
+        return {"dim": 8, "depth": 1, "heads": 2, "self_attention": "latent", "n_latents": 3, "ff_mult": 1}
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: CondBatch) -> torch.Tensor:
+        """Velocity ``[B, G]`` at state ``x_t`` ``[B, G]``, time ``t`` and condition ``cond``."""
+        check_expression(x_t, self.spec.n_genes)
+        dtype = self.value_proj.weight.dtype
+        t = normalize_time(t, x_t.shape[0], x_t.device)
+        emb = self.encoder.pooled(t, cond)
+        context, context_mask = self.encoder.tokens(cond)
+        context = self.context_norm(context)
+
+        values = rearrange(x_t.to(dtype), "b g -> b g 1")
+        x = (
+            self.value_proj(values)
+            + self.gene_embedding
+            + rearrange(self.time_proj(self.encoder.time(t)), "b d -> b 1 d")
+        )
+        for block in self.blocks:
+            x = block(x, emb, context, context_mask)
+        out = self.head(self.head_norm(x, emb))
+        return rearrange(out, "b g 1 -> b g").to(x_t.dtype)

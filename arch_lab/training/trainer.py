@@ -1,0 +1,345 @@
+"""The shared flow-matching trainer. It knows no network by name: any registered velocity network plugs in.
+
+AdamW with linear warm-up and cosine decay, gradient clipping, EMA weights for evaluation, bf16 autocast where
+the hardware has it, batches drawn per condition from tensors held in memory (vectorised, no per-cell loop),
+periodic validation with the harness metrics on a fixed subset of val conditions, the best checkpoint by a chosen
+val metric, early stopping, NaN detection, and exact resumption (model, optimiser, scheduler, EMA, RNG).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from arch_lab.config import ExperimentConfig
+from arch_lab.data.task import Condition, Task
+from arch_lab.errors import TrainingDiverged
+from arch_lab.flow import FlowMatchingObjective, StraightPath, make_coupling, make_time_sampler
+from arch_lab.metrics import METRICS
+from arch_lab.spec import PAD_TOKEN, CondBatch
+from arch_lab.training.ema import EMA
+
+CHECKPOINT = "checkpoint.pt"
+BEST = "best.pt"
+
+
+def cpu_supports_bf16() -> bool:
+    """True when this CPU has native bf16 dot-product instructions (AVX512-BF16 or AMX)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for a precision setting (None = full fp32)."""
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if cpu_supports_bf16() else None
+
+
+def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:
+    """Linear warm-up to 1, then cosine decay to ``min_ratio`` at ``total`` steps."""
+
+    def f(step: int) -> float:
+        if warmup > 0 and step < warmup:
+            return (step + 1) / warmup
+        progress = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+        return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    return f
+
+
+class ConditionSampler:
+    """Draws training batches per condition from tensors in memory.
+
+    Each batch holds ``conditions_per_batch`` conditions (drawn uniformly among training conditions, controls
+    of every state included) with ``batch_size // conditions_per_batch`` cells each, so a control source of the
+    same state can be matched and OT coupling stays within a condition.
+    """
+
+    def __init__(self, task: Task, X: torch.Tensor, device: torch.device) -> None:
+        self.X = X
+        conditions = task.conditions("train", include_control=True)
+        self.conditions = conditions
+        rows = [torch.from_numpy(task.cells("train", c)) for c in conditions]
+        self.counts = torch.tensor([len(r) for r in rows], device=device)
+        self.starts = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), self.counts[:-1].cpu()]), 0).to(device)
+        self.flat_rows = torch.cat(rows).to(device)
+        width = max(task.spec.max_perturbations, 1)
+        tokens = torch.full((len(conditions), width), PAD_TOKEN, dtype=torch.long)
+        covs = torch.zeros((len(conditions), len(task.data.covariate_keys)), dtype=torch.long)
+        states = sorted({c.state for c in conditions})
+        self.state_index = torch.tensor([states.index(c.state) for c in conditions], device=device)
+        for i, c in enumerate(conditions):
+            tok, cov = task.encode(c)
+            tokens[i, : len(tok)] = torch.tensor(tok, dtype=torch.long)
+            covs[i] = torch.tensor(cov, dtype=torch.long)
+        self.tokens, self.covs = tokens.to(device), covs.to(device)
+        ctrl = [torch.from_numpy(task.controls(s, "train")) for s in states]
+        self.ctrl_counts = torch.tensor([len(r) for r in ctrl], device=device)
+        self.ctrl_starts = torch.cumsum(
+            torch.cat([torch.zeros(1, dtype=torch.long), self.ctrl_counts[:-1].cpu()]), 0
+        ).to(device)
+        self.ctrl_rows = torch.cat(ctrl).to(device)
+        self.device = device
+
+    def sample(
+        self, batch_size: int, n_conditions: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, CondBatch, torch.Tensor]:
+        """``(x1 [B, G], cond, condition id per row)``."""
+        k = min(n_conditions, len(self.conditions))
+        per = max(batch_size // k, 1)
+        cids = torch.randint(len(self.conditions), (k,), generator=g, device=self.device)
+        cid = cids.repeat_interleave(per)
+        u = torch.rand(len(cid), generator=g, device=self.device)
+        rows = self.flat_rows[self.starts[cid] + (u * self.counts[cid]).long().clamp_max(self.counts[cid] - 1)]
+        tok = self.tokens[cid]
+        cond = CondBatch(
+            tok, tok != PAD_TOKEN, self.covs[cid], torch.zeros(len(cid), dtype=torch.bool, device=self.device)
+        )
+        return self.X[rows], cond, cid
+
+    def control_source(self, cid: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A random training control cell of each row's state."""
+        sid = self.state_index[cid]
+        u = torch.rand(len(cid), generator=g, device=self.device)
+        rows = self.ctrl_rows[
+            self.ctrl_starts[sid] + (u * self.ctrl_counts[sid]).long().clamp_max(self.ctrl_counts[sid] - 1)
+        ]
+        return self.X[rows]
+
+
+@dataclass
+class TrainState:
+    """What the trainer carries between steps and checkpoints."""
+
+    step: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+    best_value: float | None = None
+    best_step: int | None = None
+    evals_since_best: int = 0
+    stopped_early: bool = False
+    train_seconds: float = 0.0
+
+
+class FlowTrainer:
+    """Train one velocity network with the shared flow-matching objective.
+
+    Parameters
+    ----------
+    cfg
+        The experiment (``flow``, ``optim``, ``train`` sections are read).
+    task
+        The task; training uses its ``train`` cells, validation its ``val`` conditions.
+    network
+        Any velocity network following the contract ``forward(x_t, t, cond) -> v``.
+    validate
+        ``validate(model, conditions) -> metrics summary``; called every ``train.eval_every`` steps with the
+        EMA model on a fixed subset of val conditions.
+    run_dir
+        Where checkpoints go (None: no checkpoints).
+    callbacks
+        Called as ``callback(step, val_metrics)`` after each validation (e.g. to report to a sweep pruner);
+        may raise to stop training.
+    """
+
+    def __init__(
+        self,
+        cfg: ExperimentConfig,
+        task: Task,
+        network: nn.Module,
+        validate: Callable[[nn.Module, list[Condition]], dict[str, float]] | None = None,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        device: torch.device | str | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.task = task
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if cfg.train.threads:
+            torch.set_num_threads(cfg.train.threads)
+        torch.manual_seed(cfg.seed)
+        self.network = network.to(self.device)
+        self.model = torch.compile(self.network) if cfg.train.compile else self.network
+        self.ema = EMA(self.network, cfg.optim.ema_decay)
+        self.validate = validate
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.callbacks = list(callbacks or [])
+        o = cfg.optim
+        fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lr_lambda(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio)
+        )
+        f = cfg.flow
+        self.objective = FlowMatchingObjective(
+            StraightPath(f.sigma), make_time_sampler(f.time_sampler), make_coupling(f.coupling), f.cond_dropout
+        )
+        self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
+        X = task.data.X[:, task.order]
+        self.X = torch.from_numpy(np.ascontiguousarray(X)).to(self.device)
+        self.sampler = ConditionSampler(task, self.X, self.device)
+        self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
+        self.state = TrainState()
+        val = task.conditions("val")
+        pick = np.random.default_rng(cfg.seed).permutation(len(val))[: cfg.train.val_conditions]
+        self.val_conditions = [val[i] for i in sorted(pick)]
+        info = METRICS.get(cfg.train.select_metric)
+        self.maximize = info is not None and info.direction == "maximize"
+
+    # ----------------------------------------------------------------------------------- checkpoints
+    def _payload(self) -> dict[str, Any]:
+        return {
+            "network": self.network.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+            "state": self.state.__dict__,
+        }
+
+    def _save(self, name: str, payload: dict[str, Any]) -> None:
+        if self.run_dir is None:
+            return
+        tmp = self.run_dir / f".{name}.tmp"
+        torch.save(payload, tmp)
+        os.replace(tmp, self.run_dir / name)
+
+    def save_checkpoint(self) -> None:
+        """Write ``checkpoint.pt`` atomically."""
+        self._save(CHECKPOINT, self._payload())
+
+    def load_checkpoint(self, path: Path) -> None:
+        """Restore everything from a checkpoint written by :meth:`save_checkpoint`."""
+        ck = torch.load(path, map_location=self.device, weights_only=False)
+        self.network.load_state_dict(ck["network"])
+        self.ema.load_state_dict(ck["ema"])
+        self.optimizer.load_state_dict(ck["optimizer"])
+        self.scheduler.load_state_dict(ck["scheduler"])
+        self.generator.set_state(ck["generator"])
+        torch.set_rng_state(ck["torch_rng"])
+        if ck.get("cuda_rng") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["cuda_rng"])
+        self.state = TrainState(**ck["state"])
+
+    # -------------------------------------------------------------------------------------- training
+    def train_step(self) -> dict[str, float]:
+        """One optimisation step; raises :class:`TrainingDiverged` on a non-finite loss."""
+        cfg = self.cfg
+        self.network.train()
+        x1, cond, cid = self.sampler.sample(cfg.optim.batch_size, cfg.optim.conditions_per_batch, self.generator)
+        if cfg.flow.source == "control":
+            x0 = self.sampler.control_source(cid, self.generator)
+        else:
+            x0 = torch.randn(x1.shape, generator=self.generator, device=self.device)
+        with torch.autocast(
+            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
+        ):
+            out = self.objective.loss(self.model, x1, cond, x0, cid, self.generator)
+        loss = out.loss.float()
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(
+                f"training diverged: loss is {loss.item()} at step {self.state.step + 1}; "
+                "lower optim.lr or set optim.grad_clip"
+            )
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = float("nan")
+        if cfg.optim.grad_clip is not None:
+            grad_norm = float(nn.utils.clip_grad_norm_(self.network.parameters(), cfg.optim.grad_clip))
+        self.optimizer.step()
+        self.scheduler.step()
+        self.ema.update(self.network)
+        return {"loss": float(loss.item()), "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
+
+    def eval_model(self) -> nn.Module:
+        """The EMA model (the raw network when EMA is off)."""
+        return self.ema.module if self.cfg.optim.ema_decay else self.network
+
+    def _better(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.state.best_value is None:
+            return True
+        return value > self.state.best_value if self.maximize else value < self.state.best_value
+
+    def _evaluate(self, step: int, train_logs: dict[str, float]) -> dict[str, float] | None:
+        if self.validate is None or not self.val_conditions:
+            return None
+        model = self.eval_model()
+        model.eval()
+        metrics = self.validate(model, self.val_conditions)
+        record = {
+            "step": step,
+            **{f"train_{k}": v for k, v in train_logs.items()},
+            **{f"val_{k}": v for k, v in metrics.items()},
+        }
+        self.state.history.append(record)
+        value = float(metrics.get(self.cfg.train.select_metric, float("nan")))
+        if self._better(value):
+            self.state.best_value, self.state.best_step, self.state.evals_since_best = value, step, 0
+            self._save(BEST, {"ema": model.state_dict(), "step": step, "value": value})
+            self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
+        else:
+            self.state.evals_since_best += 1
+        return metrics
+
+    def fit(self, resume: bool = False) -> TrainState:
+        """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`."""
+        cfg = self.cfg.train
+        if resume and self.run_dir is not None and (self.run_dir / CHECKPOINT).is_file():
+            self.load_checkpoint(self.run_dir / CHECKPOINT)
+        self.best_weights: dict[str, torch.Tensor] | None = None
+        if resume and self.run_dir is not None and (self.run_dir / BEST).is_file():
+            self.best_weights = torch.load(self.run_dir / BEST, map_location=self.device, weights_only=False)["ema"]
+        bar = tqdm(
+            total=cfg.max_steps,
+            initial=self.state.step,
+            desc=f"train {self.cfg.network.name}",
+            disable=not cfg.progress,
+        )
+        started = time.perf_counter() - self.state.train_seconds
+        logs: dict[str, float] = {}
+        while self.state.step < cfg.max_steps and not self.state.stopped_early:
+            logs = self.train_step()
+            self.state.step += 1
+            step = self.state.step
+            bar.update(1)
+            metrics = None
+            if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                metrics = self._evaluate(step, logs)
+                if cfg.patience is not None and self.state.evals_since_best >= cfg.patience:
+                    self.state.stopped_early = True
+            if step % 25 == 0 or metrics is not None:
+                post = {"loss": f"{logs['loss']:.4f}"}
+                if self.state.best_value is not None:
+                    post[f"best_{cfg.select_metric}"] = f"{self.state.best_value:.4f}"
+                bar.set_postfix(post, refresh=False)
+            self.state.train_seconds = time.perf_counter() - started
+            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or self.state.stopped_early:
+                self.save_checkpoint()
+            if metrics is not None:
+                for cb in self.callbacks:
+                    cb(step, metrics)
+        bar.close()
+        if self.best_weights is not None:
+            self.eval_model().load_state_dict(self.best_weights)
+        return self.state
