@@ -34,10 +34,16 @@ class RunResult:
     per_condition: pd.DataFrame
     reference: dict[str, dict[str, float]] | None
     fit_summary: dict[str, Any]
+    val_summary: dict[str, float] | None = None
 
 
 def _write_results(
-    run_dir: Path, method: Method, result: EvalResult, fit_summary: dict[str, Any], elapsed: float
+    run_dir: Path,
+    method: Method,
+    result: EvalResult,
+    val_summary: dict[str, float] | None,
+    fit_summary: dict[str, Any],
+    elapsed: float,
 ) -> None:
     result.predictions.write_h5ad(run_dir / "predictions.h5ad")
     result.per_condition.to_csv(run_dir / "metrics_per_condition.csv", index=False)
@@ -52,6 +58,7 @@ def _write_results(
         "network": method.cfg.network.name if method.name == "flow_matching" else None,
         "split": method.cfg.eval.split,
         "metrics": result.summary,
+        "val_metrics": val_summary,
         "reference": result.reference_summary,
         "parameter_count": method.parameter_count(),
         "fit": fit_summary,
@@ -114,14 +121,18 @@ def _fit_and_finish(
         fit_summary = method.fit(run_dir, callbacks)
         update_meta(run_dir, parameter_count=method.parameter_count())
         result = evaluate(task, method, cfg.eval, cfg.seed)
-        _write_results(run_dir, method, result, dict(fit_summary), time.perf_counter() - start)
+        val_summary = None
+        if cfg.eval.split != "val" and task.conditions("val"):
+            val_cfg = cfg.eval.model_copy(update={"reference_points": False})
+            val_summary = evaluate(task, method, val_cfg, cfg.seed, split="val").summary
+        _write_results(run_dir, method, result, val_summary, dict(fit_summary), time.perf_counter() - start)
     except BaseException as exc:
         kind = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
         reason = str(exc) if isinstance(exc, ArchLabError) else f"{type(exc).__name__}: {exc}"
         set_status(run_dir, kind, reason=reason.splitlines()[0] if reason else type(exc).__name__)
         raise
     set_status(run_dir, "completed")
-    return RunResult(run_dir, result.summary, result.per_condition, result.reference_summary, fit_summary)
+    return RunResult(run_dir, result.summary, result.per_condition, result.reference_summary, fit_summary, val_summary)
 
 
 def load_run_config(run_dir: Path) -> ExperimentConfig:

@@ -191,7 +191,10 @@ def test_manual_task_bad_values_are_named():
 
 def test_single_heldout_pair_per_state_is_kept():
     d = load(synthetic_adata())
-    holdout = [{"perturbation": "A", "covariates": {"cell_type": "s0"}}, {"perturbation": "B", "covariates": {"cell_type": "s1"}}]
+    holdout = [
+        {"perturbation": "A", "covariates": {"cell_type": "s0"}},
+        {"perturbation": "B", "covariates": {"cell_type": "s1"}},
+    ]
     split = make_split(d, TaskConfig(kind="manual", holdout=holdout))
     obs = d.obs.assign(split=split)
     got = obs[obs["perturbation"] != "control"].groupby(["perturbation", "state"])["split"].first()

@@ -147,9 +147,9 @@ class UNet1D(nn.Module):
 
         model_config = ConfigDict(extra="forbid")
 
-        base_channels: int = Field(32, ge=1, description="Channels at the first level.")
+        base_channels: int = Field(16, ge=1, description="Channels at the first level.")
         channel_mult: tuple[int, ...] = Field((1, 2, 4), min_length=1, description="Channel multiplier per level.")
-        num_res_blocks: int = Field(2, ge=1, description="Residual blocks per level.")
+        num_res_blocks: int = Field(1, ge=1, description="Residual blocks per level.")
         kernel_size: int = Field(3, ge=1, description="Convolution kernel size (1 = no neighbour mixing).")
         skip_connections: bool = Field(True, description="Concatenate encoder activations into the decoder.")
         attention_levels: tuple[int, ...] = Field((), description="Levels (indices) with self-attention.")

@@ -1,0 +1,262 @@
+"""End to end: experiment YAML → run directory, baselines, CLI errors, resume, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import anndata as ad
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import EXPERIMENTS, experiment_dict
+from typer.testing import CliRunner
+
+from arch_lab import api
+from arch_lab.cli import app
+from arch_lab.config import experiment_from_dict, load_experiment
+from arch_lab.data import Condition, build_task
+from arch_lab.errors import ConfigError, TrainingDiverged
+from arch_lab.evaluation import evaluate
+from arch_lab.methods import build_method, list_methods
+from arch_lab.metrics import energy_distance
+from arch_lab.networks import list_networks
+from arch_lab.runs import read_status
+
+runner = CliRunner()
+RUN_FILES = ("config.yaml", "meta.json", "split.csv", "status.json", "predictions.h5ad", "metrics.json",
+             "metrics_per_condition.csv")  # fmt: skip
+
+
+def write_yaml(path: Path, cfg: dict) -> Path:
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+# ------------------------------------------------------------------------------------------- config errors
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (lambda c: c["train"].update(max_step=3), "train.max_step: unknown key"),
+        (lambda c: c["optim"].update(lr="fast"), "optim.lr"),
+        (lambda c: c.pop("task"), "task: required key is missing"),
+        (lambda c: c["task"].update(kind="transfer"), "task.kind"),
+        (lambda c: c["data"].update(perturbation_key="cond"), "'cond' not in obs; available columns"),
+        (lambda c: c["data"].update(control_value="ctrl"), "'ctrl' not found"),
+        (lambda c: c["network"].update(name="unet"), "unknown network 'unet'"),
+        (lambda c: c["network"].update(widht=3), "network.widht"),
+        (lambda c: c["method"].update(name="cpa"), "unknown method 'cpa'"),
+    ],
+)
+def test_bad_input_is_one_line_and_leaves_no_run(synthetic_h5ad, tmp_path, mutate, message):
+    cfg = experiment_dict(synthetic_h5ad, tmp_path)
+    mutate(cfg)
+    path = write_yaml(tmp_path / "exp.yaml", cfg)
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2, result.output
+    err = result.stderr.strip()
+    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert not (tmp_path / "runs").exists()
+
+
+def test_malformed_yaml_is_reported_with_location(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("name: x\ndata: [unclosed\n")
+    result = runner.invoke(app, ["train", str(path)])
+    assert result.exit_code == 2
+    assert "malformed YAML at line" in result.stderr
+
+
+def test_shipped_experiments_validate():
+    for path in sorted(EXPERIMENTS.glob("*.yaml")):
+        cfg = load_experiment(path)
+        assert cfg.network.name in list_networks()
+
+
+# --------------------------------------------------------------------------------------------- baselines
+@pytest.fixture(scope="module")
+def k562_task():
+    cfg = load_experiment(EXPERIMENTS / "devel_k562_combination.yaml")
+    return cfg, build_task(cfg)
+
+
+@pytest.mark.parametrize("name", ["no_change", "perturbation_mean", "linear_additive", "latent_additive"])
+def test_baselines_on_unseen_combinations(k562_task, name):
+    cfg, task = k562_task
+    cfg = cfg.model_copy(update={"method": cfg.method.model_copy(update={"name": name, "params": {"steps": 300}
+                                                                       if name == "latent_additive" else {}})})  # fmt: skip
+    method = build_method(cfg, task)
+    method.fit()
+    res = evaluate(task, method, cfg.eval, seed=0)
+    assert len(res.per_condition) == len(task.conditions("test")) == 2
+    assert res.predictions.n_vars == task.data.n_genes
+    assert np.isfinite(res.predictions.X).all() and (res.predictions.X >= 0).all()
+    floor = res.reference_summary["no_change"]
+    if name == "no_change":
+        assert res.summary["rmse_mean"] == pytest.approx(floor["rmse_mean"])
+    else:  # additive effects of the measured singles carry real signal about the double
+        assert res.summary["rmse_mean"] < floor["rmse_mean"]
+        assert res.summary["pearson_delta"] > floor["pearson_delta"] + 0.2
+
+
+def test_perturbation_mean_sums_singles_for_unseen_combination(k562_task):
+    cfg, task = k562_task
+    cfg = cfg.model_copy(update={"method": cfg.method.model_copy(update={"name": "perturbation_mean"})})
+    method = build_method(cfg, task)
+    method.fit()
+    combo = task.conditions("test")[0]
+    a, b = task.data.tokens(combo.perturbation)
+    X = task.data.X
+    ctrl = X[task.controls("k562", "train")].mean(axis=0)
+    expected = sum(X[task.cells("train", Condition("k562", t))].mean(axis=0) - ctrl for t in (a, b))
+    np.testing.assert_allclose(method.shift(combo), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_unknown_method_param_is_named(k562_task):
+    cfg, task = k562_task
+    cfg = cfg.model_copy(
+        update={"method": cfg.method.model_copy(update={"name": "latent_additive", "params": {"widht": 3}})}
+    )
+    with pytest.raises(ConfigError, match="method.params.widht"):
+        build_method(cfg, task).fit()
+
+
+def test_methods_registry_lists_all():
+    assert {"no_change", "perturbation_mean", "linear_additive", "latent_additive", "flow_matching"} <= set(
+        list_methods()
+    )
+
+
+# ------------------------------------------------------------------------------------------ run directory
+def test_train_writes_complete_run_directory(synthetic_h5ad, tmp_path):
+    path = write_yaml(tmp_path / "exp.yaml", experiment_dict(synthetic_h5ad, tmp_path))
+    result = runner.invoke(app, ["train", str(path), "--set", "seed=3"])
+    assert result.exit_code == 0, result.output
+    (run_dir,) = (tmp_path / "runs" / "synthetic").iterdir()
+    for name in RUN_FILES:
+        assert (run_dir / name).is_file(), name
+    assert read_status(run_dir)["status"] == "completed"
+    meta = json.loads((run_dir / "meta.json").read_text())
+    assert meta["seed"] == 3 and meta["git_sha"] and meta["packages"]["torch"] and "torch_threads" in meta["device"]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["network"] == "mlp" and metrics["parameter_count"] > 0
+    assert set(metrics["reference"]) == {"no_change", "split_half"}
+    assert metrics["val_metrics"]["energy_distance"] == metrics["val_metrics"]["energy_distance"]
+    per = pd.read_csv(run_dir / "metrics_per_condition.csv")
+    assert metrics["metrics"]["energy_distance"] == pytest.approx(per["energy_distance"].mean())
+    split = pd.read_csv(run_dir / "split.csv")
+    preds = ad.read_h5ad(run_dir / "predictions.h5ad")
+    test_pairs = per[["state", "perturbation"]].drop_duplicates()
+    assert len(preds.obs.groupby(["state", "perturbation"], observed=True)) == len(test_pairs)
+    assert set(split["split"]) == {"train", "val", "test"}
+    history = pd.read_csv(run_dir / "history.csv")
+    assert list(history["step"]) == [10, 20, 30]
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert experiment_from_dict(cfg).seed == 3
+
+
+def test_diverged_run_is_marked_failed_not_complete(synthetic_h5ad, tmp_path):
+    cfg = experiment_from_dict(
+        experiment_dict(synthetic_h5ad, tmp_path, optim={"lr": 1e12, "grad_clip": None, "warmup_steps": 0})
+    )
+    with pytest.raises(TrainingDiverged, match="training diverged: loss is"):
+        api.train(cfg)
+    (run_dir,) = (tmp_path / "runs" / "synthetic").iterdir()
+    status = read_status(run_dir)
+    assert status["status"] == "failed" and "diverged" in status["reason"]
+    assert not (run_dir / "metrics.json").exists()
+
+
+def test_diverged_run_cli_exit_code(synthetic_h5ad, tmp_path):
+    cfg = experiment_dict(synthetic_h5ad, tmp_path, optim={"lr": 1e12, "grad_clip": None, "warmup_steps": 0})
+    result = runner.invoke(app, ["train", str(write_yaml(tmp_path / "e.yaml", cfg))])
+    assert result.exit_code == 2 and "training diverged" in result.stderr
+
+
+# ----------------------------------------------------------------------------------- resume and predict
+class Interrupt(Exception):
+    pass
+
+
+def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path):
+    base = experiment_dict(synthetic_h5ad, tmp_path)
+    cfg = experiment_from_dict(base)
+    full = api.train(cfg, run_dir=tmp_path / "full")
+
+    def crash(step, metrics):
+        if step == 20:
+            raise Interrupt
+
+    with pytest.raises(Interrupt):
+        api.train(cfg, run_dir=tmp_path / "cut", callbacks=[crash])
+    assert read_status(tmp_path / "cut")["status"] == "failed"
+    assert not (tmp_path / "cut" / "metrics.json").exists()
+    ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
+    assert ck["state"]["step"] == 20
+    result = runner.invoke(app, ["train", "--resume", str(tmp_path / "cut")])
+    assert result.exit_code == 0, result.output
+    resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())["metrics"]
+    for key, value in full.summary.items():
+        assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
+    again = runner.invoke(app, ["train", "--resume", str(tmp_path / "cut")])
+    assert again.exit_code == 2 and "already completed" in again.stderr
+
+
+def test_predict_unseen_combination_from_run(synthetic_h5ad, tmp_path):
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path))
+    res = api.train(cfg, run_dir=tmp_path / "run")
+    conditions = pd.DataFrame({"perturbation": ["B+C", "A"], "cell_type": ["s0", "s2"]})
+    conditions.to_csv(tmp_path / "conds.csv", index=False)
+    out = tmp_path / "pred.h5ad"
+    result = runner.invoke(app, ["predict", str(res.run_dir), "--conditions", str(tmp_path / "conds.csv"),
+                                 "--out", str(out), "--n-cells", "7"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    pred = ad.read_h5ad(out)
+    assert pred.n_obs == 14 and list(pred.obs["perturbation"].unique()) == ["B+C", "A"]
+    bad = pd.DataFrame({"perturbation": ["Q"], "cell_type": ["s0"]})
+    bad.to_csv(tmp_path / "bad.csv", index=False)
+    result = runner.invoke(app, ["predict", str(res.run_dir), "--conditions", str(tmp_path / "bad.csv"),
+                                 "--out", str(out)])  # fmt: skip
+    assert result.exit_code == 2 and "unknown to the training vocabulary" in result.stderr
+    result = runner.invoke(app, ["predict", str(tmp_path), "--conditions", str(tmp_path / "conds.csv")])
+    assert result.exit_code == 2 and "not a run directory" in result.stderr
+
+
+# --------------------------------------------------------------------------- every backbone learns (slow)
+@pytest.mark.slow
+@pytest.mark.parametrize("network", list_networks())
+def test_each_backbone_learns_synthetic_shifts(synthetic_h5ad, tmp_path, network):
+    from arch_lab.networks import get_network_class
+
+    knobs = get_network_class(network).tiny_config()
+    cfg = experiment_from_dict(
+        experiment_dict(
+            synthetic_h5ad,
+            tmp_path,
+            network={"name": network, **knobs},
+            train={"max_steps": 250, "eval_every": 250, "checkpoint_every": 250},
+            optim={"lr": 3e-3, "batch_size": 64, "warmup_steps": 10},
+            flow={"steps": 10},
+        )
+    )
+    cfg = cfg.model_copy(update={"network": type(cfg.network).model_validate({"name": network, **knobs})})
+    task = build_task(cfg)
+    method = build_method(cfg, task)
+    cond = task.conditions("test")
+    observed = [task.data.X[task.cells("test", c)] for c in cond]
+
+    def energy_now():
+        res = evaluate(task, method, cfg.eval.model_copy(update={"reference_points": False}), seed=0)
+        return float(np.mean([energy_distance(p, o) for p, o in zip(
+            [res.predictions.X[(res.predictions.obs["perturbation"] == c.perturbation).to_numpy()
+                               & (res.predictions.obs["state"] == c.state).to_numpy()] for c in cond],
+            observed, strict=True)]))  # fmt: skip
+
+    before = energy_now()
+    summary = method.fit()
+    history = summary["history"]
+    assert history, "no validation ran"
+    after = energy_now()
+    assert after < 0.5 * before, (before, after)
