@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The main job: unet1d vs mlp vs gene_transformer (2 seeds each) on the Kang cell-type transfer task,
+# as a resumable Optuna study, ending in the figures and tables of reports/demo/.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup_env.sh
+# shellcheck disable=SC1091
+source .venv/bin/activate
+arch-lab sweep run sweeps/demo.yaml
+arch-lab sweep export sweeps/demo.yaml --out reports/demo/trials.csv
+arch-lab report sweeps/demo.yaml --out reports/demo
+echo "figures and tables: reports/demo/report.md"
