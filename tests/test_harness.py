@@ -260,3 +260,35 @@ def test_each_backbone_learns_synthetic_shifts(synthetic_h5ad, tmp_path, network
     assert history, "no validation ran"
     after = energy_now()
     assert after < 0.5 * before, (before, after)
+
+
+def test_bf16_autocast_training_runs_on_cpu(synthetic_h5ad, tmp_path):
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path, train={"precision": "bf16"}))
+    res = api.train(cfg)
+    meta = json.loads((res.run_dir / "metrics.json").read_text())
+    assert meta["fit"]["precision"] == "torch.bfloat16"
+    assert np.isfinite(res.summary["energy_distance"])
+
+
+def test_training_lowers_the_loss(synthetic_h5ad, tmp_path):
+    cfg = experiment_from_dict(
+        experiment_dict(synthetic_h5ad, tmp_path, train={"max_steps": 120, "eval_every": 20, "checkpoint_every": 120})
+    )
+    res = api.train(cfg)
+    history = pd.read_csv(res.run_dir / "history.csv")
+    first, last = history["train_loss"].iloc[0], history["train_loss"].iloc[-1]
+    assert len(history) == 6 and last < 0.8 * first, (first, last)
+
+
+def test_readme_backbone_example_registers_and_trains(synthetic_h5ad, tmp_path, monkeypatch):
+    from arch_lab.networks import registry
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = text.split("# arch_lab/networks/my_net.py\n", 1)[1].split("```", 1)[0]
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    exec(compile(block, "README.md", "exec"), {"__name__": "readme_example"})
+    assert "my_net" in list_networks()
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path, network={"name": "my_net", "width": 32}))
+    cfg = cfg.model_copy(update={"network": type(cfg.network).model_validate({"name": "my_net", "width": 32})})
+    res = api.train(cfg)
+    assert json.loads((res.run_dir / "metrics.json").read_text())["network"] == "my_net"

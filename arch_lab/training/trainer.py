@@ -318,14 +318,18 @@ class FlowTrainer:
         )
         started = time.perf_counter() - self.state.train_seconds
         logs: dict[str, float] = {}
+        interval: list[float] = []
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
             logs = self.train_step()
+            interval.append(logs["loss"])
             self.state.step += 1
             step = self.state.step
             bar.update(1)
             metrics = None
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                metrics = self._evaluate(step, logs)
+                # the mean training loss since the previous validation, not one noisy batch
+                metrics = self._evaluate(step, {**logs, "loss": float(np.mean(interval))})
+                interval = []
                 if cfg.patience is not None and self.state.evals_since_best >= cfg.patience:
                     self.state.stopped_early = True
             if step % 25 == 0 or metrics is not None:
