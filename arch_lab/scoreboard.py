@@ -48,40 +48,47 @@ def run_scoreboard(
     pandas.DataFrame
         One row per (task, entry, seed), plus ``floor (no_change)`` and ``ceiling (split-half)`` rows per task.
     """
+    import json
+
     from arch_lab.api import train
 
     for e in entries:
         entry_overrides(e)
-    rows = []
+    csv_path = Path(out).with_suffix(".csv") if out is not None else None
+    rows: list[dict] = []
+    if csv_path is not None and csv_path.is_file():  # resume: keep finished rows
+        rows = pd.read_csv(csv_path).to_dict("records")
+    done = {(r["task"], r["entry"], int(r["seed"])) for r in rows}
     jobs = [(exp, e, s) for exp in experiments for e in entries for s in range(seeds)]
     tasks = {}
     for exp, entry, seed in tqdm(jobs, desc="scoreboard"):
         ov = {**(overrides or {}), **{"seed": seed, "output_dir": "runs/scoreboard", "train.progress": False}}
         cfg = load_experiment(exp, ov)
-        cfg = cfg.model_copy(
-            update={k: type(getattr(cfg, k)).model_validate(v) for k, v in entry_overrides(entry).items()}
-        )
+        if (cfg.name, entry, seed) in done:
+            continue
+        cfg = cfg.model_copy(update={k: type(getattr(cfg, k)).model_validate(v) for k, v in entry_overrides(entry).items()})
         if exp not in tasks:
             tasks[exp] = build_task(cfg)
         res = train(cfg, task=tasks[exp])
-        import json
-
         meta = json.loads((res.run_dir / "metrics.json").read_text())
         rows.append({"task": cfg.name, "entry": entry, "seed": seed, **{k: res.summary.get(k, np.nan) for k in COLUMNS},
                      "parameters": meta["parameter_count"], "seconds": meta["wall_seconds"], "run_dir": str(res.run_dir)})  # fmt: skip
-        if seed == 0 and entry == entries[0] and res.reference:
+        if res.reference and not any(r["task"] == cfg.name and str(r["entry"]).startswith("floor") for r in rows):
             for name, ref in res.reference.items():
                 label = "floor (no_change)" if name == "no_change" else "ceiling (split-half)"
-                rows.append(
-                    {"task": cfg.name, "entry": label, "seed": seed, **{k: ref.get(k, np.nan) for k in COLUMNS}}
-                )
+                rows.append({"task": cfg.name, "entry": label, "seed": seed, **{k: ref.get(k, np.nan) for k in COLUMNS}})
+        if out is not None:
+            _write(pd.DataFrame(rows), Path(out))
     df = pd.DataFrame(rows)
     if out is not None:
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        df.to_csv(out.with_suffix(".csv"), index=False)
-        out.write_text(to_markdown(df))
+        _write(df, Path(out))
     return df
+
+
+def _write(df: pd.DataFrame, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out.with_suffix(".csv"), index=False)
+    out.write_text(to_markdown(df))
 
 
 def to_markdown(df: pd.DataFrame) -> str:

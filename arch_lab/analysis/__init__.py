@@ -1,0 +1,102 @@
+"""Results analysis: tidy tables of runs and sweeps, summary statistics, paper figures and the report.
+
+Tables come from :mod:`~arch_lab.analysis.tidy`, intervals and fronts from :mod:`~arch_lab.analysis.stats`, cell
+and gene tables from :mod:`~arch_lab.analysis.cells`, figures from :mod:`~arch_lab.analysis.figures` (styled by
+:mod:`~arch_lab.analysis.style`), and the whole report from :mod:`~arch_lab.analysis.report`.
+"""
+
+from __future__ import annotations
+
+from arch_lab.analysis.cells import cell_projection, gene_logfc, parse_condition, strongest_conditions
+from arch_lab.analysis.figures import (
+    fig_cells_pca,
+    fig_gene_logfc,
+    fig_guidance_sweep,
+    fig_learning_curves,
+    fig_metric_by_backbone,
+    fig_metrics_by_backbone,
+    fig_optimization_history,
+    fig_paired_conditions,
+    fig_param_importances,
+    fig_quality_cost_panels,
+    fig_quality_vs_cost,
+    fig_sweep_diagnostics,
+)
+from arch_lab.analysis.report import Report, Sources, best_runs, build_report, load_sources
+from arch_lab.analysis.stats import (
+    HEADLINE_METRICS,
+    bootstrap_ci,
+    bootstrap_difference_ci,
+    condition_means,
+    paired_differences,
+    paired_summary,
+    param_importances,
+    pareto_front,
+    reference_summary,
+    summarize,
+)
+from arch_lab.analysis.style import backbone_order, backbone_palette, paper_style, save_figure
+from arch_lab.analysis.tidy import (
+    RunSkipped,
+    find_run_dirs,
+    load_history,
+    load_per_condition,
+    load_reference,
+    load_runs,
+    load_study,
+    long_metrics,
+    read_run,
+    require_metric,
+    study_runs,
+    trials_table,
+)
+
+__all__ = [
+    "HEADLINE_METRICS",
+    "Report",
+    "RunSkipped",
+    "Sources",
+    "backbone_order",
+    "backbone_palette",
+    "best_runs",
+    "bootstrap_ci",
+    "bootstrap_difference_ci",
+    "build_report",
+    "cell_projection",
+    "condition_means",
+    "fig_cells_pca",
+    "fig_gene_logfc",
+    "fig_guidance_sweep",
+    "fig_learning_curves",
+    "fig_metric_by_backbone",
+    "fig_metrics_by_backbone",
+    "fig_optimization_history",
+    "fig_paired_conditions",
+    "fig_param_importances",
+    "fig_quality_cost_panels",
+    "fig_quality_vs_cost",
+    "fig_sweep_diagnostics",
+    "find_run_dirs",
+    "gene_logfc",
+    "load_history",
+    "load_per_condition",
+    "load_reference",
+    "load_runs",
+    "load_sources",
+    "load_study",
+    "long_metrics",
+    "paired_differences",
+    "paired_summary",
+    "paper_style",
+    "param_importances",
+    "parse_condition",
+    "pareto_front",
+    "read_run",
+    "reference_summary",
+    "require_metric",
+    "save_figure",
+    "strongest_conditions",
+    "study_runs",
+    "summarize",
+    "trials_table",
+]

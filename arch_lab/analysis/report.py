@@ -1,0 +1,351 @@
+"""``arch-lab report``: every figure the data supports, summary tables and a ``report.md`` that lists them."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from arch_lab.analysis import cells as cells_mod
+from arch_lab.analysis import figures as figs
+from arch_lab.analysis.stats import (
+    HEADLINE_METRICS,
+    paired_differences,
+    paired_summary,
+    param_importances,
+    reference_summary,
+    summarize,
+)
+from arch_lab.analysis.style import backbone_order, save_figure
+from arch_lab.analysis.tidy import (
+    load_history,
+    load_per_condition,
+    load_runs,
+    load_study,
+    require_metric,
+    study_runs,
+    trials_table,
+)
+from arch_lab.errors import ArchLabError
+from arch_lab.metrics.info import METRICS
+
+if TYPE_CHECKING:
+    import optuna
+
+_PathLike = str | Path
+
+
+@dataclass
+class Sources:
+    """What a list of report arguments resolved to."""
+
+    runs: pd.DataFrame
+    studies: list[optuna.Study] = field(default_factory=list)
+    trials: pd.DataFrame = field(default_factory=pd.DataFrame)
+
+
+@dataclass
+class Artifact:
+    """One written figure or table."""
+
+    name: str
+    caption: str
+    files: list[Path]
+
+
+@dataclass
+class Report:
+    """What :func:`build_report` wrote."""
+
+    out: Path
+    path: Path
+    backbones: list[str]
+    figures: list[Artifact] = field(default_factory=list)
+    tables: list[Artifact] = field(default_factory=list)
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+
+
+def load_sources(
+    sources: _PathLike | Sequence[_PathLike], storage: str | None = None, base_dir: _PathLike | None = None
+) -> Sources:
+    """Resolve report arguments into one runs table (and the studies' trials).
+
+    Parameters
+    ----------
+    sources
+        Each a run directory, a folder of run directories, or a study (name, storage URL, ``URL#NAME`` or a
+        ``.db`` file; see :func:`arch_lab.analysis.load_study`).
+    storage
+        Storage URL for bare study names (an existing directory is still read as runs).
+    base_dir
+        Folder against which a study's relative run directories are resolved.
+
+    Raises
+    ------
+    ArchLabError
+        A source that cannot be resolved, or no completed run at all.
+    """
+    items = [sources] if isinstance(sources, str | Path) else list(sources)
+    if not items:
+        raise ArchLabError("give at least one run directory, folder of runs, or study")
+    study_frames, run_frames, trial_frames, studies = [], [], [], []
+    for item in items:
+        if Path(item).is_dir():
+            run_frames.append(load_runs([item]))
+            continue
+        study = load_study(item, storage)
+        studies.append(study)
+        trial_frames.append(trials_table(study))
+        study_frames.append(study_runs(study, base_dir))
+    frames = [f for f in study_frames + run_frames if not f.empty]
+    if not frames:
+        raise ArchLabError(f"no completed run in {', '.join(map(str, items))}")
+    runs = pd.concat(frames, ignore_index=True).drop_duplicates("run_dir", keep="first").reset_index(drop=True)
+    trials = pd.concat(trial_frames, ignore_index=True) if trial_frames else pd.DataFrame()
+    return Sources(runs, studies, trials)
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "x"
+
+
+def _fmt(mean: float, lo: float, hi: float) -> str:
+    if not np.isfinite(mean):
+        return "–"
+    return f"{mean:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else f"{mean:.3g}"
+
+
+def best_runs(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """The best run of each backbone on ``metric``, within the task with the most runs."""
+    experiment = runs["experiment"].mode().iloc[0]
+    part = runs[(runs["experiment"] == experiment) & np.isfinite(pd.to_numeric(runs[metric], errors="coerce"))]
+    ascending = METRICS[metric].direction == "minimize"
+    best = part.sort_values([metric, "run_dir"], ascending=[ascending, True]).drop_duplicates("backbone")
+    order = {b: i for i, b in enumerate(backbone_order(best["backbone"]))}
+    return best.sort_values("backbone", key=lambda s: s.map(order))
+
+
+def _summary_markdown(summary: pd.DataFrame, references: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
+    head = "| backbone | n | " + " | ".join(figs.metric_label(m) for m in metrics) + " |"
+    lines = [head, "|" + "---|" * (len(metrics) + 2)]
+    for b in backbone_order(summary["backbone"].astype(str)):
+        s = summary[summary["backbone"] == b].set_index("metric")
+        n = int(s["n"].max()) if not s.empty else 0
+        cells = [_fmt(*s.loc[m, ["mean", "ci_low", "ci_high"]]) if m in s.index else "–" for m in metrics]
+        lines.append(f"| {b} | {n} | " + " | ".join(cells) + " |")
+    for ref, label in (("no_change", "floor (no change)"), ("split_half", "ceiling (split half)")):
+        r = references[references["reference"] == ref].set_index("metric")
+        if not r.empty:
+            cells = [_fmt(*r.loc[m, ["mean", "ci_low", "ci_high"]]) if m in r.index else "–" for m in metrics]
+            lines.append(f"| *{label}* | {int(r['n'].max())} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def build_report(
+    sources: _PathLike | Sequence[_PathLike],
+    out: _PathLike,
+    metric: str = "energy_distance",
+    storage: str | None = None,
+    conditions: Sequence[str] | None = None,
+    importance: str = "fanova",
+    n_boot: int = 2000,
+    seed: int = 0,
+) -> Report:
+    """Write every figure the data supports, the summary tables and ``report.md`` into ``out``.
+
+    Parameters
+    ----------
+    sources
+        Run directories, folders of runs, or studies (see :func:`load_sources`).
+    out
+        Output folder: ``figures/*.pdf|png``, ``tables/*.csv`` and ``report.md``.
+    metric
+        The headline metric (paired comparisons, cost plots, best runs for figures 6-7, learning curves).
+    storage
+        Storage URL for bare study names.
+    conditions
+        ``STATE/PERTURBATION`` labels for figures 6 and 7 (default: the strongest observed shifts).
+    importance
+        Optuna importance evaluator for figure 5.
+    n_boot
+        Bootstrap resamples of every interval.
+    seed
+        Seed of the bootstrap and of subsampling.
+
+    Returns
+    -------
+    Report
+        The written figures and tables, and the figures skipped with the reason.
+
+    Raises
+    ------
+    ArchLabError
+        Unresolvable sources, no completed runs, or an unknown metric.
+    """
+    src = load_sources(sources, storage)
+    runs = src.runs
+    require_metric(runs, metric)
+    out = Path(out)
+    fig_dir, tab_dir = out / "figures", out / "tables"
+    tab_dir.mkdir(parents=True, exist_ok=True)
+    order = backbone_order(runs["backbone"].astype(str))
+    report = Report(out=out, path=out / "report.md", backbones=order)
+    per_condition = load_per_condition(runs)
+    history = load_history(runs)
+    table_metrics = list(dict.fromkeys([metric, *HEADLINE_METRICS]))
+
+    def table(name: str, caption: str, df: pd.DataFrame) -> None:
+        if df.empty:
+            report.skipped.append((f"tables/{name}.csv", "no rows"))
+            return
+        path = tab_dir / f"{name}.csv"
+        df.to_csv(path, index=False)
+        report.tables.append(Artifact(name, caption, [path]))
+
+    summary = summarize(runs, n_boot=n_boot, seed=seed)
+    references = reference_summary(runs, n_boot=n_boot, seed=seed)
+    differences = (
+        pd.concat(
+            [
+                paired_differences(per_condition, m, n_boot=n_boot, seed=seed)
+                for m in table_metrics
+                if m in per_condition.columns and per_condition[m].notna().any()
+            ],
+            ignore_index=True,
+        )
+        if len(order) > 1 and not per_condition.empty
+        else pd.DataFrame()
+    )
+    table("runs", "One row per completed run: backbone, seed, cost and every summary metric.", runs)
+    table("per_condition", "One row per (run, held-out condition) with every metric.", per_condition)
+    table("summary", "Mean per backbone and metric with a 95% bootstrap interval over seeds (runs).", summary)
+    table("references", "Floor (no change) and ceiling (split half) per metric, mean with 95% interval.", references)
+    table(
+        "paired_differences",
+        "Backbone A minus B per held-out condition (mean over seeds), 95% bootstrap interval over seeds.",
+        differences,
+    )
+    table(
+        "paired_summary",
+        "Backbone A minus B averaged over conditions, 95% bootstrap interval over conditions.",
+        paired_summary(differences, n_boot=n_boot, seed=seed) if not differences.empty else pd.DataFrame(),
+    )
+    if not src.trials.empty:
+        table("trials", "One row per Optuna trial: state, objective, parameters and user attributes.", src.trials)
+
+    def figure(name: str, caption: str, make: Callable[[], Figure]) -> None:
+        try:
+            fig = make()
+        except ArchLabError as exc:
+            report.skipped.append((name, str(exc).splitlines()[0]))
+            return
+        report.figures.append(Artifact(name, caption, save_figure(fig, fig_dir, name)))
+
+    label = figs.metric_label(metric)
+    figure(
+        "fig1_metric_by_backbone",
+        "Headline metrics per backbone: box over runs, every seed a point; dashed "
+        "floor (no change), dotted ceiling (split half).",
+        lambda: figs.fig_metrics_by_backbone(runs),
+    )
+    means = summary[summary["metric"] == metric].set_index("backbone")["mean"]
+    best = (means.idxmin() if METRICS[metric].direction == "minimize" else means.idxmax()) if len(means) else None
+    if len(order) < 2:
+        report.skipped.append(("fig2_paired", "needs at least two backbones"))
+    for other in [b for b in order if b != best] if best is not None else []:
+        figure(
+            f"fig2_paired_{metric}_{best}_vs_{other}",
+            f"{label} per held-out condition (mean over seeds), {best} against {other}; dashed line: equal.",
+            lambda other=other: figs.fig_paired_conditions(per_condition, a=best, b=other, metric=metric),
+        )
+    figure(
+        "fig3_quality_vs_cost",
+        f"{label} against trainable parameters and training time, every run a point; dashed: Pareto front.",
+        lambda: figs.fig_quality_cost_panels(runs, metric=metric),
+    )
+    figure(
+        "fig4_learning_curves",
+        f"Validation {label} against training step: mean over runs, band ± 1 s.d.",
+        lambda: figs.fig_learning_curves(history, metric=metric),
+    )
+    if not src.studies:
+        report.skipped.append(("fig5_sweep_diagnostics", "no Optuna study among the sources"))
+    for study in src.studies:
+        suffix = "" if len(src.studies) == 1 else f"_{_slug(study.study_name)}"
+        trials = src.trials[src.trials["study"] == study.study_name]
+        try:
+            importances = param_importances(study, importance, seed)
+        except ArchLabError as exc:
+            importances = None
+            report.skipped.append((f"fig5_sweep_diagnostics{suffix} (importances panel)", str(exc)))
+        figure(
+            f"fig5_sweep_diagnostics{suffix}",
+            f"Study {study.study_name}: objective per trial with the best so "
+            "far" + (f", and {importance} hyperparameter importances." if importances is not None else "."),
+            lambda trials=trials, importances=importances: figs.fig_sweep_diagnostics(trials, importances=importances),
+        )
+    shown = list(best_runs(runs, metric)["run_dir"])
+    chosen = list(conditions) if conditions else None
+    figure(
+        "fig6_cells_pca",
+        "Observed (dark), control (grey) and generated cells (best run per backbone) on two PCs of the observed cells.",
+        lambda: figs.fig_cells_pca(cells_mod.cell_projection(shown, chosen, seed=seed)),
+    )
+    figure(
+        "fig7_gene_logfc",
+        "Per-gene log2 fold change, predicted against observed (best run per backbone); "
+        "circled and labelled: top DE genes.",
+        lambda: figs.fig_gene_logfc(cells_mod.gene_logfc(shown, chosen[0] if chosen else None)),
+    )
+    figure(
+        "fig8_guidance_sweep",
+        "Energy distance against DEG recall as the guidance scale varies (mean over "
+        "seeds; points labelled with the scale).",
+        lambda: figs.fig_guidance_sweep(runs),
+    )
+    _write_markdown(report, src, runs, summary, references, table_metrics, metric)
+    return report
+
+
+def _write_markdown(
+    report: Report,
+    src: Sources,
+    runs: pd.DataFrame,
+    summary: pd.DataFrame,
+    references: pd.DataFrame,
+    metrics: Sequence[str],
+    metric: str,
+) -> None:
+    counts = runs["backbone"].astype(str).value_counts()
+    lines = ["# arch_lab report", ""]
+    studies = ", ".join(f"`{s.study_name}`" for s in src.studies)
+    lines.append(
+        f"{len(runs)} completed runs"
+        + (f" from studies {studies}" if studies else "")
+        + f"; experiments: {', '.join(sorted(map(str, runs['experiment'].dropna().unique())))}."
+    )
+    lines.append("Backbones: " + ", ".join(f"{b} ({counts[b]} runs)" for b in report.backbones) + ".")
+    lines.append(f"Headline metric: `{metric}` ({METRICS[metric].direction}; {METRICS[metric].description}).")
+    lines += ["", "## Summary", "", "Mean over runs (seeds) with a 95% bootstrap interval.", ""]
+    lines += _summary_markdown(summary, references, [m for m in metrics if m in set(summary["metric"])])
+    lines += ["", "## Figures", ""]
+    for art in report.figures:
+        pdf, png = (p.relative_to(report.out).as_posix() for p in art.files)
+        lines += [f"### {art.name}", "", art.caption, "", f"![{art.name}]({png}) ([PDF]({pdf}))", ""]
+    lines += ["## Tables", ""]
+    lines += [
+        f"- [`{a.files[0].relative_to(report.out).as_posix()}`]({a.files[0].relative_to(report.out).as_posix()}): "
+        f"{a.caption}"
+        for a in report.tables
+    ]
+    if report.skipped:
+        lines += ["", "## Not drawn", ""]
+        lines += [f"- {name}: {why}" for name, why in report.skipped]
+    report.path.parent.mkdir(parents=True, exist_ok=True)
+    report.path.write_text("\n".join(lines) + "\n")

@@ -1,0 +1,496 @@
+"""Tidy tables of runs and sweeps.
+
+:func:`load_runs` reads run directories into one row per run; :func:`load_study` opens an Optuna study and
+:func:`study_runs` joins its trials (parameters, state, objective, per-seed values, user attributes) with the runs
+each trial recorded, one row per (trial, replicate seed). :func:`load_per_condition`, :func:`load_reference` and
+:func:`load_history` add the per-condition scores, the per-condition floor and ceiling, and the training curves.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from arch_lab.errors import ArchLabError
+from arch_lab.metrics.info import METRICS
+from arch_lab.runs import is_run_dir, read_status
+
+if TYPE_CHECKING:
+    import optuna
+
+#: Columns that identify a run in every table derived from it.
+ID_COLUMNS: tuple[str, ...] = ("run_dir", "experiment", "backbone", "method", "network", "seed")
+#: Trial columns carried into derived tables when the runs come from a study.
+TRIAL_ID_COLUMNS: tuple[str, ...] = ("study", "trial")
+#: Where a bare study name is looked up.
+DEFAULT_STORAGE = "sqlite:///runs/sweeps/{name}.db"
+_PathLike = str | Path
+
+
+class RunSkipped(UserWarning):
+    """A run directory was left out of a table (not completed, or missing)."""
+
+
+# --------------------------------------------------------------------------------------------------- runs
+def find_run_dirs(paths: _PathLike | Iterable[_PathLike]) -> list[Path]:
+    """Run directories named by ``paths``: each is a run directory or a folder searched recursively for them.
+
+    Raises
+    ------
+    ArchLabError
+        A path that does not exist, or a folder that holds no run directory.
+    """
+    found: list[Path] = []
+    for p in [paths] if isinstance(paths, str | Path) else list(paths):
+        p = Path(p)
+        if not p.exists():
+            raise ArchLabError(f"{p}: no such file or directory; pass a run directory or a folder of runs")
+        if is_run_dir(p):
+            found.append(p)
+            continue
+        inside = sorted(s.parent for s in p.rglob("status.json") if is_run_dir(s.parent)) if p.is_dir() else []
+        if not inside:
+            raise ArchLabError(f"{p}: not a run directory and holds none (a run has config.yaml and status.json)")
+        found.extend(inside)
+    unique: dict[str, Path] = {}
+    for d in found:
+        unique.setdefault(str(d.resolve()), d)
+    return list(unique.values())
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v:
+            out.update(_flatten(v, f"{key}."))
+        elif isinstance(v, list | tuple | dict):
+            out[key] = json.dumps(v)
+        else:
+            out[key] = v
+    return out
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def read_run(run_dir: _PathLike) -> dict[str, Any]:
+    """One completed run as a flat record (the row :func:`load_runs` makes).
+
+    Raises
+    ------
+    ArchLabError
+        Not a run directory, or a run without ``metrics.json``.
+    """
+    run_dir = Path(run_dir)
+    if not is_run_dir(run_dir):
+        raise ArchLabError(f"{run_dir}: not a run directory (a run has config.yaml and status.json)")
+    metrics_path = run_dir / "metrics.json"
+    if not metrics_path.is_file():
+        raise ArchLabError(f"{run_dir}: no metrics.json; the run did not complete")
+    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    metrics = json.loads(metrics_path.read_text())
+    meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").is_file() else {}
+    method = metrics.get("method") or cfg.get("method", {}).get("name")
+    network = metrics.get("network") if method == "flow_matching" else None
+    fit = metrics.get("fit") or {}
+    device = meta.get("device") or {}
+    row: dict[str, Any] = {
+        "run_dir": str(run_dir.resolve()),
+        "run": run_dir.name,
+        "experiment": cfg.get("name"),
+        "backbone": network or method,
+        "method": method,
+        "network": network,
+        "seed": int(cfg.get("seed", meta.get("seed", 0))),
+        "split": metrics.get("split"),
+        "parameter_count": _num(metrics.get("parameter_count", meta.get("parameter_count"))),
+        "train_seconds": _num(fit.get("train_seconds")),
+        "wall_seconds": _num(metrics.get("wall_seconds")),
+        "steps": _num(fit.get("steps")),
+        "best_step": _num(fit.get("best_step")),
+        "best_value": _num(fit.get("best_value")),
+        "select_metric": fit.get("select_metric"),
+        "guidance": _num(cfg.get("flow", {}).get("guidance")) if method == "flow_matching" else math.nan,
+        "git_sha": meta.get("git_sha"),
+        "device": device.get("gpu") or ("cpu" if device else None),
+    }
+    summary = metrics.get("metrics") or {}
+    val = metrics.get("val_metrics") or {}
+    ref = metrics.get("reference") or {}
+    row["n_conditions"] = _num(summary.get("n_conditions"))
+    for name in METRICS:
+        row[name] = _num(summary.get(name))
+    for name in METRICS:
+        row[f"val_{name}"] = _num(val.get(name))
+    for prefix, key in (("floor", "no_change"), ("ceiling", "split_half")):
+        for name in METRICS:
+            row[f"{prefix}_{name}"] = _num((ref.get(key) or {}).get(name))
+    row.update({f"config.{k}": v for k, v in _flatten(cfg).items()})
+    return row
+
+
+def _completed(dirs: Iterable[Path]) -> list[Path]:
+    keep = []
+    for d in dirs:
+        status = read_status(d)
+        if status.get("status") != "completed" or not (d / "metrics.json").is_file():
+            reason = f" ({status['reason']})" if status.get("reason") else ""
+            warnings.warn(f"{d}: skipped, status {status.get('status')!r}{reason}", RunSkipped, stacklevel=3)
+            continue
+        keep.append(d)
+    return keep
+
+
+def load_runs(paths: _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
+    """One row per completed run found under ``paths``.
+
+    Parameters
+    ----------
+    paths
+        Run directories, or folders searched recursively for run directories.
+
+    Returns
+    -------
+    pandas.DataFrame
+        Columns: ``run_dir`` (resolved), ``run``, ``experiment``, ``backbone`` (network name for flow runs, else
+        the method name), ``method``, ``network``, ``seed``, ``split``, ``parameter_count``, ``train_seconds``
+        (NaN for closed-form baselines), ``wall_seconds``, ``steps``, ``best_step``, ``best_value``,
+        ``select_metric``, ``guidance`` (``flow.guidance``; NaN for baselines), ``git_sha``, ``device``,
+        ``n_conditions``, every metric of :data:`arch_lab.metrics.info.METRICS` (summary of the evaluated split),
+        ``val_<metric>`` (validation split), ``floor_<metric>`` and ``ceiling_<metric>`` (the run's ``no_change``
+        and ``split_half`` reference points), and ``config.<dotted key>`` for the resolved config.
+        Empty (with the identifying columns) when no run completed.
+
+    Warns
+    -----
+    RunSkipped
+        For each run that is not completed (running, failed, pruned); it is left out.
+
+    Raises
+    ------
+    ArchLabError
+        A path that does not exist or is neither a run directory nor a folder holding one.
+    """
+    rows = [read_run(d) for d in _completed(find_run_dirs(paths))]
+    if not rows:
+        return pd.DataFrame(columns=list(ID_COLUMNS))
+    return pd.DataFrame(rows).sort_values(["experiment", "backbone", "seed", "run_dir"], ignore_index=True)
+
+
+def _as_runs(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
+    if isinstance(runs, pd.DataFrame):
+        if "run_dir" not in runs.columns:
+            raise ArchLabError("expected a runs table with a 'run_dir' column (from load_runs or study_runs)")
+        return runs
+    return load_runs(runs)
+
+
+def _id_frame(runs: pd.DataFrame) -> pd.DataFrame:
+    cols = [c for c in (*ID_COLUMNS, *TRIAL_ID_COLUMNS, "guidance") if c in runs.columns]
+    return runs[cols].drop_duplicates("run_dir")
+
+
+def _read_per_run(runs: pd.DataFrame, filename: str, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
+    frames = []
+    for ids in _id_frame(runs).to_dict("records"):
+        p = Path(ids["run_dir"]) / filename
+        if p.is_file():
+            df = pd.read_csv(p, dtype=dtype)
+            frames.append(df.assign(**ids))
+    if not frames:
+        return pd.DataFrame(columns=list(_id_frame(runs).columns))
+    df = pd.concat(frames, ignore_index=True)
+    front = [c for c in _id_frame(runs).columns if c in df.columns]
+    return df[front + [c for c in df.columns if c not in front]]
+
+
+def _with_condition(df: pd.DataFrame) -> pd.DataFrame:
+    if not df.empty and {"state", "perturbation"} <= set(df.columns):
+        df.insert(df.columns.get_loc("state"), "condition", df["state"] + "/" + df["perturbation"])
+    return df
+
+
+def load_per_condition(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
+    """Every run's ``metrics_per_condition.csv``, stacked, with the run's identifying columns.
+
+    Parameters
+    ----------
+    runs
+        A runs table (from :func:`load_runs` or :func:`study_runs`) or paths for :func:`load_runs`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per (run, condition): the id columns, ``condition`` (``state/perturbation``), ``state``,
+        ``perturbation``, the cell counts and one column per metric.
+    """
+    runs = _as_runs(runs)
+    return _with_condition(_read_per_run(runs, "metrics_per_condition.csv", dtype={"state": str, "perturbation": str}))
+
+
+def load_reference(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
+    """Every run's ``reference_per_condition.csv`` (floor ``no_change`` and ceiling ``split_half`` per condition)."""
+    runs = _as_runs(runs)
+    return _with_condition(
+        _read_per_run(runs, "reference_per_condition.csv", dtype={"state": str, "perturbation": str})
+    )
+
+
+def load_history(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
+    """Every flow run's ``history.csv`` (``step``, ``train_*``, ``val_<metric>``), with the id columns.
+
+    Runs without a history (closed-form baselines) contribute no rows.
+    """
+    return _read_per_run(_as_runs(runs), "history.csv")
+
+
+def long_metrics(runs: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
+    """The runs table melted to one row per (run, metric) with ``metric``, ``direction`` and ``value``."""
+    names = [m for m in (metrics or METRICS) if m in runs.columns]
+    ids = [c for c in runs.columns if c not in METRICS and not c.startswith(("val_", "floor_", "ceiling_", "config."))]
+    out = runs.melt(id_vars=ids, value_vars=names, var_name="metric", value_name="value")
+    out["direction"] = out["metric"].map(lambda m: METRICS[m].direction)
+    return out
+
+
+def require_metric(df: pd.DataFrame, metric: str, prefix: str = "") -> str:
+    """The column holding ``metric`` (with ``prefix``), checked to exist and to hold values.
+
+    Raises
+    ------
+    ArchLabError
+        An unknown metric name, or one with no values in ``df``.
+    """
+    col = f"{prefix}{metric}"
+    if metric not in METRICS and col not in df.columns:
+        raise ArchLabError(f"unknown metric {metric!r}; choose one of: {', '.join(METRICS)}")
+    if col not in df.columns or not np.isfinite(pd.to_numeric(df[col], errors="coerce")).any():
+        raise ArchLabError(f"metric {col!r} has no values in this table ({len(df)} rows)")
+    return col
+
+
+# -------------------------------------------------------------------------------------------------- studies
+def _sqlite_path(url: str) -> Path | None:
+    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
+
+
+def _storage_and_name(source: str, storage: str | None) -> tuple[str, str | None, bool]:
+    """(storage URL, study name or None, whether the URL is the default one for the name)."""
+    if storage is not None:
+        return storage, source, False
+    if "://" in source or source.startswith("journal:"):
+        url, _, name = source.partition("#")
+        return url, name or None, False
+    p = Path(source)
+    if p.is_file() and p.suffix in {".db", ".sqlite", ".sqlite3"}:
+        return f"sqlite:///{p}", None, False
+    if p.is_file() and p.suffix in {".log", ".journal"}:
+        return f"journal:{p}", None, False
+    return DEFAULT_STORAGE.format(name=source), source, True
+
+
+def _open_storage(url: str) -> Any:
+    import optuna
+
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:"))
+        if not path.is_file():
+            raise ArchLabError(f"{url}: journal file not found")
+        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
+    sqlite = _sqlite_path(url)
+    if sqlite is not None and not sqlite.is_file():
+        raise ArchLabError(f"{url}: database file {sqlite} not found")
+    return url
+
+
+def load_study(name_or_storage: str | Path, storage: str | None = None) -> optuna.Study:
+    """Open an Optuna study without creating anything.
+
+    Parameters
+    ----------
+    name_or_storage
+        A study name (looked up in ``storage``, default ``sqlite:///runs/sweeps/<name>.db``); a storage URL
+        (``sqlite:///…``, ``postgresql://…``, ``journal:PATH``) holding one study, or ``URL#NAME`` to pick one;
+        or the path of a ``.db`` file.
+    storage
+        Storage URL for a bare study name.
+
+    Returns
+    -------
+    optuna.Study
+
+    Raises
+    ------
+    ArchLabError
+        The storage is missing or unreachable, holds no study, several studies and none was named, or not the
+        named one.
+    """
+    import optuna
+
+    source = str(name_or_storage)
+    url, name, default = _storage_and_name(source, storage)
+    if default and not _sqlite_path(url).is_file():  # type: ignore[union-attr]
+        raise ArchLabError(
+            f"{source}: not a run directory, a folder of runs, or a study (no {_sqlite_path(url)}); "
+            "pass a path, a study name with --storage, or a storage URL"
+        )
+    handle = _open_storage(url)
+    try:
+        names = optuna.get_all_study_names(handle)
+    except Exception as exc:  # storages raise many types (sqlalchemy, OSError, ...)
+        raise ArchLabError(
+            f"{url}: cannot open the study storage ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
+    if not names:
+        raise ArchLabError(f"{url}: holds no study")
+    if name is None or (default and name not in names and len(names) == 1):
+        if len(names) > 1:
+            raise ArchLabError(f"{url}: holds several studies ({', '.join(sorted(names))}); pick one with URL#NAME")
+        name = names[0]
+    if name not in names:
+        raise ArchLabError(f"{url}: no study named {name!r}; it holds {', '.join(sorted(names))}")
+    return optuna.load_study(study_name=name, storage=handle)
+
+
+def _trial_backbone(params: dict[str, Any]) -> str | None:
+    if "network.name" in params and params.get("method.name", "flow_matching") == "flow_matching":
+        return str(params["network.name"])
+    if "method.name" in params:
+        return str(params["method.name"])
+    return None
+
+
+def trials_table(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial of ``study``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``study``, ``trial`` (number), ``state`` (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``),
+        ``direction``, ``value`` (objective; ``value_<i>`` for several objectives), ``duration_seconds``,
+        ``backbone`` (from the ``network.name``/``method.name`` parameters when present), ``params_<key>`` per
+        parameter and ``user_attrs_<key>`` per user attribute (``run_dirs``, ``seeds``, ``values_per_seed``,
+        ``parameter_count``, ``wall_seconds``, ``git_sha``, ``space_hash``, ``reason``).
+
+    Raises
+    ------
+    ArchLabError
+        The study has no trials.
+    """
+    trials = study.get_trials(deepcopy=False)
+    if not trials:
+        raise ArchLabError(f"study {study.study_name!r} has no trials; run the sweep first")
+    directions = [d.name.lower() for d in study.directions]
+    rows = []
+    for t in trials:
+        row: dict[str, Any] = {
+            "study": study.study_name,
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "direction": directions[0] if len(directions) == 1 else ",".join(directions),
+        }
+        if len(directions) == 1:
+            row["value"] = _num(t.values[0]) if t.values else math.nan
+        else:
+            for i in range(len(directions)):
+                row[f"value_{i}"] = _num(t.values[i]) if t.values else math.nan
+        row["duration_seconds"] = t.duration.total_seconds() if t.duration is not None else math.nan
+        row["backbone"] = _trial_backbone(t.params)
+        row.update({f"params_{k}": v for k, v in t.params.items()})
+        row.update({f"user_attrs_{k}": v for k, v in t.user_attrs.items()})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _as_list(value: Any) -> list[Any]:
+    if isinstance(value, list | tuple):
+        return list(value)
+    return [] if value is None or (isinstance(value, float) and math.isnan(value)) else [value]
+
+
+def study_runs(study: optuna.Study, base_dir: _PathLike | None = None) -> pd.DataFrame:
+    """The trials of ``study`` joined with the runs they recorded: one row per (trial, replicate).
+
+    Parameters
+    ----------
+    study
+        A study whose trials carry a ``run_dirs`` user attribute (one directory per replicate seed).
+    base_dir
+        Folder against which relative run directories are resolved when they do not exist as given.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The :func:`load_runs` columns plus ``study``, ``trial``, ``trial_state``, ``objective`` (the trial's
+        value), ``replicate``, ``seed_value`` (the trial's per-seed value for this run), ``params_<key>`` and
+        ``user_attrs_<key>`` (scalar attributes only). Only completed runs appear.
+
+    Warns
+    -----
+    RunSkipped
+        For each listed run directory that is missing or not completed.
+
+    Raises
+    ------
+    ArchLabError
+        The study has no trials, or none of its trials recorded a completed run.
+    """
+    trials = trials_table(study)
+    listed = []
+    for rec in trials.to_dict("records"):
+        dirs = _as_list(rec.get("user_attrs_run_dirs"))
+        per_seed = _as_list(rec.get("user_attrs_values_per_seed"))
+        scalars = {
+            k: v
+            for k, v in rec.items()
+            if k.startswith("params_") or (k.startswith("user_attrs_") and not isinstance(v, list | tuple | dict))
+        }
+        for i, d in enumerate(dirs):
+            p = Path(d)
+            if not p.exists() and base_dir is not None and not p.is_absolute():
+                p = Path(base_dir) / p
+            listed.append(
+                {
+                    "study": rec["study"],
+                    "trial": rec["trial"],
+                    "trial_state": rec["state"],
+                    "objective": rec.get("value", math.nan),
+                    "replicate": i,
+                    "seed_value": _num(per_seed[i]) if i < len(per_seed) else math.nan,
+                    "_path": p,
+                    **scalars,
+                }
+            )
+    present = []
+    for rec in listed:
+        if is_run_dir(rec["_path"]):
+            present.append(rec)
+        else:
+            warnings.warn(
+                f"{rec['_path']}: skipped, listed by trial {rec['trial']} but not a run directory",
+                RunSkipped,
+                stacklevel=2,
+            )
+    runs = [read_run(d) for d in _completed(rec["_path"] for rec in present)]
+    if not runs:
+        raise ArchLabError(f"study {study.study_name!r}: no completed run among its trials' run_dirs")
+    run_frame = pd.DataFrame(runs)
+    trial_frame = pd.DataFrame(present)
+    trial_frame["run_dir"] = [str(p.resolve()) for p in trial_frame.pop("_path")]
+    merged = trial_frame.merge(run_frame, on="run_dir", how="inner", suffixes=("_trial", ""))
+    front = ["study", "trial", *ID_COLUMNS]
+    merged = merged[front + [c for c in merged.columns if c not in front]]
+    return merged.sort_values(["trial", "replicate"], ignore_index=True)
