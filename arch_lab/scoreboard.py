@@ -66,7 +66,9 @@ def run_scoreboard(
         cfg = load_experiment(exp, ov)
         if (cfg.name, entry, seed) in done:
             continue
-        cfg = cfg.model_copy(update={k: type(getattr(cfg, k)).model_validate(v) for k, v in entry_overrides(entry).items()})
+        cfg = cfg.model_copy(
+            update={k: type(getattr(cfg, k)).model_validate(v) for k, v in entry_overrides(entry).items()}
+        )
         if exp not in tasks:
             tasks[exp] = build_task(cfg)
         res = train(cfg, task=tasks[exp])
@@ -76,7 +78,9 @@ def run_scoreboard(
         if res.reference and not any(r["task"] == cfg.name and str(r["entry"]).startswith("floor") for r in rows):
             for name, ref in res.reference.items():
                 label = "floor (no_change)" if name == "no_change" else "ceiling (split-half)"
-                rows.append({"task": cfg.name, "entry": label, "seed": seed, **{k: ref.get(k, np.nan) for k in COLUMNS}})
+                rows.append(
+                    {"task": cfg.name, "entry": label, "seed": seed, **{k: ref.get(k, np.nan) for k in COLUMNS}}
+                )
         if out is not None:
             _write(pd.DataFrame(rows), Path(out))
     df = pd.DataFrame(rows)

@@ -40,7 +40,9 @@ def _synthetic_task(n_genes: int, cells_per_condition: int = 64):
     obs.index = [f"c{i}" for i in range(len(obs))]
     X = np.log1p(rng.gamma(0.5, 2.0, size=(len(obs), n_genes))).astype(np.float32)
     adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=[f"g{i}" for i in range(n_genes)]))
-    data = load_perturbation_data(adata, perturbation_key="condition", control_value="control", covariate_keys=["cell_type"])
+    data = load_perturbation_data(
+        adata, perturbation_key="condition", control_value="control", covariate_keys=["cell_type"]
+    )
     return Task(data, make_split(data, TaskConfig(kind="covariate_transfer", heldout_fraction=0.4)))
 
 
