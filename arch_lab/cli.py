@@ -11,10 +11,12 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from arch_lab.errors import ArchLabError
+from arch_lab.sweeps.cli import sweep_app
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Velocity networks for flow-matching models of cell perturbation."
 )
+app.add_typer(sweep_app, name="sweep")
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -167,6 +169,35 @@ def compare(
         experiments, methods_ or list(DEFAULT_ENTRIES), seeds=seeds, out=out, overrides=_overrides(set_)
     )
     typer.echo(f"wrote {out} ({len(df)} rows)")
+
+
+@app.command()
+@friendly
+def report(
+    sources: Annotated[
+        list[str], typer.Argument(help="Run directories, folders of runs, or studies (name, storage URL, URL#NAME).")
+    ],
+    out: Annotated[Path, typer.Option(help="Folder for figures/, tables/ and report.md.")],
+    metric: Annotated[str, typer.Option(help="Headline metric.")] = "energy_distance",
+    storage: Annotated[str | None, typer.Option(help="Storage URL for bare study names.")] = None,
+    condition: Annotated[
+        list[str] | None, typer.Option(help="STATE/PERTURBATION shown in figures 6-7 (repeatable).")
+    ] = None,
+) -> None:
+    """Write every figure the runs support, summary tables with bootstrap intervals, and report.md."""
+    import warnings
+
+    from arch_lab.analysis import build_report
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = build_report(sources, out, metric=metric, storage=storage, conditions=condition)
+    for w in caught:
+        if issubclass(w.category, UserWarning):
+            typer.echo(f"warning: {w.message}", err=True)
+    for name, why in result.skipped:
+        typer.echo(f"not drawn: {name}: {why}", err=True)
+    typer.echo(f"wrote {result.path} ({len(result.figures)} figures, {len(result.tables)} tables)")
 
 
 def main() -> None:

@@ -1,0 +1,132 @@
+"""``arch-lab sweep ...``: a thin typer layer over :mod:`arch_lab.sweeps`."""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+
+sweep_app = typer.Typer(
+    no_args_is_help=True, help="Hyperparameter sweeps from a YAML: run, join, inspect and export Optuna studies."
+)
+F = TypeVar("F", bound=Callable[..., Any])
+
+StorageOpt = Annotated[
+    str | None,
+    typer.Option(help="Storage URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB or journal:FILE)."),
+]
+
+
+def _friendly(fn: F) -> F:
+    """``arch_lab.cli.friendly`` (imported when called: ``arch_lab.cli`` imports this module), with the sweep's
+    own message for Ctrl-C."""
+
+    def guarded(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except KeyboardInterrupt:
+            typer.echo("error: interrupted; running trials were requeued: rerun the same command to resume", err=True)
+            raise typer.Exit(130) from None
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from arch_lab.cli import friendly
+
+        return friendly(guarded)(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("arch_lab.sweeps").setLevel(logging.INFO)
+
+
+@sweep_app.command("run")
+@_friendly
+def run(
+    sweep: Annotated[Path, typer.Argument(help="Sweep YAML.")],
+    workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
+    storage: StorageOpt = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads per worker.")] = None,
+) -> None:
+    """Create or resume the study and run its budget locally with N worker processes."""
+    from arch_lab.sweeps.launch import run_sweep
+
+    _logging()
+    result = run_sweep(sweep, workers=workers, storage=storage, threads=threads)
+    _print_status(result.status)
+
+
+@sweep_app.command("worker")
+@_friendly
+def worker(
+    sweep: Annotated[Path, typer.Argument(help="Sweep YAML (the same file on every machine).")],
+    storage: StorageOpt = None,
+    worker_id: Annotated[
+        int | None, typer.Option(help="Distinct per worker (e.g. $SLURM_ARRAY_TASK_ID); seeds its sampler.")
+    ] = None,
+    threads: Annotated[int | None, typer.Option(help="Torch threads for this worker.")] = None,
+) -> None:
+    """Join a study (creating it if needed) and run queued trials until its budget is done."""
+    import os
+
+    from arch_lab.sweeps.launch import resolve_storage
+    from arch_lab.sweeps.sweep import load_sweep
+    from arch_lab.sweeps.worker import run_worker
+
+    _logging()
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    spec = load_sweep(sweep)
+    offset = worker_id if worker_id is not None else os.getpid()
+    report = run_worker(spec, resolve_storage(spec, storage), seed_offset=offset)
+    typer.echo(f"worker ran {len(report.trials)} trials {report.trials}; stopped: {report.stopped}")
+
+
+@sweep_app.command("status")
+@_friendly
+def status(
+    study: Annotated[str, typer.Argument(help="Sweep YAML or study name.")],
+    storage: StorageOpt = None,
+    top: Annotated[int, typer.Option(help="Best trials to list.")] = 5,
+) -> None:
+    """Progress, best trials and failures (with reasons) of a study."""
+    from arch_lab.sweeps.report import sweep_status
+
+    _print_status(sweep_status(study, storage, top=top))
+
+
+@sweep_app.command("export")
+@_friendly
+def export(
+    study: Annotated[str, typer.Argument(help="Sweep YAML or study name.")],
+    out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("trials.csv"),
+    storage: StorageOpt = None,
+) -> None:
+    """Write one CSV row per trial: params, state, value, per-seed values, run directories, reasons."""
+    from arch_lab.sweeps.report import export_trials
+
+    df = export_trials(study, out, storage)
+    typer.echo(f"wrote {out} ({len(df)} trials)")
+
+
+def _print_status(st: Any) -> None:
+    typer.echo(f"study {st.name}  storage {st.storage}")
+    typer.echo(f"objective {st.direction} {st.objective}")
+    counts = ", ".join(f"{k.lower()} {v}" for k, v in st.counts.items()) or "no trials"
+    typer.echo(f"budget {st.finished}/{st.slots} finished; trials: {counts}")
+    for row in st.best:
+        seeds = ", ".join(f"{v:.4g}" for v in row["values_per_seed"] or [])
+        params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
+        typer.echo(f"  best #{row['number']}: {row['value']:.4g} (seeds {seeds})  {params}")
+    for row in st.running:
+        typer.echo(f"  running #{row['number']} on {row['worker']}")
+    for row in st.failures:
+        typer.echo(f"  {row['state'].lower()} #{row['number']}: {row['reason']}")

@@ -1,0 +1,126 @@
+"""Running a sweep locally: create or resume the study, then run its queue with N worker processes.
+
+Each worker is a separate ``arch-lab sweep worker`` process on the same storage, exactly as a worker on
+another machine would be, so local and distributed runs share one code path.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from arch_lab.errors import ArchLabError
+from arch_lab.sweeps.report import SweepStatus, load_existing, sweep_status
+from arch_lab.sweeps.storage import StorageSpec, default_storage_url, parse_storage
+from arch_lab.sweeps.study import issue_slots, open_study
+from arch_lab.sweeps.sweep import Sweep, load_sweep
+from arch_lab.sweeps.worker import counted_failures, run_worker
+
+THREAD_VARS = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
+INTERRUPT_GRACE_S = 15.0
+
+
+@dataclass
+class SweepRun:
+    """The outcome of :func:`run_sweep`.
+
+    Parameters
+    ----------
+    sweep
+        The sweep that ran.
+    storage
+        Its storage.
+    status
+        The study's state afterwards.
+    """
+
+    sweep: Sweep
+    storage: StorageSpec
+    status: SweepStatus
+
+
+def resolve_storage(sweep: Sweep, storage: str | None = None) -> StorageSpec:
+    """``storage`` if given, else the YAML's ``study.storage``, else the default SQLite file."""
+    st = sweep.spec.study
+    return parse_storage(storage or st.storage or default_storage_url(st.name, st.output_dir))
+
+
+def run_sweep(path: str | Path, workers: int = 1, storage: str | None = None, threads: int | None = None) -> SweepRun:
+    """Create (or resume) a sweep's study and run its queue to the end with ``workers`` processes.
+
+    Parameters
+    ----------
+    path
+        The sweep YAML.
+    workers
+        Worker processes (1 runs in this process).
+    storage
+        Overrides ``study.storage``.
+    threads
+        Torch threads per worker (default: the CPU count divided among the workers).
+
+    Returns
+    -------
+    SweepRun
+
+    Raises
+    ------
+    ArchLabError
+        An invalid sweep (nothing is created), a study made with another space, or a worker that crashed.
+    """
+    if workers < 1:
+        raise ArchLabError(f"--workers must be at least 1 (got {workers})")
+    sweep = load_sweep(path)
+    spec = resolve_storage(sweep, storage)
+    handle = open_study(sweep, spec, create=True)
+    if not handle.created:
+        issue_slots(handle, sweep)
+    if workers == 1:
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        run_worker(sweep, spec, seed_offset=0, create=False)
+    else:
+        _run_processes(Path(path), spec, workers, threads or max(1, (os.cpu_count() or 1) // workers))
+    limit = sweep.spec.budget.max_failures
+    status = sweep_status(path, spec.url)
+    if limit is not None and status.finished < status.slots:
+        failed = counted_failures(load_existing(path, spec.url).get_trials(deepcopy=False))
+        if failed >= limit:
+            raise ArchLabError(
+                f"stopped after {failed} failed trials (budget.max_failures: {limit}); see arch-lab sweep status "
+                f"{path}, fix the cause or raise max_failures, and rerun to continue"
+            )
+    return SweepRun(sweep, spec, status)
+
+
+def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int) -> None:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env.setdefault(var, str(threads))
+    procs = []
+    for i in range(workers):
+        cmd = [sys.executable, "-m", "arch_lab.cli", "sweep", "worker", str(path), "--storage", spec.url]
+        cmd += ["--worker-id", str(i), "--threads", str(threads)]
+        procs.append(subprocess.Popen(cmd, env=env))
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        # Workers in this terminal got the same Ctrl-C; give them time to requeue their trial, then insist.
+        for p in procs:
+            try:
+                p.wait(timeout=INTERRUPT_GRACE_S)
+            except subprocess.TimeoutExpired:
+                p.send_signal(signal.SIGTERM)
+        for p in procs:
+            p.wait()
+        raise
+    bad = [(i, c) for i, c in enumerate(codes) if c != 0]
+    if bad:
+        listing = ", ".join(f"worker {i} exited with code {c}" for i, c in bad)
+        raise ArchLabError(f"{listing}; see their output above, then rerun the same command to resume")

@@ -1,0 +1,165 @@
+"""One trial: sample a configuration, train it once per replicate seed, and score it.
+
+Replicate ``s`` runs the base experiment with ``fixed``, the sampled values and ``seed = base seed + s`` in
+``<output_dir>/<study>/trial-<number>/seed-<s>``. The first replicate reports its periodic validation objective
+to the pruner. The trial value is the mean over seeds of the objective on each run's val (or test) metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import socket
+import time
+from collections import OrderedDict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from arch_lab.errors import ArchLabError
+from arch_lab.sweeps.sweep import Sweep
+
+if TYPE_CHECKING:
+    import optuna
+
+    from arch_lab.api import RunResult
+    from arch_lab.config import ExperimentConfig
+    from arch_lab.data.task import Task
+
+
+def worker_label() -> str:
+    """``host:pid`` of this process."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON types (tuples become lists)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+class TaskCache:
+    """Tasks built in this process, keyed by the data and task sections (trials sharing them share a task)."""
+
+    def __init__(self, size: int = 2) -> None:
+        self.size = size
+        self._tasks: OrderedDict[str, Task] = OrderedDict()
+
+    def get(self, cfg: ExperimentConfig) -> Task:
+        """The task of ``cfg`` (built on first use)."""
+        from arch_lab.data.task import build_task
+
+        key = json.dumps(
+            {"data": cfg.data.model_dump(mode="json"), "task": cfg.task.model_dump(mode="json"), "dir": cfg.base_dir},
+            sort_keys=True,
+        )
+        if key not in self._tasks:
+            self._tasks[key] = build_task(cfg)
+            while len(self._tasks) > self.size:
+                self._tasks.popitem(last=False)
+        self._tasks.move_to_end(key)
+        return self._tasks[key]
+
+
+class TrialRunner:
+    """The objective of a sweep: ``runner(trial) -> value``.
+
+    Parameters
+    ----------
+    sweep
+        The validated sweep.
+    git_sha
+        Recorded on every trial.
+    """
+
+    def __init__(self, sweep: Sweep, git_sha: str) -> None:
+        self.sweep = sweep
+        self.git_sha = git_sha
+        self.space_hash = sweep.space_hash()
+        self.tasks = TaskCache()
+
+    def run_dir(self, number: int, replicate: int) -> Path:
+        """``<output_dir>/<study>/trial-<number>/seed-<replicate>`` (absolute)."""
+        return (self.sweep.run_root / f"trial-{number}" / f"seed-{replicate}").resolve()
+
+    def __call__(self, trial: optuna.Trial) -> float:
+        """Run every replicate of the trial's configuration and return the mean objective.
+
+        Raises
+        ------
+        optuna.TrialPruned
+            The pruner stopped the first replicate.
+        ArchLabError
+            A run failed or diverged, or its objective is not finite.
+        """
+        started = time.perf_counter()
+        values = self.sweep.space.sample(trial)
+        for key, value in {
+            "params": json_safe(values),
+            "worker": worker_label(),
+            "git_sha": self.git_sha,
+            "space_hash": self.space_hash,
+            "run_dirs": [],
+            "seeds": [],
+            "values_per_seed": [],
+            "reason": None,
+        }.items():
+            trial.set_user_attr(key, value)
+        run_dirs: list[str] = []
+        seeds: list[int] = []
+        per_seed: list[float] = []
+        for replicate in range(self.sweep.replicates):
+            cfg = self.sweep.experiment(values, replicate)
+            run_dir = self.run_dir(trial.number, replicate)
+            run_dirs.append(str(run_dir))
+            seeds.append(cfg.seed)
+            trial.set_user_attr("run_dirs", run_dirs)
+            trial.set_user_attr("seeds", seeds)
+            callbacks = [self._reporter(trial)] if replicate == 0 else None
+            result = self._train(cfg, run_dir, callbacks)
+            per_seed.append(self._score(result, cfg))
+            trial.set_user_attr("values_per_seed", per_seed)
+            record = _read_json(run_dir / "metrics.json")
+            if "parameter_count" in record:
+                trial.set_user_attr("parameter_count", record["parameter_count"])
+            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+        return float(sum(per_seed) / len(per_seed))
+
+    def _train(self, cfg: ExperimentConfig, run_dir: Path, callbacks: list | None) -> RunResult:
+        from arch_lab import api
+
+        return api.train(cfg, run_dir=run_dir, callbacks=callbacks, task=self.tasks.get(cfg))
+
+    def _score(self, result: RunResult, cfg: ExperimentConfig) -> float:
+        objective = self.sweep.objective
+        metrics = result.summary if objective.split == cfg.eval.split else result.val_summary
+        if metrics is None:
+            raise ArchLabError(f"objective.split {objective.split}: the run has no {objective.split} metrics")
+        value = objective.value(metrics)
+        if not math.isfinite(value):
+            raise ArchLabError(
+                f"objective is not finite: {', '.join(objective.missing(metrics))} missing or not finite "
+                f"in the {objective.split} metrics of {result.run_dir}"
+            )
+        return value
+
+    def _reporter(self, trial: optuna.Trial):
+        import optuna
+
+        objective = self.sweep.objective
+
+        def report(step: int, val_metrics: dict[str, float]) -> None:
+            value = objective.value(val_metrics)
+            if not math.isfinite(value):
+                return
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} (val {objective.label} = {value:.4g})")
+
+        return report
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}

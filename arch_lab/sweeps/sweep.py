@@ -1,0 +1,248 @@
+"""A loaded sweep: the YAML validated as a whole, and the experiment config of any trial configuration.
+
+Everything is checked here, before any storage is touched: structure, bounds, conditions, metric names and
+directions, sampler and pruner options, the budget, the ``enqueue`` entries, and the base experiment built with
+every bound and every choice of every dimension (so a misspelled knob fails now, not in trial 17).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import itertools
+import json
+import random
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from arch_lab.config import ExperimentConfig, experiment_from_dict, load_yaml
+from arch_lab.errors import ConfigError
+from arch_lab.sweeps.objective import Objective
+from arch_lab.sweeps.schema import (
+    PRUNER_OPTIONS,
+    SAMPLER_OPTIONS,
+    SweepFile,
+    check_options,
+    validate_model,
+)
+from arch_lab.sweeps.space import SearchSpace
+
+MAX_GRID = 100_000
+GRID_SAMPLERS = ("grid", "brute_force")
+
+
+@dataclass
+class Sweep:
+    """A validated sweep.
+
+    Parameters
+    ----------
+    path
+        The sweep YAML.
+    spec
+        Its parsed sections.
+    space
+        The search space.
+    objective
+        The trial objective.
+    base_path
+        The base experiment YAML (resolved against the sweep file's folder).
+    base_raw
+        The base experiment as a mapping (``base_dir`` set to its folder).
+    """
+
+    path: Path
+    spec: SweepFile
+    space: SearchSpace
+    objective: Objective
+    base_path: Path
+    base_raw: dict[str, Any]
+    _grid: list[dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def name(self) -> str:
+        """The study name."""
+        return self.spec.study.name
+
+    @property
+    def replicates(self) -> int:
+        """Seeds per configuration."""
+        return self.spec.budget.replicates
+
+    @property
+    def is_grid(self) -> bool:
+        """True for ``grid`` and ``brute_force`` samplers (every combination runs once)."""
+        return self.spec.sampler.type in GRID_SAMPLERS
+
+    @property
+    def base_seed(self) -> int:
+        """The base experiment's seed; replicate ``s`` uses ``base_seed + s``."""
+        return int(self.base_raw.get("seed", 0))
+
+    @property
+    def run_root(self) -> Path:
+        """``<study.output_dir>/<study.name>``: the trials' run directories go below."""
+        return Path(self.spec.study.output_dir) / self.name
+
+    def grid(self) -> list[dict[str, Any]]:
+        """Every combination of the space (grid samplers), in run order."""
+        if self._grid is None:
+            combos = list(itertools.islice(self.space.iter_grid(), MAX_GRID + 1))
+            if len(combos) > MAX_GRID:
+                raise ConfigError(f"space: the grid has more than {MAX_GRID} combinations; use sampler.type: tpe")
+            if "seed" in self.spec.sampler.model_fields_set and self.spec.sampler.seed is not None:
+                random.Random(self.spec.sampler.seed).shuffle(combos)
+            self._grid = combos
+        return self._grid
+
+    @property
+    def n_trials(self) -> int:
+        """The budget: configurations that finish (a grid defaults to all its combinations)."""
+        if self.spec.budget.n_trials is not None:
+            return self.spec.budget.n_trials
+        return len(self.grid())
+
+    def space_hash(self) -> str:
+        """A short hash of what makes trial values comparable: space, fixed overrides, objective, replicates."""
+        payload = {
+            "space": self.space.describe(),
+            "fixed": self.spec.fixed,
+            "objective": self.objective.describe(),
+            "replicates": self.replicates,
+        }
+        text = json.dumps(payload, sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def overrides(self, values: Mapping[str, Any], replicate: int = 0) -> dict[str, Any]:
+        """The dotted overrides of one run: quiet progress, ``fixed``, the configuration and the seed."""
+        return {"train.progress": False, **self.spec.fixed, **values, "seed": self.base_seed + replicate}
+
+    def experiment(self, values: Mapping[str, Any], replicate: int = 0) -> ExperimentConfig:
+        """The experiment config of one run of a configuration.
+
+        Network knobs of the base experiment apply only to the base's network: when the configuration selects
+        another network, they are dropped (knobs from ``fixed`` or the space are kept and checked).
+
+        Raises
+        ------
+        ConfigError
+            The resulting experiment is invalid (names the key path).
+        """
+        from arch_lab.networks import validate_network_config
+
+        raw = copy.deepcopy(self.base_raw)
+        overrides = self.overrides(values, replicate)
+        base_network = raw.get("network") if isinstance(raw.get("network"), dict) else {}
+        base_name = base_network.get("name", "mlp")
+        if overrides.get("network.name", base_name) != base_name:
+            raw["network"] = {"name": base_name}
+        cfg = experiment_from_dict(raw, overrides)
+        validate_network_config(cfg.network.name, cfg.network.knobs())
+        return cfg
+
+
+def load_sweep(path: str | Path) -> Sweep:
+    """Read and fully validate a sweep YAML.
+
+    Parameters
+    ----------
+    path
+        The sweep file; ``base`` is resolved against its folder.
+
+    Returns
+    -------
+    Sweep
+
+    Raises
+    ------
+    ConfigError
+        One line naming the offending key path (``space.optim.lr.low: ...``).
+    """
+    path = Path(path)
+    raw = load_yaml(path)
+    spec: SweepFile = validate_model(SweepFile, raw, "")
+    check_options("sampler", spec.sampler.type, spec.sampler, SAMPLER_OPTIONS)
+    check_options("pruner", spec.pruner.type, spec.pruner, PRUNER_OPTIONS)
+    space = SearchSpace(spec.space)
+    objective = Objective.from_section(spec.objective)
+    base_path = Path(spec.base) if Path(spec.base).is_absolute() else path.resolve().parent / spec.base
+    try:
+        base_raw = load_yaml(base_path)
+    except ConfigError as err:
+        raise ConfigError(f"base: {err}") from None
+    base_raw.setdefault("base_dir", str(base_path.resolve().parent))
+    sweep = Sweep(path, spec, space, objective, base_path, base_raw)
+    _check_base(sweep)
+    _check_fixed(sweep)
+    _check_budget(sweep)
+    _check_probes(sweep)
+    return sweep
+
+
+def _check_base(sweep: Sweep) -> None:
+    try:
+        experiment_from_dict(sweep.base_raw)
+    except ConfigError as err:
+        raise ConfigError(f"base: {sweep.base_path}: {err}") from None
+
+
+def _check_fixed(sweep: Sweep) -> None:
+    keys = set(sweep.space.keys())
+    for key in sweep.spec.fixed:
+        if key == "seed":
+            raise ConfigError("fixed.seed: seeds come from the base experiment and budget.replicates")
+        if key in keys:
+            raise ConfigError(f"fixed.{key}: also a dimension of the space; keep it in one place")
+    try:
+        experiment_from_dict(copy.deepcopy(sweep.base_raw), sweep.spec.fixed)
+    except ConfigError as err:
+        raise ConfigError(f"fixed.{err}") from None
+
+
+def _check_budget(sweep: Sweep) -> None:
+    budget = sweep.spec.budget
+    if sweep.is_grid:
+        if sweep.spec.enqueue:
+            raise ConfigError("enqueue: a grid runs every combination already; remove enqueue")
+        size = len(sweep.grid())
+        if budget.n_trials is not None and budget.n_trials > size:
+            raise ConfigError(
+                f"budget.n_trials: the grid has {size} combinations, fewer than {budget.n_trials}; "
+                f"drop n_trials (runs all {size}) or lower it"
+            )
+    elif budget.n_trials is None:
+        raise ConfigError(f"budget.n_trials: required for sampler {sweep.spec.sampler.type} (e.g. n_trials: 50)")
+    if len(sweep.spec.enqueue) > sweep.n_trials:
+        raise ConfigError(f"enqueue: {len(sweep.spec.enqueue)} configurations exceed budget.n_trials")
+    for i, entry in enumerate(sweep.spec.enqueue):
+        sweep.space.check_assignment(entry, f"enqueue.{i}")
+
+
+def _check_probes(sweep: Sweep) -> None:
+    probes: list[tuple[str, dict[str, Any]]] = [
+        (p.path if p else "space", values) for p, values in sweep.space.probes()
+    ]
+    probes += [(f"enqueue.{i}", sweep.space.resolve(entry)) for i, entry in enumerate(sweep.spec.enqueue)]
+    for where, values in probes:
+        try:
+            cfg = sweep.experiment(values)
+        except ConfigError as err:
+            raise ConfigError(_attribute(sweep, where, values, str(err))) from None
+        if sweep.objective.split == "test" and cfg.eval.split != "test":
+            raise ConfigError("objective.split: test needs eval.split: test in the experiment (set it in fixed)")
+
+
+def _attribute(sweep: Sweep, where: str, values: Mapping[str, Any], message: str) -> str:
+    """Name the space dimension (or fixed key) an experiment error is about, e.g. ``space.network.width: ...``."""
+    context = ", ".join(f"{k}={v}" for k, v in values.items() if isinstance(v, str))
+    suffix = f" (with {context})" if context else ""
+    mentioned = [k for k in (*values, *sweep.spec.fixed) if re.search(rf"(?<![\w.]){re.escape(k)}(?![\w.])", message)]
+    if mentioned:
+        key = max(mentioned, key=len)
+        detail = message.removeprefix(f"{key}: ")
+        p = sweep.space.find(key, values) if key in values else None
+        return f"{p.path if p else 'fixed.' + key}: {detail}{suffix}"
+    return f"{where}: {message}{suffix}"
