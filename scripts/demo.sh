@@ -8,5 +8,5 @@ bash scripts/setup_env.sh
 source .venv/bin/activate
 arch-lab sweep run sweeps/demo.yaml
 arch-lab sweep export sweeps/demo.yaml --out reports/demo/trials.csv
-arch-lab report sweeps/demo.yaml --out reports/demo
+arch-lab report demo_backbones_kang_v1 --out reports/demo
 echo "figures and tables: reports/demo/report.md"
