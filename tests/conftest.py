@@ -67,7 +67,7 @@ def experiment_dict(path: Path, tmp_path: Path, **sections: dict) -> dict:
         "method": {"name": "flow_matching"},
         "network": {"name": "mlp", "width": 64, "depth": 2},
         "optim": {"lr": 2e-3, "batch_size": 64, "conditions_per_batch": 4, "warmup_steps": 5},
-        "train": {"max_steps": 30, "eval_every": 10, "checkpoint_every": 10, "progress": False,
+        "train": {"max_steps": 30, "eval_every": 10, "checkpoint_every": 10, "progress": False, "threads": 1,
                   "val_conditions": 2, "val_cells": 16},
         "flow": {"steps": 5},
         "eval": {"pca_components": 5, "deg_top_k": 5},
