@@ -35,8 +35,11 @@ class EMA:
         """Move the shadow weights towards the network's."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        for s, p in zip(self.module.parameters(), network.parameters(), strict=True):
-            s.lerp_(p.detach(), 1.0 - d)
+        shadow = list(self.module.parameters())
+        live = [p.detach() for p in network.parameters()]
+        if len(shadow) != len(live):
+            raise ValueError("EMA shadow and network have different parameters")
+        torch._foreach_lerp_(shadow, live, 1.0 - d)
         for s, b in zip(self.module.buffers(), network.buffers(), strict=True):
             s.copy_(b)
 
