@@ -29,18 +29,23 @@ class EMA:
         for p in self.module.parameters():
             p.requires_grad_(False)
         self.updates = 0
+        self._shadow = list(self.module.parameters())
+        self._shadow_buffers = list(self.module.buffers())
+        self._live: list[torch.Tensor] | None = None
+        self._live_buffers: list[torch.Tensor] | None = None
 
     @torch.no_grad()
     def update(self, network: nn.Module) -> None:
         """Move the shadow weights towards the network's."""
         self.updates += 1
         d = min(self.decay, (1 + self.updates) / (10 + self.updates))
-        shadow = list(self.module.parameters())
-        live = [p.detach() for p in network.parameters()]
-        if len(shadow) != len(live):
-            raise ValueError("EMA shadow and network have different parameters")
-        torch._foreach_lerp_(shadow, live, 1.0 - d)
-        for s, b in zip(self.module.buffers(), network.buffers(), strict=True):
+        if self._live is None:  # parameter lists are cached: walking the module tree every step is not free
+            self._live = [p.detach() for p in network.parameters()]
+            self._live_buffers = list(network.buffers())
+            if len(self._live) != len(self._shadow):
+                raise ValueError("EMA shadow and network have different parameters")
+        torch._foreach_lerp_(self._shadow, self._live, 1.0 - d)
+        for s, b in zip(self._shadow_buffers, self._live_buffers or [], strict=True):
             s.copy_(b)
 
     def state_dict(self) -> dict[str, Any]:

@@ -182,8 +182,10 @@ class FlowTrainer:
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks or [])
         o = cfg.optim
-        fused = self.device.type == "cuda"
-        self.optimizer = torch.optim.AdamW(self.network.parameters(), lr=o.lr, weight_decay=o.weight_decay, fused=fused)
+        self.parameters = [p for p in self.network.parameters() if p.requires_grad]
+        # fused kernels on CUDA, multi-tensor (foreach) updates on CPU
+        kind = {"fused": True} if self.device.type == "cuda" else {"foreach": True}
+        self.optimizer = torch.optim.AdamW(self.parameters, lr=o.lr, weight_decay=o.weight_decay, **kind)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio)
         )
@@ -264,7 +266,7 @@ class FlowTrainer:
         loss.backward()
         grad_norm = float("nan")
         if cfg.optim.grad_clip is not None:
-            grad_norm = float(nn.utils.clip_grad_norm_(self.network.parameters(), cfg.optim.grad_clip))
+            grad_norm = float(nn.utils.clip_grad_norm_(self.parameters, cfg.optim.grad_clip, foreach=True))
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.network)
