@@ -204,7 +204,7 @@ def main() -> None:
     """Console-script entry point."""
     try:
         app()
-    except ArchLabError as exc:  # pragma: no cover - commands handle their own errors
+    except ArchLabError as exc:  # errors raised outside a command's own handler (e.g. while importing it)
         typer.echo(f"error: {exc}", err=True)
         sys.exit(2)
 

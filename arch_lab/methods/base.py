@@ -61,10 +61,6 @@ class Method:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore from :meth:`state_dict`."""
 
-    def _param(self, key: str, default: Any) -> Any:
-        value = self.params.get(key, default)
-        return type(default)(value) if default is not None and not isinstance(default, bool) else value
-
     def check_params(self, allowed: set[str]) -> None:
         """Reject unknown ``method.params`` keys with a one-line error."""
         unknown = sorted(set(self.params) - allowed)

@@ -10,8 +10,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from arch_lab.config import EvalConfig
-from arch_lab.data.task import Condition
+from arch_lab.config import EvalConfig, ExperimentConfig
+from arch_lab.data.task import Condition, Task
 from arch_lab.flow import generate
 from arch_lab.methods.base import Method, PredictionRequest, register_method
 from arch_lab.networks import build_network, count_parameters, network_config
@@ -27,7 +27,7 @@ class FlowMatching(Method):
     gene order and clipped at zero (log-normalised expression is non-negative).
     """
 
-    def __init__(self, cfg, task) -> None:
+    def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
         super().__init__(cfg, task)
         self.check_params(set())
         torch.manual_seed(cfg.seed)
