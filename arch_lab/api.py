@@ -23,6 +23,7 @@ from arch_lab.errors import ArchLabError, DataError
 from arch_lab.evaluation import EvalResult, evaluate, make_requests, predictions_to_anndata
 from arch_lab.methods import Method, build_method
 from arch_lab.runs import new_run_dir, read_status, set_status, update_meta, write_json, write_run_header
+from arch_lab.training import distributed
 
 
 @dataclass
@@ -35,6 +36,8 @@ class RunResult:
     reference: dict[str, dict[str, float]] | None
     fit_summary: dict[str, Any]
     val_summary: dict[str, float] | None = None
+    #: Rank of the process under torchrun; only rank 0 evaluates and writes (other ranks get empty results).
+    rank: int = 0
 
 
 def _write_results(
@@ -95,18 +98,32 @@ def train(
     ArchLabError
         Bad config or data (raised before any run directory is created), or a diverged run (the directory is
         marked ``failed``).
+
+    Notes
+    -----
+    Under ``torchrun`` every process runs this function: the process group is set up here, every rank builds
+    the task and trains its shard, and rank 0 alone creates and writes the run directory (``docs/distributed.md``).
     """
-    task = task if task is not None else build_task(cfg)
-    method = build_method(cfg, task)
-    if run_dir is None:
-        run_dir = new_run_dir(cfg)
-    else:
-        run_dir = Path(run_dir)
-        run_dir.mkdir(parents=True, exist_ok=True)
-    write_run_header(run_dir, cfg, {"task": task.summary(), "data_notes": task.data.notes})
-    save_split(task.split, run_dir / "split.csv")
-    set_status(run_dir, "running")
-    return _fit_and_finish(cfg, task, method, run_dir, callbacks)
+    with distributed.session() as info:
+        task = task if task is not None else build_task(cfg)
+        method = build_method(cfg, task)
+        if info.is_main:
+            if run_dir is None:
+                run_dir = new_run_dir(cfg)
+            else:
+                run_dir = Path(run_dir)
+                run_dir.mkdir(parents=True, exist_ok=True)
+            extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info)}
+            write_run_header(run_dir, cfg, extra)
+            save_split(task.split, run_dir / "split.csv")
+            set_status(run_dir, "running")
+        run_dir = Path(distributed.broadcast_object(str(run_dir) if info.is_main else None, info))
+        return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
+
+
+def _dist_meta(info: distributed.DistInfo) -> dict[str, Any]:
+    """What ``meta.json`` records about the process layout."""
+    return {"world_size": info.world_size, "backend": info.backend}
 
 
 def _fit_and_finish(
@@ -115,7 +132,12 @@ def _fit_and_finish(
     method: Method,
     run_dir: Path,
     callbacks: list[Callable[[int, dict], None]] | None,
+    info: distributed.DistInfo | None = None,
 ) -> RunResult:
+    info = info or distributed.DistInfo()
+    if not info.is_main:  # other ranks train their shard; rank 0 evaluates and records
+        fit_summary = method.fit(run_dir, callbacks)
+        return RunResult(run_dir, {}, pd.DataFrame(), None, fit_summary, rank=info.rank)
     start = time.perf_counter()
     try:
         fit_summary = method.fit(run_dir, callbacks)
@@ -153,19 +175,27 @@ def load_run_task(run_dir: Path, cfg: ExperimentConfig | None = None) -> Task:
 
 
 def resume(run_dir: Path, callbacks: list[Callable[[int, dict], None]] | None = None) -> RunResult:
-    """Continue an interrupted run exactly where its last checkpoint left it."""
+    """Continue an interrupted run exactly where its last checkpoint left it.
+
+    Any number of processes may resume a checkpoint written by any number (``docs/distributed.md``); every rank
+    reads the run directory, so under multi-node ``torchrun`` it must be on a shared filesystem.
+    """
     run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    status = read_status(run_dir)["status"]
-    if status == "completed":
-        raise ArchLabError(f"{run_dir}: run already completed; start a new run instead of --resume")
-    task = load_run_task(run_dir, cfg)
-    method = build_method(cfg, task)
-    if not hasattr(method, "resume"):
-        raise ArchLabError(f"{run_dir}: method {cfg.method.name!r} has no checkpoints to resume; rerun it")
-    method.resume = True
-    set_status(run_dir, "running", resumed=True)
-    return _fit_and_finish(cfg, task, method, run_dir, callbacks)
+    with distributed.session() as info:
+        cfg = load_run_config(run_dir)
+        status = read_status(run_dir)["status"]
+        if status == "completed":
+            raise ArchLabError(f"{run_dir}: run already completed; start a new run instead of --resume")
+        task = load_run_task(run_dir, cfg)
+        method = build_method(cfg, task)
+        if not hasattr(method, "resume"):
+            raise ArchLabError(f"{run_dir}: method {cfg.method.name!r} has no checkpoints to resume; rerun it")
+        method.resume = True
+        distributed.barrier(info)  # every rank has read the status before rank 0 rewrites it
+        if info.is_main:
+            set_status(run_dir, "running", resumed=True)
+            update_meta(run_dir, distributed=_dist_meta(info))
+        return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
 
 
 def load_method(run_dir: Path) -> tuple[ExperimentConfig, Task, Method]:

@@ -11,13 +11,120 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from arch_lab.errors import ConfigError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class SyntheticConfig(_Section):
+    """A synthetic perturb-seq benchmark with known ground truth (``data.synthetic``; see ``docs/tasks.md``).
+
+    Genes belong to co-regulated programs (or to the background); perturbations shift program activities, so
+    the genes of a program move together. ``locality`` sets how contiguous each program is in the gene order.
+
+    Parameters
+    ----------
+    n_genes
+        Genes in total.
+    n_programs
+        Co-regulated gene programs.
+    program_size
+        Genes per program; the ``n_genes - n_programs * program_size`` others are background.
+    n_states
+        Cell states (obs ``cell_type``: ``S1``, ``S2``, ...).
+    n_single
+        Single perturbations (``P01``, ``P02``, ...).
+    max_programs_per_perturbation
+        Each single shifts between 1 and this many programs.
+    effect_range
+        Range of the absolute program-activity shift of a single (natural-log units); the sign is random.
+    n_combinations
+        Measured pairs of singles (``P01+P05``).
+    interaction_fraction
+        Fraction of the pairs with an interaction term; the others are additive.
+    interaction_strength
+        An interacting pair's shift on the programs it touches is the sum of its singles' shifts times
+        ``1 + strength`` (synergy) or ``1 - strength`` (buffering).
+    state_response_range
+        Each (single, state) scales the single's shift by a factor drawn from this range.
+    state_gene_sd, state_program_sd
+        Standard deviations of each state's baseline offsets per gene and per program activity.
+    gene_baseline_sd
+        Standard deviation of the genes' baseline log expression.
+    loading_range
+        Range of a program gene's loading (how strongly it follows its program's activity).
+    program_noise_sd
+        Cell-to-cell noise of every program's activity.
+    response_cv
+        Coefficient of variation of the per-cell response strength (a gamma factor with mean 1).
+    library_size
+        Median total count per cell.
+    library_sd
+        Standard deviation of the log library size.
+    dispersion
+        Negative-binomial overdispersion phi (variance = mu + phi mu^2); 0 gives Poisson counts.
+    cells_per_condition
+        Cells per (perturbation, state).
+    control_cells
+        Control cells per state.
+    locality
+        1 keeps every program's genes in one contiguous block of the gene order, 0 is a uniformly random
+        order; in between, a random fraction ``1 - locality`` of the genes swap places among themselves.
+    seed
+        Seed of the whole benchmark (the gene order has its own stream: ``locality`` changes nothing else).
+    """
+
+    n_genes: int = Field(default=256, gt=1, description="Genes in total.")
+    n_programs: int = Field(default=16, gt=0, description="Co-regulated gene programs.")
+    program_size: int = Field(default=12, gt=1, description="Genes per program; the rest are background.")
+    n_states: int = Field(default=3, gt=1, description="Cell states (obs cell_type S1, S2, ...).")
+    n_single: int = Field(default=12, gt=1, description="Single perturbations (P01, P02, ...).")
+    max_programs_per_perturbation: int = Field(default=2, gt=0, description="A single shifts 1..this many programs.")
+    effect_range: tuple[float, float] = Field(
+        default=(0.5, 1.2), description="Range of a single's absolute program-activity shift (log units)."
+    )
+    n_combinations: int = Field(default=12, ge=0, description="Measured pairs of singles (P01+P05).")
+    interaction_fraction: float = Field(default=0.5, ge=0, le=1, description="Fraction of pairs that interact.")
+    interaction_strength: float = Field(
+        default=0.6, ge=0, lt=1, description="Interacting pairs scale their summed shift by 1 +/- this."
+    )
+    state_response_range: tuple[float, float] = Field(
+        default=(0.5, 1.5), description="Range of the per-(single, state) response scale."
+    )
+    state_gene_sd: float = Field(default=0.3, ge=0, description="SD of per-state gene baseline offsets.")
+    state_program_sd: float = Field(default=0.4, ge=0, description="SD of per-state program activity offsets.")
+    gene_baseline_sd: float = Field(default=0.8, ge=0, description="SD of gene baseline log expression.")
+    loading_range: tuple[float, float] = Field(default=(0.5, 1.0), description="Range of program gene loadings.")
+    program_noise_sd: float = Field(default=0.25, ge=0, description="Cell-to-cell program activity noise (SD).")
+    response_cv: float = Field(default=0.3, ge=0, description="CV of the per-cell response strength.")
+    library_size: float = Field(default=5000.0, gt=0, description="Median total count per cell.")
+    library_sd: float = Field(default=0.3, ge=0, description="SD of the log library size.")
+    dispersion: float = Field(default=0.1, ge=0, description="Negative-binomial overdispersion (0: Poisson).")
+    cells_per_condition: int = Field(default=100, gt=1, description="Cells per (perturbation, state).")
+    control_cells: int = Field(default=300, gt=1, description="Control cells per state.")
+    locality: float = Field(default=1.0, ge=0, le=1, description="Contiguity of programs in the gene order.")
+    seed: int = Field(default=0, ge=0, description="Seed of the benchmark.")
+
+    @model_validator(mode="after")
+    def _check(self) -> SyntheticConfig:
+        if self.n_programs * self.program_size > self.n_genes:
+            raise ValueError("n_programs * program_size exceeds n_genes; raise n_genes or shrink the programs")
+        if self.max_programs_per_perturbation > self.n_programs:
+            raise ValueError("max_programs_per_perturbation exceeds n_programs")
+        if self.n_combinations > self.n_single * (self.n_single - 1) // 2:
+            raise ValueError("n_combinations exceeds the number of pairs of singles; lower it or raise n_single")
+        return self
+
+    @field_validator("effect_range", "state_response_range", "loading_range")
+    @classmethod
+    def _range(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not 0 <= value[0] <= value[1]:
+            raise ValueError("expected (low, high) with 0 <= low <= high")
+        return value
 
 
 class DataConfig(_Section):
@@ -28,6 +135,9 @@ class DataConfig(_Section):
     path
         An ``.h5ad`` file. Relative paths are resolved against the experiment YAML's folder, then the
         current directory.
+    synthetic
+        Generate the cells in memory instead (see :class:`SyntheticConfig`); give exactly one of ``path`` and
+        ``synthetic``.
     perturbation_key
         obs column holding the perturbation label (e.g. ``condition``).
     control_value
@@ -47,9 +157,20 @@ class DataConfig(_Section):
         Keep only cells whose obs column values are in the given lists, e.g. ``{cell_type: [A172, T98G]}``.
     gene_order
         Order of the gene axis seen by networks: ``as_stored``, ``reversed``, ``random`` or ``clustered``.
+    storage
+        ``memory`` reads the whole matrix; ``backed`` keeps it on disk (``.h5ad`` or ``.zarr``, dense or CSR,
+        already log-normalised) and trains from shuffled chunks of rows (see ``docs/large_data.md``).
+    chunk_size
+        Backed only: rows per contiguous read.
+    shuffle_buffer
+        Backed only: chunks held in memory at once; batches are drawn from all of them.
+    gene_key
+        Backed only: boolean var column selecting the genes (e.g. ``highly_variable``), applied before
+        ``max_genes``.
     """
 
-    path: str
+    path: str | None = None
+    synthetic: SyntheticConfig | None = None
     perturbation_key: str = "condition"
     control_value: str = "control"
     covariate_keys: list[str] = Field(default_factory=list)
@@ -59,6 +180,20 @@ class DataConfig(_Section):
     max_genes: int | None = Field(default=None, gt=0)
     subset: dict[str, list[str]] = Field(default_factory=dict)
     gene_order: Literal["as_stored", "reversed", "random", "clustered"] = "as_stored"
+    storage: Literal["memory", "backed"] = "memory"
+    chunk_size: int = Field(default=2048, gt=0)
+    shuffle_buffer: int = Field(default=4, gt=0)
+    gene_key: str | None = None
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        if (self.path is None) == (self.synthetic is None):
+            raise ValueError("give exactly one of 'path' (an .h5ad file) or 'synthetic' (e.g. synthetic: {})")
+        if self.storage == "backed" and self.path is None:
+            raise ValueError("storage: backed reads a file; give data.path")
+        if self.gene_key is not None and self.storage != "backed":
+            raise ValueError("gene_key needs storage: backed (in memory, use max_genes)")
+        return self
 
 
 class HoldoutEntry(_Section):
@@ -124,15 +259,55 @@ class MethodConfig(_Section):
     params: dict[str, Any] = Field(default_factory=dict)
 
 
+class MatchParametersConfig(_Section):
+    """``network.match_parameters``: choose one integer knob so the network has a target parameter count.
+
+    Parameters
+    ----------
+    reference
+        A network whose parameter count at the task's gene count is the target: ``{name: unet1d, ...knobs}``.
+    target
+        A plain target parameter count (instead of ``reference``).
+    knob
+        The integer knob to choose (default per network: ``mlp`` width, ``gene_transformer`` dim, ``unet1d``
+        base_channels).
+    tolerance
+        Largest accepted relative difference to the target.
+    """
+
+    reference: dict[str, Any] | None = None
+    target: int | None = Field(default=None, gt=0)
+    knob: str | None = None
+    tolerance: float = Field(default=0.05, gt=0, lt=1)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _plain_target(cls, value: Any) -> Any:
+        return {"target": value} if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> MatchParametersConfig:
+        if (self.reference is None) == (self.target is None):
+            raise ValueError("give exactly one of 'reference' ({name: unet1d, ...}) or 'target' (a count)")
+        if self.reference is not None and not isinstance(self.reference.get("name"), str):
+            raise ValueError("reference needs a network 'name', e.g. {name: unet1d}")
+        return self
+
+
 class NetworkConfig(BaseModel):
-    """The velocity network: ``name`` from the registry, every other key is a constructor knob."""
+    """The velocity network: ``name`` from the registry, every other key is a constructor knob.
+
+    ``match_parameters`` (optional, see :class:`MatchParametersConfig`) is not a knob: it picks the value of one
+    knob when the network is built, against the task's gene count.
+    """
 
     model_config = ConfigDict(extra="allow")
     name: str = "mlp"
+    match_parameters: MatchParametersConfig | None = None
 
     def knobs(self) -> dict[str, Any]:
-        """The constructor arguments (everything but ``name``)."""
-        return {k: v for k, v in self.model_dump().items() if k != "name"}
+        """The constructor arguments (everything but ``name`` and ``match_parameters``)."""
+        return {k: v for k, v in self.model_dump().items() if k not in ("name", "match_parameters")}
 
 
 class FlowConfig(_Section):
@@ -170,6 +345,9 @@ class TrainConfig(_Section):
     """Training length, evaluation and checkpoints."""
 
     max_steps: int = Field(default=2000, gt=0)
+    #: Equal-compute budget: train ``ceil(max_flops / flops_per_step)`` steps (at most ``max_steps``), with
+    #: ``flops_per_step`` counted by :mod:`arch_lab.flops`. None trains ``max_steps`` steps.
+    max_flops: float | None = Field(default=None, gt=0)
     eval_every: int = Field(default=500, gt=0)
     val_conditions: int = Field(default=8, gt=0)
     val_cells: int = Field(default=64, gt=0)

@@ -120,6 +120,12 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
         "train_seconds": _num(fit.get("train_seconds")),
         "wall_seconds": _num(metrics.get("wall_seconds")),
         "steps": _num(fit.get("steps")),
+        "flops_per_step": _num(fit.get("flops_per_step")),
+        "train_flops": _num(fit.get("train_flops")),
+        "max_flops": _num(fit.get("max_flops")),
+        "matched_knob": (fit.get("parameter_matching") or {}).get("knob"),
+        "matched_value": _num((fit.get("parameter_matching") or {}).get("value")),
+        "matched_target": _num((fit.get("parameter_matching") or {}).get("target")),
         "best_step": _num(fit.get("best_step")),
         "best_value": _num(fit.get("best_value")),
         "select_metric": fit.get("select_metric"),
@@ -168,7 +174,10 @@ def load_runs(paths: _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
         Columns: ``run_dir`` (resolved), ``run``, ``experiment``, ``backbone`` (network name for flow runs, else
         the method name), ``method``, ``network``, ``seed``, ``split``, ``parameter_count``, ``train_seconds``
         (NaN for closed-form baselines), ``wall_seconds``, ``steps``, ``best_step``, ``best_value``,
-        ``select_metric``, ``guidance`` (``flow.guidance``; NaN for baselines), ``git_sha``, ``device``,
+        ``select_metric``, ``flops_per_step`` and ``train_flops`` (training FLOPs per step and in total, see
+        :mod:`arch_lab.flops`), ``max_flops`` (the run's ``train.max_flops`` budget), ``matched_knob``,
+        ``matched_value`` and ``matched_target`` (``network.match_parameters``: the knob chosen, its value and the
+        target parameter count), ``guidance`` (``flow.guidance``; NaN for baselines), ``git_sha``, ``device``,
         ``n_conditions``, every metric of :data:`arch_lab.metrics.info.METRICS` (summary of the evaluated split),
         ``val_<metric>`` (validation split), ``floor_<metric>`` and ``ceiling_<metric>`` (the run's ``no_change``
         and ``split_half`` reference points), and ``config.<dotted key>`` for the resolved config.

@@ -37,6 +37,14 @@ def highly_variable_genes(X: np.ndarray, n_top: int, n_bins: int = 20) -> np.nda
     E = np.expm1(X.astype(np.float64))
     mean = E.mean(axis=0)
     var = E.var(axis=0, ddof=1) if E.shape[0] > 1 else np.zeros_like(mean)
+    return rank_by_dispersion(mean, var, n_bins)[:n_top]
+
+
+def rank_by_dispersion(mean: np.ndarray, var: np.ndarray, n_bins: int = 20) -> np.ndarray:
+    """All gene indices ranked by normalised dispersion, best first, from per-gene moments of ``expm1(X)``.
+
+    The ranking step of :func:`highly_variable_genes`, shared with the chunk-wise moments of backed data.
+    """
     with np.errstate(divide="ignore", invalid="ignore"):
         disp = np.log(np.where(mean > 0, var / np.where(mean > 0, mean, 1), np.nan))
         logmean = np.log1p(mean)
@@ -50,8 +58,7 @@ def highly_variable_genes(X: np.ndarray, n_top: int, n_bins: int = 20) -> np.nda
         mu, sd = disp[m].mean(), disp[m].std(ddof=1) if m.sum() > 1 else 0.0
         norm[m] = (disp[m] - mu) / sd if sd > 0 else 0.0
     score = np.where(np.isfinite(norm), norm, -np.inf)
-    order = np.lexsort((np.arange(score.size), -score))
-    return order[:n_top]
+    return np.lexsort((np.arange(score.size), -score))
 
 
 def select_genes(X: np.ndarray, genes: list[str], n_top: int, always_keep: set[str]) -> np.ndarray:

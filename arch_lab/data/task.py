@@ -5,14 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
 from arch_lab.config import DataConfig, ExperimentConfig, TaskConfig, resolve_path
+from arch_lab.data.backed import gene_order_rows
 from arch_lab.data.gene_order import gene_order
 from arch_lab.data.loading import PerturbationData, load_perturbation_data, read_anndata
 from arch_lab.data.splits import load_split, make_split
-from arch_lab.errors import DataError
+from arch_lab.errors import ConfigError, DataError
 from arch_lab.spec import DataSpec
 
 
@@ -124,11 +126,30 @@ class Task:
         return out
 
 
+def data_path(cfg: DataConfig, base: ExperimentConfig | None = None) -> Path:
+    """The resolved ``data.path`` of an experiment."""
+    if cfg.path is None:
+        raise ConfigError("data.path: not set; give an .h5ad file (or data.synthetic to generate the cells)")
+    return resolve_path(base, cfg.path) if base is not None else Path(cfg.path)
+
+
+def read_data(cfg: DataConfig, base: ExperimentConfig | None = None) -> ad.AnnData:
+    """The AnnData of an experiment: generated from ``data.synthetic``, or read from ``data.path``."""
+    if cfg.synthetic is not None:
+        from arch_lab.data.synthetic import simulate
+
+        return simulate(cfg.synthetic)
+    return read_anndata(data_path(cfg, base))
+
+
 def load_data(cfg: DataConfig, base: ExperimentConfig | None = None) -> PerturbationData:
-    """Read and prepare the data of an experiment."""
-    path = resolve_path(base, cfg.path) if base is not None else Path(cfg.path)
+    """Read (or generate) and prepare the data of an experiment."""
+    if cfg.storage == "backed":
+        from arch_lab.data.backed import load_backed_data
+
+        return load_backed_data(data_path(cfg, base), cfg)
     return load_perturbation_data(
-        read_anndata(path),
+        read_data(cfg, base),
         perturbation_key=cfg.perturbation_key,
         control_value=cfg.control_value,
         covariate_keys=list(cfg.covariate_keys),
@@ -146,5 +167,6 @@ def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> T
     tcfg: TaskConfig = cfg.task
     split = load_split(resolve_path(cfg, tcfg.split_file), data) if tcfg.split_file else make_split(data, tcfg)
     train_rows = np.flatnonzero((split.reindex(data.obs.index) == "train").to_numpy())
-    order = gene_order(cfg.data.gene_order, data.X[train_rows], seed=cfg.task.seed)
+    X_order = gene_order_rows(data, train_rows, cfg.data.gene_order, cfg.task.seed)
+    order = gene_order(cfg.data.gene_order, X_order, seed=cfg.task.seed)
     return Task(data, split, order)

@@ -2,7 +2,37 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
+
+
+@dataclass(frozen=True)
+class Shard:
+    """Rows ``start:stop`` of a global batch of ``total`` rows, trained on by one of several processes.
+
+    Random per-row quantities are drawn for the whole global batch from a generator every process holds in
+    the same state, and each process keeps its own rows; so the union of the shards sees exactly the draws
+    a single process would, and the generators stay in step.
+    """
+
+    start: int
+    stop: int
+    total: int
+
+    @property
+    def rows(self) -> slice:
+        """The shard's rows as a slice of the global batch."""
+        return slice(self.start, self.stop)
+
+    @property
+    def size(self) -> int:
+        """Number of rows in the shard."""
+        return self.stop - self.start
+
+    def take(self, x: torch.Tensor) -> torch.Tensor:
+        """The shard's rows of a global-batch tensor (``x`` itself when it already has the shard's rows)."""
+        return x if x.shape[0] == self.size else x[self.start : self.stop]
 
 
 def _draw_device(generator: torch.Generator | None, device: torch.device | str | None) -> torch.device:

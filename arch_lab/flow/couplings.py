@@ -38,6 +38,9 @@ def _check(x0: torch.Tensor, x1: torch.Tensor, groups: torch.Tensor | None) -> N
 class IndependentCoupling:
     """Keep the pairing the caller made: row ``i`` of ``x0`` goes with row ``i`` of ``x1``."""
 
+    #: Pairs each row by itself, so one process's shard of a batch can be paired without the others' rows.
+    whole_batch = False
+
     def __repr__(self) -> str:
         return "IndependentCoupling()"
 
@@ -75,6 +78,10 @@ class ExactOTCoupling:
     num_iter_max
         Iteration cap of the network-simplex solver.
     """
+
+    #: Groups may span processes' shards and pairing may draw random numbers: sharded training pairs the
+    #: whole global batch on every process, then keeps its own rows.
+    whole_batch = True
 
     def __init__(self, num_iter_max: int = 1_000_000) -> None:
         self.num_iter_max = int(num_iter_max)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from arch_lab.flow._random import rand
+from arch_lab.flow._random import Shard, rand
 from arch_lab.flow.couplings import Coupling
 from arch_lab.flow.paths import ProbabilityPath
 from arch_lab.flow.time import TimeSampler
@@ -22,7 +22,9 @@ class LossOutput:
     logs: dict[str, float] = field(default_factory=dict)
 
 
-def drop_condition(cond: CondBatch, p: float, generator: torch.Generator | None = None) -> CondBatch:
+def drop_condition(
+    cond: CondBatch, p: float, generator: torch.Generator | None = None, shard: Shard | None = None
+) -> CondBatch:
     """Copy of ``cond`` with ``null`` set on a random fraction ``p`` of rows (rows already null stay null).
 
     Parameters
@@ -33,12 +35,18 @@ def drop_condition(cond: CondBatch, p: float, generator: torch.Generator | None 
         Probability in [0, 1] that a row is dropped; 0 drops none, 1 drops all.
     generator
         Source of randomness.
+    shard
+        When ``cond`` holds one process's shard of a larger batch: the mask is drawn for the whole batch and
+        the shard's rows are kept.
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"condition dropout must be in [0, 1], got {p}")
     if p == 0.0:
         return cond
-    drop = rand((cond.batch_size,), generator, cond.null.device) < p
+    if shard is None:
+        drop = rand((cond.batch_size,), generator, cond.null.device) < p
+    else:
+        drop = shard.take(rand((shard.total,), generator, cond.null.device)) < p
     return cond.with_null(cond.null | drop)
 
 
@@ -85,6 +93,8 @@ class FlowMatchingObjective:
         x0: torch.Tensor,
         groups: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+        logs: bool = True,
     ) -> LossOutput:
         """Flow-matching loss on one minibatch.
 
@@ -102,23 +112,42 @@ class FlowMatchingObjective:
             Long tensor ``[B]``; the coupling pairs rows only within the same group. ``None``: one group.
         generator
             Source of randomness for times, path noise, coupling draws and condition dropout.
+        shard
+            Train on rows ``shard.start:shard.stop`` of a global batch of ``shard.total`` rows (one process of a
+            multi-process job). ``x1``, ``cond``, ``x0`` and ``groups`` hold either the whole global batch
+            (needed when the coupling has ``whole_batch = True``) or only the shard's rows. Times, path noise
+            and the dropout mask are drawn for the whole batch and sliced, so every process's generator stays in
+            the same state and the shards together see a single process's draws. The loss is the mean over
+            the shard's rows.
+        logs
+            Compute the detached logging floats (each one waits for the device); the trainer skips them.
 
         Returns
         -------
         LossOutput
             ``loss`` and the logs ``loss``, ``null_fraction``, ``pair_sq_dist`` (mean squared distance of the
-            paired rows) and ``target_sq_norm`` (mean squared target velocity, per gene).
+            paired rows) and ``target_sq_norm`` (mean squared target velocity, per gene); no logs when
+            ``logs`` is False.
         """
         if x1.shape != x0.shape:
             raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
         if cond.batch_size != x1.shape[0]:
             raise ValueError(f"cond has {cond.batch_size} rows but x1 has {x1.shape[0]}")
         x0, x1 = self.coupling.pair(x0, x1, groups, generator)
-        t = self.time_sampler.sample(x1.shape[0], generator, x1.device).to(x1.dtype)
-        sample = self.path.sample(x0, x1, t, generator)
-        cond = drop_condition(cond, self.cond_dropout, generator)
+        if shard is None:
+            t = self.time_sampler.sample(x1.shape[0], generator, x1.device).to(x1.dtype)
+            sample = self.path.sample(x0, x1, t, generator)
+        else:
+            if cond.batch_size != shard.size:
+                cond = cond.index(shard.rows)
+            x0, x1 = shard.take(x0), shard.take(x1)
+            t = shard.take(self.time_sampler.sample(shard.total, generator, x1.device)).to(x1.dtype)
+            sample = self.path.sample(x0, x1, t, generator, shard=shard)
+        cond = drop_condition(cond, self.cond_dropout, generator, shard)
         pred = network(sample.x_t, sample.t, cond)
         loss = (pred - sample.dx_t).square().mean()
+        if not logs:
+            return LossOutput(loss=loss)
         with torch.no_grad():
             target_sq = sample.dx_t.square().mean()
             logs = {

@@ -7,7 +7,7 @@ from typing import Protocol
 
 import torch
 
-from arch_lab.flow._random import randn
+from arch_lab.flow._random import Shard, randn
 
 
 @dataclass
@@ -30,6 +30,7 @@ class ProbabilityPath(Protocol):
         x1: torch.Tensor,
         t: torch.Tensor,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> PathSample: ...
 
 
@@ -57,6 +58,7 @@ class StraightPath:
         x1: torch.Tensor,
         t: torch.Tensor,
         generator: torch.Generator | None = None,
+        shard: Shard | None = None,
     ) -> PathSample:
         """Points on the path at times ``t`` and the target velocity there.
 
@@ -70,6 +72,9 @@ class StraightPath:
             Times, ``[B]``.
         generator
             Source of the path noise (used only when ``sigma > 0``).
+        shard
+            When the rows are one process's shard of a larger batch: the noise is drawn for the whole batch
+            and the shard's rows are kept (see :class:`~arch_lab.flow._random.Shard`).
 
         Returns
         -------
@@ -83,5 +88,9 @@ class StraightPath:
         tt = t.to(x0.dtype).reshape(-1, *([1] * (x0.ndim - 1)))
         x_t = (1.0 - tt) * x0 + tt * x1
         if self.sigma > 0:
-            x_t = x_t + self.sigma * randn(tuple(x0.shape), generator, x0.device, x0.dtype)
+            if shard is None:
+                noise = randn(tuple(x0.shape), generator, x0.device, x0.dtype)
+            else:
+                noise = shard.take(randn((shard.total, *x0.shape[1:]), generator, x0.device, x0.dtype))
+            x_t = x_t + self.sigma * noise
         return PathSample(x_0=x0, x_1=x1, t=t, x_t=x_t, dx_t=x1 - x0)

@@ -15,6 +15,7 @@ from arch_lab.data.task import Condition, Task
 from arch_lab.flow import generate
 from arch_lab.methods.base import Method, PredictionRequest, register_method
 from arch_lab.networks import build_network, count_parameters, network_config
+from arch_lab.networks.matching import resolve_matched_knobs
 from arch_lab.spec import CondBatch
 
 
@@ -31,7 +32,14 @@ class FlowMatching(Method):
         super().__init__(cfg, task)
         self.check_params(set())
         torch.manual_seed(cfg.seed)
-        self.network = build_network(cfg.network.name, cfg.network.knobs(), task.spec)
+        match = cfg.network.match_parameters
+        knobs, self.parameter_matching = resolve_matched_knobs(
+            cfg.network.name,
+            cfg.network.knobs(),
+            match.model_dump(exclude_none=True) if match is not None else None,
+            task.spec,
+        )
+        self.network = build_network(cfg.network.name, knobs, task.spec)
         self.model: nn.Module = self.network
         self.resume = False
         self.train_state: Any = None
@@ -60,7 +68,8 @@ class FlowMatching(Method):
     def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
         from arch_lab.training.trainer import FlowTrainer
 
-        trainer = FlowTrainer(self.cfg, self.task, self.network, self._validate, run_dir, callbacks)
+        cfg, compute = self._compute_budget()
+        trainer = FlowTrainer(cfg, self.task, self.network, self._validate, run_dir, callbacks)
         state = trainer.fit(resume=self.resume)
         self.model = trainer.eval_model()
         self.device = trainer.device
@@ -74,7 +83,34 @@ class FlowMatching(Method):
             "train_seconds": state.train_seconds,
             "history": state.history,
             "precision": str(trainer.autocast_dtype or "fp32"),
+            "parameter_matching": self.parameter_matching,
+            **compute,
+            "train_flops": compute["flops_per_step"] * state.step,
         }
+
+    def _compute_budget(self) -> tuple[ExperimentConfig, dict[str, Any]]:
+        """FLOPs per training step and, with ``train.max_flops``, the config whose ``max_steps`` spends it."""
+        from arch_lab.flops import network_flops, steps_for_budget
+
+        cfg = self.cfg
+        o = cfg.optim
+        k = min(o.conditions_per_batch, max(len(self.task.conditions("train", include_control=True)), 1))
+        rows = k * max(o.batch_size // k, 1)  # what the trainer's ConditionSampler draws per step
+        counts = network_flops(self.network, rows)
+        record: dict[str, Any] = {
+            "flops_per_step": counts.train_step,
+            "forward_flops": counts.forward,
+            "max_flops": cfg.train.max_flops,
+            "flop_budget_steps": None,
+            "flop_budget_capped": None,
+        }
+        if cfg.train.max_flops is None:
+            return cfg, record
+        wanted = steps_for_budget(cfg.train.max_flops, counts.train_step)
+        steps = min(wanted, cfg.train.max_steps)
+        record.update(flop_budget_steps=wanted, flop_budget_capped=wanted > steps)
+        train = cfg.train.model_copy(update={"max_steps": steps})
+        return cfg.model_copy(update={"train": train}), record
 
     @torch.no_grad()
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:

@@ -225,3 +225,86 @@ class MultiHeadAttention(nn.Module):
         v = rearrange(self.to_v(context), "b l (h d) -> b h l d", h=self.heads)
         out = attention(q, k, v, key_padding_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.to_out(rearrange(out, "b h l d -> b l (h d)"))
+
+
+def available_memory_bytes(device: torch.device | str) -> int | None:
+    """Memory that ``device`` can still hand out, in bytes; None when it cannot be told.
+
+    CUDA: the free memory reported by :func:`torch.cuda.mem_get_info`. CPU: ``MemAvailable`` from
+    ``/proc/meminfo`` (or psutil's ``available`` when psutil is installed and ``/proc`` is not readable).
+    """
+    device = torch.device(device)
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    if device.type != "cpu":
+        return None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        import psutil
+    except ImportError:
+        return None
+    return int(psutil.virtual_memory().available)
+
+
+def full_attention_bytes(
+    batch: int, heads: int, length: int, layers: int, itemsize: int = 4, training: bool = True
+) -> int:
+    """Bytes of the ``[B, H, L, L]`` attention weights of ``layers`` full self-attention layers.
+
+    Evaluation holds the scores and their softmax of one layer at a time (2 copies); training keeps the softmax
+    of every layer for the backward pass plus the scores of the layer being computed (``layers + 1`` copies). Fused kernels may need less,
+    so this is an upper bound of the quadratic part, the part that decides whether a gene count fits.
+    """
+    if layers < 1:
+        return 0
+    per_layer = batch * heads * length * length * itemsize
+    return (layers + 1) * per_layer if training else 2 * per_layer
+
+
+def check_full_attention_memory(
+    batch: int,
+    heads: int,
+    length: int,
+    layers: int,
+    device: torch.device | str,
+    itemsize: int = 4,
+    training: bool = True,
+    limit_bytes: int | None = None,
+) -> None:
+    """Refuse full self-attention over ``length`` tokens whose attention weights would not fit in memory.
+
+    Parameters
+    ----------
+    batch, heads, length, layers
+        Shape of the computation: rows, heads, tokens (genes) and self-attention layers.
+    device
+        Where it would run; its available memory is the limit unless ``limit_bytes`` is given.
+    itemsize
+        Bytes per element of the attention weights.
+    training
+        Whether the weights of every layer are kept for a backward pass.
+    limit_bytes
+        Memory limit in bytes (None: what ``device`` has available now).
+
+    Raises
+    ------
+    ConfigError
+        When :func:`full_attention_bytes` exceeds the limit; the message is one line and suggests the
+        linear-in-G alternatives.
+    """
+    from arch_lab.errors import ConfigError
+
+    need = full_attention_bytes(batch, heads, length, layers, itemsize, training)
+    limit = available_memory_bytes(device) if limit_bytes is None else limit_bytes
+    if limit is not None and need > limit:
+        raise ConfigError(
+            f"full gene self-attention over {length} genes at batch {batch} needs about {need / 2**30:.1f} GiB "
+            f"for attention weights but {limit / 2**30:.1f} GiB is available; set network.self_attention: latent "
+            "(or none for cross-attention only), or lower the batch size"
+        )

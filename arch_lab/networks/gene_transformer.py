@@ -9,7 +9,7 @@ from einops import rearrange, repeat
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from arch_lab.networks.attention import MultiHeadAttention
+from arch_lab.networks.attention import MultiHeadAttention, check_full_attention_memory
 from arch_lab.networks.conditioning import ConditionEncoder, check_expression, normalize_time
 from arch_lab.networks.registry import register_network
 from arch_lab.spec import CondBatch, DataSpec
@@ -190,6 +190,13 @@ class GeneTransformer(nn.Module):
         """Velocity ``[B, G]`` at state ``x_t`` ``[B, G]``, time ``t`` and condition ``cond``."""
         check_expression(x_t, self.spec.n_genes)
         dtype = self.value_proj.weight.dtype
+        if self.config.self_attention == "full" and self.config.depth:
+            # quadratic in G: refuse before allocating rather than exhaust the machine
+            kind = x_t.device.type
+            item = (torch.get_autocast_dtype(kind) if torch.is_autocast_enabled(kind) else dtype).itemsize
+            grad = self.training and torch.is_grad_enabled()
+            c = self.config
+            check_full_attention_memory(x_t.shape[0], c.heads, self.spec.n_genes, c.depth, x_t.device, item, grad)
         t = normalize_time(t, x_t.shape[0], x_t.device)
         emb = self.encoder.pooled(t, cond)
         context, context_mask = self.encoder.tokens(cond)

@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from arch_lab.sweeps.launch import SweepRun, resolve_storage, run_sweep
     from arch_lab.sweeps.objective import Objective
-    from arch_lab.sweeps.report import SweepStatus, export_trials, sweep_status, trials_table
+    from arch_lab.sweeps.report import SweepStatus, export_runs, export_trials, runs_table, sweep_status, trials_table
     from arch_lab.sweeps.space import SearchSpace
     from arch_lab.sweeps.storage import StorageSpec, parse_storage
     from arch_lab.sweeps.study import StudyHandle, open_study
-    from arch_lab.sweeps.sweep import Sweep, load_sweep
+    from arch_lab.sweeps.sweep import Sweep, apply_profile, load_sweep
     from arch_lab.sweeps.worker import WorkerReport, run_worker
 
 _EXPORTS = {
@@ -32,6 +32,8 @@ _EXPORTS = {
     "SweepRun": "launch",
     "SweepStatus": "report",
     "WorkerReport": "worker",
+    "apply_profile": "sweep",
+    "export_runs": "report",
     "export_trials": "report",
     "load_sweep": "sweep",
     "open_study": "study",
@@ -39,6 +41,7 @@ _EXPORTS = {
     "resolve_storage": "launch",
     "run_sweep": "launch",
     "run_worker": "worker",
+    "runs_table": "report",
     "sweep_status": "report",
     "trials_table": "report",
 }
@@ -52,6 +55,8 @@ __all__ = [
     "SweepRun",
     "SweepStatus",
     "WorkerReport",
+    "apply_profile",
+    "export_runs",
     "export_trials",
     "load_sweep",
     "open_study",
@@ -59,6 +64,7 @@ __all__ = [
     "resolve_storage",
     "run_sweep",
     "run_worker",
+    "runs_table",
     "sweep_status",
     "trials_table",
 ]

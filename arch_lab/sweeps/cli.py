@@ -15,6 +15,10 @@ sweep_app = typer.Typer(
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
+ProfileOpt = Annotated[
+    str | None,
+    typer.Option(help="A profile of the sweep YAML (profiles:), e.g. quick; the study becomes <name>_<profile>."),
+]
 StorageOpt = Annotated[
     str | None,
     typer.Option(help="Storage URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB or journal:FILE)."),
@@ -53,12 +57,13 @@ def run(
     workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
     storage: StorageOpt = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads per worker.")] = None,
+    profile: ProfileOpt = None,
 ) -> None:
     """Create or resume the study and run its budget locally with N worker processes."""
     from arch_lab.sweeps.launch import run_sweep
 
     _logging()
-    result = run_sweep(sweep, workers=workers, storage=storage, threads=threads)
+    result = run_sweep(sweep, workers=workers, storage=storage, threads=threads, profile=profile)
     _print_status(result.status)
 
 
@@ -71,6 +76,7 @@ def worker(
         int | None, typer.Option(help="Distinct per worker (e.g. $SLURM_ARRAY_TASK_ID); seeds its sampler.")
     ] = None,
     threads: Annotated[int | None, typer.Option(help="Torch threads for this worker.")] = None,
+    profile: ProfileOpt = None,
 ) -> None:
     """Join a study (creating it if needed) and run queued trials until its budget is done."""
     import os
@@ -84,7 +90,7 @@ def worker(
         import torch
 
         torch.set_num_threads(threads)
-    spec = load_sweep(sweep)
+    spec = load_sweep(sweep, profile)
     offset = worker_id if worker_id is not None else os.getpid()
     report = run_worker(spec, resolve_storage(spec, storage), seed_offset=offset)
     typer.echo(f"worker ran {len(report.trials)} trials {report.trials}; stopped: {report.stopped}")
@@ -96,11 +102,12 @@ def status(
     study: Annotated[str, typer.Argument(help="Sweep YAML or study name.")],
     storage: StorageOpt = None,
     top: Annotated[int, typer.Option(help="Best trials to list.")] = 5,
+    profile: ProfileOpt = None,
 ) -> None:
     """Progress, best trials and failures (with reasons) of a study."""
     from arch_lab.sweeps.report import sweep_status
 
-    _print_status(sweep_status(study, storage, top=top))
+    _print_status(sweep_status(study, storage, top=top, profile=profile))
 
 
 @sweep_app.command("export")
@@ -109,11 +116,20 @@ def export(
     study: Annotated[str, typer.Argument(help="Sweep YAML or study name.")],
     out: Annotated[Path, typer.Option(help="CSV to write.")] = Path("trials.csv"),
     storage: StorageOpt = None,
+    profile: ProfileOpt = None,
+    runs: Annotated[
+        bool, typer.Option("--runs", help="One row per completed run (trial x seed) with its metrics instead.")
+    ] = False,
 ) -> None:
-    """Write one CSV row per trial: params, state, value, per-seed values, run directories, reasons."""
-    from arch_lab.sweeps.report import export_trials
+    """Write one CSV row per trial (params, state, value, per-seed values, run directories, reasons), or with
+    --runs one row per completed run (arm, seed, parameters, FLOPs, steps, every metric, floor and ceiling)."""
+    from arch_lab.sweeps.report import export_runs, export_trials
 
-    df = export_trials(study, out, storage)
+    if runs:
+        df = export_runs(study, out, storage, profile)
+        typer.echo(f"wrote {out} ({len(df)} runs)")
+        return
+    df = export_trials(study, out, storage, profile)
     typer.echo(f"wrote {out} ({len(df)} trials)")
 
 

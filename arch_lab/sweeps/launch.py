@@ -49,7 +49,13 @@ def resolve_storage(sweep: Sweep, storage: str | None = None) -> StorageSpec:
     return parse_storage(storage or st.storage or default_storage_url(st.name, st.output_dir))
 
 
-def run_sweep(path: str | Path, workers: int = 1, storage: str | None = None, threads: int | None = None) -> SweepRun:
+def run_sweep(
+    path: str | Path,
+    workers: int = 1,
+    storage: str | None = None,
+    threads: int | None = None,
+    profile: str | None = None,
+) -> SweepRun:
     """Create (or resume) a sweep's study and run its queue to the end with ``workers`` processes.
 
     Parameters
@@ -62,6 +68,8 @@ def run_sweep(path: str | Path, workers: int = 1, storage: str | None = None, th
         Overrides ``study.storage``.
     threads
         Torch threads per worker (default: the CPU count divided among the workers).
+    profile
+        A profile of the YAML (``profiles:``) merged over it; the study is ``<name>_<profile>``.
 
     Returns
     -------
@@ -74,7 +82,7 @@ def run_sweep(path: str | Path, workers: int = 1, storage: str | None = None, th
     """
     if workers < 1:
         raise ArchLabError(f"--workers must be at least 1 (got {workers})")
-    sweep = load_sweep(path)
+    sweep = load_sweep(path, profile)
     spec = resolve_storage(sweep, storage)
     handle = open_study(sweep, spec, create=True)
     if not handle.created:
@@ -86,11 +94,11 @@ def run_sweep(path: str | Path, workers: int = 1, storage: str | None = None, th
             torch.set_num_threads(threads)
         run_worker(sweep, spec, seed_offset=0, create=False)
     else:
-        _run_processes(Path(path), spec, workers, threads or max(1, (os.cpu_count() or 1) // workers))
+        _run_processes(Path(path), spec, workers, threads or max(1, (os.cpu_count() or 1) // workers), profile)
     limit = sweep.spec.budget.max_failures
-    status = sweep_status(path, spec.url)
+    status = sweep_status(path, spec.url, profile=profile)
     if limit is not None and status.finished < status.slots:
-        failed = counted_failures(load_existing(path, spec.url).get_trials(deepcopy=False))
+        failed = counted_failures(load_existing(path, spec.url, profile).get_trials(deepcopy=False))
         if failed >= limit:
             raise ArchLabError(
                 f"stopped after {failed} failed trials (budget.max_failures: {limit}); see arch-lab sweep status "
@@ -99,7 +107,7 @@ def run_sweep(path: str | Path, workers: int = 1, storage: str | None = None, th
     return SweepRun(sweep, spec, status)
 
 
-def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int) -> None:
+def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int, profile: str | None = None) -> None:
     env = dict(os.environ)
     for var in THREAD_VARS:
         env.setdefault(var, str(threads))
@@ -107,6 +115,7 @@ def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int) ->
     for i in range(workers):
         cmd = [sys.executable, "-m", "arch_lab.cli", "sweep", "worker", str(path), "--storage", spec.url]
         cmd += ["--worker-id", str(i), "--threads", str(threads)]
+        cmd += ["--profile", profile] if profile else []
         procs.append(subprocess.Popen(cmd, env=env))
     try:
         codes = [p.wait() for p in procs]

@@ -17,7 +17,9 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 
-def locate_study(name_or_yaml: str | Path, storage: str | None = None) -> tuple[str, StorageSpec]:
+def locate_study(
+    name_or_yaml: str | Path, storage: str | None = None, profile: str | None = None
+) -> tuple[str, StorageSpec]:
     """The study name and storage of a sweep YAML or a study name.
 
     Parameters
@@ -26,19 +28,21 @@ def locate_study(name_or_yaml: str | Path, storage: str | None = None) -> tuple[
         A sweep YAML (its ``study`` section is used) or a study name.
     storage
         Overrides the storage (default: the YAML's, or ``sqlite:///runs/sweeps/<name>.db`` for a name).
+    profile
+        A profile of the YAML (its study is ``<name>_<profile>``); with a study name, appended to it.
     """
     p = Path(name_or_yaml)
     if p.suffix in (".yaml", ".yml") or p.is_file():
         from arch_lab.sweeps.sweep import load_sweep
 
-        sweep = load_sweep(p)
+        sweep = load_sweep(p, profile)
         st = sweep.spec.study
         return sweep.name, parse_storage(storage or st.storage or default_storage_url(st.name, st.output_dir))
-    name = str(name_or_yaml)
+    name = f"{name_or_yaml}_{profile}" if profile else str(name_or_yaml)
     return name, parse_storage(storage or default_storage_url(name))
 
 
-def load_existing(name_or_yaml: str | Path, storage: str | None = None) -> optuna.Study:
+def load_existing(name_or_yaml: str | Path, storage: str | None = None, profile: str | None = None) -> optuna.Study:
     """Open an existing study read-only (nothing is created when it is missing).
 
     Raises
@@ -48,7 +52,7 @@ def load_existing(name_or_yaml: str | Path, storage: str | None = None) -> optun
     """
     import optuna
 
-    name, spec = locate_study(name_or_yaml, storage)
+    name, spec = locate_study(name_or_yaml, storage, profile)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     backend = spec.open(create=False)
     try:
@@ -154,9 +158,11 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def export_trials(name_or_yaml: str | Path, out: str | Path, storage: str | None = None) -> pd.DataFrame:
+def export_trials(
+    name_or_yaml: str | Path, out: str | Path, storage: str | None = None, profile: str | None = None
+) -> pd.DataFrame:
     """Write the trials table of a study as CSV and return it."""
-    df = trials_table(load_existing(name_or_yaml, storage))
+    df = trials_table(load_existing(name_or_yaml, storage, profile))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
@@ -195,12 +201,14 @@ class SweepStatus:
     running: list[dict[str, Any]] = field(default_factory=list)
 
 
-def sweep_status(name_or_yaml: str | Path, storage: str | None = None, top: int = 5) -> SweepStatus:
+def sweep_status(
+    name_or_yaml: str | Path, storage: str | None = None, top: int = 5, profile: str | None = None
+) -> SweepStatus:
     """Progress, the best trials and the failures of a study."""
     from optuna.trial import TrialState
 
-    name, spec = locate_study(name_or_yaml, storage)
-    study = load_existing(name_or_yaml, storage)
+    name, spec = locate_study(name_or_yaml, storage, profile)
+    study = load_existing(name_or_yaml, storage, profile)
     trials = study.get_trials(deepcopy=False)
     retried_by = _retried_by(trials)
     counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
@@ -238,3 +246,68 @@ def sweep_status(name_or_yaml: str | Path, storage: str | None = None, top: int 
         failures=failures,
         running=running,
     )
+
+
+#: Leading columns of :func:`runs_table` (the rest follow: every metric, ``val_``, ``floor_``, ``ceiling_``...).
+RUN_COLUMNS = (
+    "study",
+    "trial",
+    "arm",
+    "task",
+    "dataset",
+    "locality",
+    "seed",
+    "parameter_count",
+    "flops_per_step",
+    "train_flops",
+    "steps",
+    "wall_seconds",
+)
+
+
+def runs_table(study: optuna.Study, arm_keys: tuple[str, ...] = ("arm",)) -> pd.DataFrame:
+    """One row per completed run of a study (trial x replicate seed), for analysis.
+
+    Built on :func:`arch_lab.analysis.tidy.study_runs` (every column of :func:`arch_lab.analysis.tidy.load_runs`:
+    test metrics, ``val_<metric>``, ``floor_<metric>``, ``ceiling_<metric>``, ``config.<key>``, plus the trial's
+    ``params_<key>``), with :data:`RUN_COLUMNS` first: ``arm`` (the value of the first of ``arm_keys`` the
+    study sampled), ``task`` (the experiment name), ``dataset`` (the data file's stem, or ``synthetic``) and
+    ``locality`` (``data.synthetic.locality``; NaN for real data).
+
+    Raises
+    ------
+    ArchLabError
+        The study has no completed run.
+    """
+    import pandas as pd
+
+    from arch_lab.analysis.tidy import study_runs
+
+    df = study_runs(study)
+    arm = next((f"params_{k}" for k in arm_keys if f"params_{k}" in df.columns), None)
+    df["arm"] = df[arm] if arm else None
+    df["task"] = df["experiment"]
+    path = df.get("config.data.path", pd.Series([None] * len(df)))
+    df["dataset"] = [Path(str(p)).stem if isinstance(p, str) and p else "synthetic" for p in path]
+    df["locality"] = pd.to_numeric(df.get("config.data.synthetic.locality", pd.Series([math.nan] * len(df))))
+    for c in RUN_COLUMNS:
+        if c not in df.columns:
+            df[c] = math.nan
+    return df[list(RUN_COLUMNS) + [c for c in df.columns if c not in RUN_COLUMNS]]
+
+
+def export_runs(
+    name_or_yaml: str | Path, out: str | Path, storage: str | None = None, profile: str | None = None
+) -> pd.DataFrame:
+    """Write :func:`runs_table` of a study (one row per completed run) as CSV and return it."""
+    arm_keys: tuple[str, ...] = ("arm",)
+    p = Path(name_or_yaml)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        from arch_lab.sweeps.sweep import load_sweep
+
+        arm_keys = tuple(a.key for a in load_sweep(p, profile).space.arms()) or arm_keys
+    df = runs_table(load_existing(name_or_yaml, storage, profile), arm_keys)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    df.to_csv(out, index=False)
+    return df

@@ -95,6 +95,7 @@ class TrialRunner:
         values = self.sweep.space.sample(trial)
         for key, value in {
             "params": json_safe(values),
+            "overrides": json_safe(self.sweep.space.expand(values)),
             "worker": worker_label(),
             "git_sha": self.git_sha,
             "space_hash": self.space_hash,

@@ -58,7 +58,10 @@ class ObjectiveSection(_Section):
 
 
 class ParamSpec(_Section):
-    """One search dimension: ``float``, ``int``, ``categorical`` or ``fixed`` (a constant)."""
+    """One search dimension: ``float``, ``int``, ``categorical`` or ``fixed`` (a constant).
+
+    (``arms`` dimensions, a mapping of arm names to dotted overrides, are parsed by
+    :mod:`arch_lab.sweeps.space`.)"""
 
     type: Literal["float", "int", "categorical", "fixed"]
     low: float | None = None
@@ -137,6 +140,11 @@ class SweepFile(_Section):
     pruner: PrunerSection = Field(default_factory=PrunerSection)
     budget: BudgetSection = Field(default_factory=BudgetSection)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+
+#: Sections a profile may change (merged over the sweep's own; see :func:`arch_lab.sweeps.sweep.apply_profile`).
+PROFILE_SECTIONS = ("study", "fixed", "objective", "space", "sampler", "pruner", "budget", "enqueue")
 
 
 SAMPLER_OPTIONS = {

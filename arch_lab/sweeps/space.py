@@ -3,6 +3,10 @@
 A space maps dotted config keys (``optim.lr``, ``network.width``) to dimensions. The reserved key
 ``conditional`` holds blocks ``{when: {KEY: VALUE or [VALUES]}, space: {...}}`` whose dimensions are sampled only
 when the named parameters (defined in an enclosing scope) took one of those values. Blocks nest.
+
+An ``arms`` dimension (under a plain name such as ``arm``) is a categorical over named interventions, each a
+mapping of dotted overrides: Optuna records the arm's name, and :meth:`SearchSpace.expand` turns the name into
+its overrides when a run's config is built.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ if TYPE_CHECKING:
 
 CONDITIONAL = "conditional"
 _ARTICLE = {"float": "a", "int": "an", "categorical": "a", "fixed": "a"}
+ARMS = "arms"
 _PRIMITIVE = (str, int, float, bool, type(None))
 _FIELDS = {
     "float": ({"low", "high"}, {"low", "high", "log", "step"}),
@@ -58,6 +63,16 @@ class Param:
     step: float | int | None = None
     choices: tuple[Any, ...] = ()
     value: Any = None
+    arms: tuple[tuple[str, dict[str, Any]], ...] = ()
+
+    @property
+    def is_arms(self) -> bool:
+        """True for an ``arms`` dimension (a categorical over named sets of overrides)."""
+        return bool(self.arms)
+
+    def arm_overrides(self, name: str) -> dict[str, Any]:
+        """The dotted overrides of arm ``name``."""
+        return dict(dict(self.arms)[name])
 
     @property
     def encoded(self) -> bool:
@@ -142,6 +157,8 @@ class Param:
             out.update(low=self.low, high=self.high, log=self.log, step=self.step)
         elif self.kind == "categorical":
             out["choices"] = list(self.choices)
+            if self.is_arms:
+                out = {"type": ARMS, "choices": dict(self.arms)}
         else:
             out["value"] = self.value
         return out
@@ -207,8 +224,24 @@ class SearchSpace:
         return out
 
     def keys(self) -> list[str]:
-        """Every dotted key the space can set (each once)."""
+        """Every key of the space (each once): dotted config keys and the names of ``arms`` dimensions."""
         return list(dict.fromkeys(p.key for p, _ in self.params()))
+
+    def arms(self) -> list[Param]:
+        """The ``arms`` dimensions."""
+        return [p for p, _ in self.params() if p.is_arms]
+
+    def expand(self, values: Mapping[str, Any]) -> dict[str, Any]:
+        """Dotted config overrides of a configuration: each arm's overrides, then the other values."""
+        arms: dict[str, Any] = {}
+        rest: dict[str, Any] = {}
+        for key, value in values.items():
+            p = self.find(key, values)
+            if p is not None and p.is_arms:
+                arms.update(p.arm_overrides(value))
+            else:
+                rest[key] = value
+        return {**arms, **rest}
 
     def find(self, key: str, values: Mapping[str, Any]) -> Param | None:
         """The dimension setting ``key`` that is active given ``values`` (None when none is)."""
@@ -354,7 +387,7 @@ def _parse_scope(raw: Mapping[str, Any], path: str, outer: dict[str, Param]) -> 
     for key, spec in raw.items():
         if key == CONDITIONAL:
             continue
-        p = _parse_param(str(key), spec, f"{path}.{key}")
+        p = _parse_dimension(str(key), spec, f"{path}.{key}")
         if p.key in outer:
             raise ConfigError(f"{p.path}: already defined in an enclosing scope ({outer[p.key].path})")
         params.append(p)
@@ -387,6 +420,40 @@ def _parse_when(key: str, value: Any, visible: dict[str, Param], path: str) -> t
         if problem:
             raise ConfigError(f"{path}: {problem}")
     return allowed
+
+
+def _parse_dimension(key: str, raw: Any, path: str) -> Param:
+    if isinstance(raw, Mapping) and raw.get("type") == ARMS:
+        return _arms(key, raw, path)
+    return _parse_param(key, raw, path)
+
+
+def _arms(key: str, raw: Mapping[str, Any], path: str) -> Param:
+    if not key.isidentifier():
+        raise ConfigError(f"{path}: an arms dimension needs a plain name such as 'arm' (no dots)")
+    for field in sorted(set(raw) - {"type", "choices"}):
+        raise ConfigError(f"{path}.{field}: not used by an arms dimension (its keys: choices, type)")
+    choices = raw.get("choices")
+    if not isinstance(choices, Mapping) or not choices:
+        raise ConfigError(
+            f"{path}.choices: give a mapping of arm names to dotted overrides, e.g. {{mlp: {{network.name: mlp}}}}"
+        )
+    arms = []
+    for name, overrides in choices.items():
+        where = f"{path}.choices.{name}"
+        if not isinstance(name, str) or not name.replace("-", "_").isidentifier():
+            raise ConfigError(f"{where}: arm names are words such as unet1d_k1 (letters, digits, _ and -)")
+        if overrides is None:
+            overrides = {}
+        if not isinstance(overrides, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of dotted overrides, e.g. {{network.kernel_size: 1}}")
+        for k in overrides:
+            if k == "seed":
+                raise ConfigError(f"{where}.seed: seeds come from budget.replicates, not from an arm")
+            if not isinstance(k, str) or k.count(".") < 1 or not all(part.isidentifier() for part in k.split(".")):
+                raise ConfigError(f"{where}.{k}: arm overrides are dotted config paths such as network.kernel_size")
+        arms.append((name, dict(overrides)))
+    return Param(key, path, "categorical", choices=tuple(n for n, _ in arms), arms=tuple(arms))
 
 
 def _parse_param(key: str, raw: Any, path: str) -> Param:

@@ -22,6 +22,7 @@ from arch_lab.config import ExperimentConfig, experiment_from_dict, load_yaml
 from arch_lab.errors import ConfigError
 from arch_lab.sweeps.objective import Objective
 from arch_lab.sweeps.schema import (
+    PROFILE_SECTIONS,
     PRUNER_OPTIONS,
     SAMPLER_OPTIONS,
     SweepFile,
@@ -60,6 +61,7 @@ class Sweep:
     objective: Objective
     base_path: Path
     base_raw: dict[str, Any]
+    profile: str | None = None
     _grid: list[dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
@@ -117,8 +119,10 @@ class Sweep:
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def overrides(self, values: Mapping[str, Any], replicate: int = 0) -> dict[str, Any]:
-        """The dotted overrides of one run: quiet progress, ``fixed``, the configuration and the seed."""
-        return {"train.progress": False, **self.spec.fixed, **values, "seed": self.base_seed + replicate}
+        """The dotted overrides of one run: quiet progress, ``fixed``, the configuration (an arm's overrides
+        first, then the other values) and the seed."""
+        expanded = self.space.expand(values)
+        return {"train.progress": False, **self.spec.fixed, **expanded, "seed": self.base_seed + replicate}
 
     def experiment(self, values: Mapping[str, Any], replicate: int = 0) -> ExperimentConfig:
         """The experiment config of one run of a configuration.
@@ -141,16 +145,60 @@ class Sweep:
             raw["network"] = {"name": base_name}
         cfg = experiment_from_dict(raw, overrides)
         validate_network_config(cfg.network.name, cfg.network.knobs())
+        if cfg.network.match_parameters is not None:
+            from arch_lab.networks.matching import check_match_config
+
+            check_match_config(cfg.network.name, cfg.network.knobs(), cfg.network.match_parameters.model_dump())
         return cfg
 
 
-def load_sweep(path: str | Path) -> Sweep:
+def apply_profile(raw: dict[str, Any], profile: str, where: str = "--profile") -> dict[str, Any]:
+    """Merge ``raw["profiles"][profile]`` over the sweep and suffix the study name with ``_<profile>``.
+
+    Mappings merge key by key, recursively (``fixed``, ``budget``, one dimension's keys); anything else (a list,
+    a number) replaces the sweep's value. ``profiles`` itself is dropped from the result.
+
+    Raises
+    ------
+    ConfigError
+        No such profile, or a profile changing a section that profiles may not change.
+    """
+    profiles = raw.get("profiles") or {}
+    if not isinstance(profiles, dict) or profile not in profiles:
+        names = ", ".join(sorted(profiles)) if isinstance(profiles, dict) and profiles else "none"
+        raise ConfigError(f"{where} {profile}: not a profile of this sweep (its profiles: {names})")
+    body = profiles[profile]
+    if not isinstance(body, dict):
+        raise ConfigError(f"profiles.{profile}: expected a mapping of sections such as fixed and budget")
+    for key in body:
+        if key not in PROFILE_SECTIONS:
+            raise ConfigError(f"profiles.{profile}.{key}: a profile may change only {', '.join(PROFILE_SECTIONS)}")
+    merged = _merge(copy.deepcopy({k: v for k, v in raw.items() if k != "profiles"}), body)
+    study = merged.get("study")
+    if isinstance(study, dict) and isinstance(study.get("name"), str):
+        study["name"] = f"{study['name']}_{profile}"
+    return merged
+
+
+def _merge(base: Any, over: Any) -> Any:
+    if isinstance(base, dict) and isinstance(over, dict):
+        out = dict(base)
+        for k, v in over.items():
+            out[k] = _merge(base.get(k), v) if k in base else copy.deepcopy(v)
+        return out
+    return copy.deepcopy(over)
+
+
+def load_sweep(path: str | Path, profile: str | None = None) -> Sweep:
     """Read and fully validate a sweep YAML.
 
     Parameters
     ----------
     path
         The sweep file; ``base`` is resolved against its folder.
+    profile
+        A name under the YAML's ``profiles``: merged over the sweep (see :func:`apply_profile`), and the study
+        is named ``<study.name>_<profile>`` so its trials never mix with the full sweep's.
 
     Returns
     -------
@@ -163,6 +211,9 @@ def load_sweep(path: str | Path) -> Sweep:
     """
     path = Path(path)
     raw = load_yaml(path)
+    validate_model(SweepFile, raw, "")
+    if profile is not None:
+        raw = apply_profile(raw, profile)
     spec: SweepFile = validate_model(SweepFile, raw, "")
     check_options("sampler", spec.sampler.type, spec.sampler, SAMPLER_OPTIONS)
     check_options("pruner", spec.pruner.type, spec.pruner, PRUNER_OPTIONS)
@@ -174,9 +225,10 @@ def load_sweep(path: str | Path) -> Sweep:
     except ConfigError as err:
         raise ConfigError(f"base: {err}") from None
     base_raw.setdefault("base_dir", str(base_path.resolve().parent))
-    sweep = Sweep(path, spec, space, objective, base_path, base_raw)
+    sweep = Sweep(path, spec, space, objective, base_path, base_raw, profile)
     _check_base(sweep)
     _check_fixed(sweep)
+    _check_arms(sweep)
     _check_budget(sweep)
     _check_probes(sweep)
     return sweep
@@ -200,6 +252,21 @@ def _check_fixed(sweep: Sweep) -> None:
         experiment_from_dict(copy.deepcopy(sweep.base_raw), sweep.spec.fixed)
     except ConfigError as err:
         raise ConfigError(f"fixed.{err}") from None
+
+
+def _check_arms(sweep: Sweep) -> None:
+    """Each arm's overrides, alone over the base and ``fixed``, must make a valid experiment."""
+    keys = set(sweep.space.keys())
+    for p, conds in sweep.space.params():
+        for name, overrides in p.arms:
+            for key in overrides:
+                if key in keys:
+                    raise ConfigError(f"{p.path}.{name}.{key}: also a dimension of the space; keep it in one place")
+            forced = {k: allowed[0] for k, allowed in conds.items() if allowed}
+            try:
+                sweep.experiment(sweep.space.resolve({**forced, p.key: name}))
+            except ConfigError as err:
+                raise ConfigError(f"{p.path}.{name}: {err}") from None
 
 
 def _check_budget(sweep: Sweep) -> None:

@@ -1,0 +1,140 @@
+"""Multi-process training under torchrun (gloo on CPU): same updates as one process, rank 0 writes, resume across."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+from conftest import experiment_dict
+
+from arch_lab.errors import ConfigError
+from arch_lab.runs import read_status
+from arch_lab.training.distributed import DistInfo, shard_rows
+
+pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
+    return {**env, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+
+
+def _launch(target: list[str], nproc: int | None, ok: bool = True) -> subprocess.CompletedProcess:
+    """``python TARGET`` in a fresh process, under torchrun with ``nproc`` processes when given."""
+    launch = []
+    if nproc is not None:
+        launch = ["-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_addr", "127.0.0.1",
+                  "--master_port", str(_free_port())]  # fmt: skip
+    proc = subprocess.run([sys.executable, *launch, *target], capture_output=True, text=True, timeout=300, env=_env())
+    assert (proc.returncode == 0) == ok, proc.stdout[-2000:] + proc.stderr[-4000:]
+    return proc
+
+
+def _cli(args: list[str], nproc: int | None) -> subprocess.CompletedProcess:
+    return _launch(["-m", "arch_lab.cli", *args], nproc)
+
+
+STOP_AT_10 = """
+import sys
+from arch_lab import api
+from arch_lab.config import load_experiment
+
+class Stop(Exception):
+    pass
+
+def stop(step, metrics):
+    if step == 10:
+        raise Stop("interrupted at step 10")
+
+api.train(load_experiment(sys.argv[1]), run_dir=sys.argv[2], callbacks=[stop])
+"""
+
+
+def _interrupted(path: Path, run_dir: Path, nproc: int | None, tmp_path: Path) -> None:
+    """Train ``path`` into ``run_dir`` and stop it right after the step-10 checkpoint."""
+    script = tmp_path / "stop_at_10.py"
+    script.write_text(STOP_AT_10)
+    proc = _launch([str(script), str(path), str(run_dir)], nproc, ok=False)
+    assert "interrupted at step 10" in proc.stderr, proc.stderr[-4000:]
+    assert read_status(run_dir)["status"] == "failed"
+    assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["step"] == 10
+
+
+def test_shards_cover_the_batch_contiguously():
+    for n, world in [(64, 2), (65, 2), (10, 3), (3, 3)]:
+        rows = [shard_rows(n, DistInfo(world, r)) for r in range(world)]
+        assert rows[0].start == 0 and rows[-1].stop == n
+        assert all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
+        assert max(r.stop - r.start for r in rows) - min(r.stop - r.start for r in rows) <= 1
+    with pytest.raises(ConfigError, match="fewer than the 4 processes"):
+        shard_rows(3, DistInfo(4, 0))
+
+
+@pytest.mark.slow
+def test_two_processes_match_one_and_resume_across(synthetic_h5ad, tmp_path):
+    # 63 rows (3 conditions x 21 cells) split 32/31 between the ranks; OT pairing and path noise drawn globally
+    base = experiment_dict(
+        synthetic_h5ad,
+        tmp_path,
+        train={"max_steps": 20, "checkpoint_every": 10},
+        optim={"batch_size": 63, "conditions_per_batch": 3},
+        flow={"coupling": "exact_ot", "sigma": 0.1},
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(base))
+    single, double = tmp_path / "single", tmp_path / "double"
+    _cli(["train", str(path), "--run-dir", str(single)], None)
+    out = _cli(["train", str(path), "--run-dir", str(double)], 2)
+    assert out.stdout.count("deg_recall") == 1, out.stdout  # only rank 0 prints the summary
+
+    one = pd.read_csv(single / "history.csv")
+    two = pd.read_csv(double / "history.csv")
+    assert list(two["step"]) == [10, 20]
+    for col in ("train_loss", "train_grad_norm", "train_lr", "val_energy_distance"):
+        pd.testing.assert_series_equal(two[col], one[col], rtol=1e-4, atol=1e-6, check_names=False)
+    m1 = json.loads((single / "metrics.json").read_text())["metrics"]
+    m2 = json.loads((double / "metrics.json").read_text())["metrics"]
+    assert m2["energy_distance"] == pytest.approx(m1["energy_distance"], rel=1e-3)
+
+    meta = json.loads((double / "meta.json").read_text())
+    assert meta["distributed"] == {"world_size": 2, "backend": "gloo"}
+    assert json.loads((single / "meta.json").read_text())["distributed"]["world_size"] == 1
+    # rank 0 alone wrote: nothing but the run directory's own files (no per-rank copies, no stray temporaries)
+    names = {p.name for p in double.iterdir()}
+    assert not any(n.startswith(".") for n in names), names
+    assert names == {p.name for p in single.iterdir()}
+    assert read_status(double)["status"] == "completed"
+
+    ck = torch.load(double / "checkpoint.pt", weights_only=False)
+    assert not any(k.startswith("module.") for k in ck["network"])  # the bare network, not the DDP wrapper
+
+    # a 2-process checkpoint resumes in one process and ends where the uninterrupted runs end
+    cut = tmp_path / "cut2"
+    _interrupted(path, cut, 2, tmp_path)
+    _cli(["train", "--resume", str(cut)], None)
+    resumed = pd.read_csv(cut / "history.csv")
+    pd.testing.assert_series_equal(resumed["train_loss"], two["train_loss"], rtol=1e-4, atol=1e-6)
+    assert torch.load(cut / "checkpoint.pt", weights_only=False)["state"]["step"] == 20
+    assert json.loads((cut / "meta.json").read_text())["distributed"]["world_size"] == 1
+
+    # and a 1-process checkpoint resumes in two processes
+    cut = tmp_path / "cut1"
+    _interrupted(path, cut, None, tmp_path)
+    _cli(["train", "--resume", str(cut)], 2)
+    resumed = pd.read_csv(cut / "history.csv")
+    pd.testing.assert_series_equal(resumed["train_loss"], one["train_loss"], rtol=1e-4, atol=1e-6)
+    assert read_status(cut)["status"] == "completed"
