@@ -24,13 +24,13 @@ PROBES=(
   backbones_kang               # backbones on real data
   backbones_k562
   backbones_glioblastoma       # null-effect control
-  gene_order_kang              # does the U-Net care about gene order?
-  gene_order_synthetic
-  unet_dissection_k562         # which U-Net component matters?
-  unet_dissection_synthetic
+  compute_synthetic            # equal FLOPs and longer training
   fair_mlp_synthetic           # is the MLP just badly configured?
+  unet_dissection_synthetic    # which U-Net component matters?
+  gene_order_synthetic         # does the U-Net care about gene order? (and can clustering recover it?)
+  gene_order_kang
+  unet_dissection_k562
   fair_mlp_k562
-  compute_synthetic            # equal FLOPs and trained to convergence
   compute_k562
 )
 profile_args=()
@@ -40,8 +40,6 @@ mkdir -p "$OUT"
 for name in "${PROBES[@]}"; do
   echo "=== probe $name $(date +%H:%M:%S)"
   arch-lab sweep run "sweeps/probes/$name.yaml" --workers "$WORKERS" --threads 1 "${profile_args[@]}"
-done
-for name in "${PROBES[@]}"; do
   arch-lab sweep export "sweeps/probes/$name.yaml" --runs --out "$OUT/$name.csv" "${profile_args[@]}"
 done
 echo "done $(date +%H:%M:%S): per-run tables in $OUT/"

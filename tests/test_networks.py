@@ -20,7 +20,7 @@ from arch_lab.networks import (
     normalize_time,
     register_network,
 )
-from arch_lab.networks.attention import xformers_available
+from arch_lab.networks.attention import FEW_KEYS_MAX, MultiHeadAttention, xformers_available
 from arch_lab.spec import PAD_TOKEN, CondBatch, DataSpec
 
 N_GENES = 37
@@ -334,6 +334,38 @@ def test_unknown_or_unavailable_backend() -> None:
         attention(q, q, q, backend="flash")
     with pytest.raises(RuntimeError):
         attention(q, q, q, backend="xformers")
+
+
+@pytest.mark.parametrize("n_keys", [1, 3, 16])
+@pytest.mark.parametrize("modulated", [False, True])
+def test_few_key_cross_attention_matches_sdpa(n_keys: int, modulated: bool) -> None:
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(12, 3, kv_dim=8)
+    perturb(mha, 1)
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 29, 12, generator=gen, requires_grad=True)
+    context = torch.randn(4, n_keys, 8, generator=gen, requires_grad=True)
+    keep = torch.rand(4, n_keys, generator=gen) < 0.6
+    keep[0] = True
+    keep[1] = False  # a row with no key yields the output bias
+    modulation = (1 + torch.randn(4, 12, generator=gen), torch.randn(4, 12, generator=gen)) if modulated else None
+    results = []
+    for backend in ("auto", "sdpa"):
+        with force_backend(backend):
+            out = mha(x, context, keep, modulation)
+        results.append((out, *torch.autograd.grad(out.square().sum(), [x, context, *mha.parameters()])))
+        assert last_backend() == ("few_keys" if backend == "auto" else "sdpa")
+    for fast, reference in zip(*results, strict=True):
+        torch.testing.assert_close(fast, reference, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(results[0][0][1], mha.to_out.bias.expand(29, 12))
+
+
+def test_more_keys_than_few_keys_max_use_the_generic_path() -> None:
+    mha = MultiHeadAttention(8, 2)
+    mha(torch.randn(2, 5, 8), torch.randn(2, FEW_KEYS_MAX + 1, 8))
+    assert last_backend() == "sdpa"
+    mha(torch.randn(2, 5, 8), torch.randn(2, FEW_KEYS_MAX, 8))
+    assert last_backend() == "few_keys"
 
 
 @pytest.mark.gpu

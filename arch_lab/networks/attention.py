@@ -4,6 +4,12 @@ Every attention computation in :mod:`arch_lab.networks` goes through :func:`atte
 ``xformers.ops.memory_efficient_attention`` when xformers is importable and accepts the inputs, and falls
 back to :func:`torch.nn.functional.scaled_dot_product_attention` otherwise. The backend of the latest call
 is reported by :func:`last_backend`; :func:`force_backend` pins one for a block of code.
+
+One exception: on CPU, :class:`MultiHeadAttention` cross-attending to at most :data:`FEW_KEYS_MAX` context
+tokens (gene tokens reading a handful of condition or latent tokens) computes the same function with two
+batched products whose inner width is ``heads x keys``, folding the query and output projections into small
+per-row matrices (backend ``"few_keys"``). It is only chosen under ``"auto"``; pinning ``"sdpa"`` or
+``"xformers"`` routes every call through :func:`attention`.
 """
 
 from __future__ import annotations
@@ -20,6 +26,9 @@ from torch import nn
 
 #: Names accepted by the ``backend`` argument of :func:`attention` and by :func:`force_backend`.
 BACKENDS = ("auto", "xformers", "sdpa")
+#: On CPU, cross-attention to at most this many context tokens takes the few-key path of
+#: :class:`MultiHeadAttention` (backend ``"few_keys"``) under ``"auto"``.
+FEW_KEYS_MAX = 16
 
 _last_backend: str | None = None
 _forced_backend: str = "auto"
@@ -41,7 +50,8 @@ def xformers_available() -> bool:
 
 
 def last_backend() -> str | None:
-    """Backend used by the latest :func:`attention` call: ``"xformers"``, ``"sdpa"``, or None before any call."""
+    """Backend of the latest attention computed: ``"xformers"``, ``"sdpa"``, ``"few_keys"`` (the CPU path of
+    :class:`MultiHeadAttention` for few context tokens), or None before any call."""
     return _last_backend
 
 
@@ -201,7 +211,11 @@ class MultiHeadAttention(nn.Module):
             nn.init.zeros_(self.to_out.bias)
 
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, key_padding_mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        key_padding_mask: torch.Tensor | None = None,
+        query_modulation: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         """Attend from ``x`` ``[B, Lq, dim]`` to ``context`` ``[B, Lk, kv_dim]`` (or to ``x`` itself).
 
@@ -213,18 +227,104 @@ class MultiHeadAttention(nn.Module):
             ``[B, Lk, kv_dim]`` key/value tokens; None for self-attention.
         key_padding_mask
             ``[B, Lk]`` bool, True for context tokens that take part.
+        query_modulation
+            Optional ``(scale, shift)``, each ``[B, dim]``: the queries are ``x * scale + shift`` (row-wise), as
+            after an adaptive normalisation; the few-key path folds them into its per-row matrices.
 
         Returns
         -------
         torch.Tensor
             ``[B, Lq, dim]``.
         """
+        if context is not None and _few_keys_applies(x, context):
+            return self._few_keys_forward(x, context, key_padding_mask, query_modulation)
+        if query_modulation is not None:
+            scale, shift = query_modulation
+            x = torch.addcmul(shift[:, None, :], x, scale[:, None, :])
         context = x if context is None else context
         q = rearrange(self.to_q(x), "b l (h d) -> b h l d", h=self.heads)
         k = rearrange(self.to_k(context), "b l (h d) -> b h l d", h=self.heads)
         v = rearrange(self.to_v(context), "b l (h d) -> b h l d", h=self.heads)
         out = attention(q, k, v, key_padding_mask, dropout_p=self.dropout if self.training else 0.0)
         return self.to_out(rearrange(out, "b h l d -> b l (h d)"))
+
+    def _few_keys_forward(
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor,
+        key_padding_mask: torch.Tensor | None,
+        query_modulation: tuple[torch.Tensor, torch.Tensor] | None = None,
+    ) -> torch.Tensor:
+        """Cross-attention to few context tokens with the query and output projections folded per row.
+
+        With ``K_b`` the ``[H D, Lk H]`` matrix of row ``b``'s keys that holds key ``s`` of head ``h`` in rows
+        ``h D..(h+1) D`` of column ``s H + h`` (zero elsewhere) and ``V_b`` the ``[Lk H, H D]`` matrix of its
+        values laid out alike, the scores of all heads are ``x (W_q^T K_b) + b_q K_b`` (``[Lq, Lk H]``, scaled by
+        ``1/sqrt(D)``) and the output is ``P (V_b W_o^T) + b_o`` for the per-head softmax ``P``: the same
+        function as the generic path, without the ``[B, Lq, dim]`` query projection, head rearrangements and
+        output projection over the long query axis. Key-major columns let the softmax run over a middle axis,
+        which torch vectorises across heads (several times faster than a softmax over a last axis of a few keys).
+
+        Parameters
+        ----------
+        x
+            ``[B, Lq, dim]`` query tokens.
+        context
+            ``[B, Lk, kv_dim]`` key/value tokens.
+        key_padding_mask
+            ``[B, Lk]`` bool, True for context tokens that take part; a row with none yields ``b_o``.
+        query_modulation
+            Optional ``(scale, shift)``, each ``[B, dim]``, for queries ``x * scale + shift``: folded into the
+            score matrix (rows scaled by ``scale``) and the score bias (plus ``shift`` times the score matrix).
+
+        Returns
+        -------
+        torch.Tensor
+            ``[B, Lq, dim]``.
+        """
+        global _last_backend
+        batch, len_k = context.shape[0], context.shape[1]
+        heads = self.heads
+        head_dim = self.to_q.out_features // heads
+        k = self.to_k(context).view(batch, len_k, heads, head_dim) * head_dim**-0.5
+        v = self.to_v(context).view(batch, len_k, heads, head_dim)
+        eye = torch.eye(heads, dtype=k.dtype, device=k.device)
+        # [B, H, D, Lk, H] and [B, Lk, H, H, D], zero off the head diagonal
+        keys = (k.permute(0, 2, 3, 1)[..., None] * eye[:, None, None, :]).reshape(
+            batch, heads * head_dim, len_k * heads
+        )
+        values = (v[:, :, :, None, :] * eye[:, :, None]).reshape(batch, len_k * heads, heads * head_dim)
+        score_proj = torch.matmul(self.to_q.weight.t(), keys)  # [B, dim, H Lk]
+        score_bias = torch.matmul(self.to_q.bias, keys)  # [B, H Lk]
+        if query_modulation is not None:
+            scale, shift = query_modulation
+            score_bias = score_bias + torch.matmul(shift[:, None, :], score_proj)[:, 0]
+            score_proj = score_proj * scale[:, :, None]
+        out_proj = torch.matmul(values, self.to_out.weight.t())  # [B, H Lk, dim]
+        if key_padding_mask is not None:
+            keep = key_padding_mask.to(device=x.device, dtype=torch.bool)
+            has_key = keep.any(dim=-1)
+            keep = keep | ~has_key[:, None]
+            score_bias = score_bias.masked_fill(~keep.repeat_interleave(heads, dim=1), float("-inf"))
+            if not bool(has_key.all()):
+                out_proj = out_proj * has_key[:, None, None].to(out_proj.dtype)
+        scores = torch.baddbmm(score_bias[:, None, :], x, score_proj)
+        probs = torch.softmax(scores.view(batch, x.shape[1], len_k, heads), dim=-2)
+        if self.training and self.dropout > 0:
+            probs = F.dropout(probs, self.dropout)
+        _last_backend = "few_keys"
+        return torch.baddbmm(self.to_out.bias, probs.view(batch, x.shape[1], len_k * heads), out_proj)
+
+
+def _few_keys_applies(x: torch.Tensor, context: torch.Tensor) -> bool:
+    """Whether cross-attention from ``x`` to ``context`` takes the few-key path (CPU, ``"auto"``, few keys)."""
+    return (
+        _forced_backend == "auto"
+        and x.device.type == "cpu"
+        and x.ndim == 3
+        and context.ndim == 3
+        and context.shape[1] <= FEW_KEYS_MAX
+    )
 
 
 def available_memory_bytes(device: torch.device | str) -> int | None:

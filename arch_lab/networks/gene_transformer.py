@@ -31,10 +31,21 @@ class AdaNorm(nn.Module):
         self.norm = nn.LayerNorm(dim, elementwise_affine=False)
         self.modulation = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * dim))
 
+    def modulation_terms(self, emb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(1 + scale, shift)``, each ``[B, dim]``: the output is ``norm(x) * (1 + scale) + shift``.
+
+        The layer that consumes the output can fold these row-wise factors into its own per-row weights
+        (see :meth:`FeedForward.modulated` and ``query_modulation`` of :class:`MultiHeadAttention`) and skip the
+        pass over ``[B, L, dim]``.
+        """
+        scale, shift = self.modulation(emb).chunk(2, dim=-1)
+        return 1 + scale, shift
+
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
         """Normalise ``x`` ``[B, L, dim]`` and modulate it with ``emb`` ``[B, cond_dim]``."""
         scale, shift = rearrange(self.modulation(emb), "b (two d) -> two b 1 d", two=2)
-        return self.norm(x) * (1 + scale) + shift
+        # shift + norm(x) * (1 + scale) in one pass over the [B, L, dim] tensor
+        return torch.addcmul(shift, self.norm(x), 1 + scale)
 
 
 class FeedForward(nn.Sequential):
@@ -42,6 +53,18 @@ class FeedForward(nn.Sequential):
 
     def __init__(self, dim: int, mult: int, dropout: float) -> None:
         super().__init__(nn.Linear(dim, mult * dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(mult * dim, dim))
+
+    def modulated(self, x: torch.Tensor, scale: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """The layer applied to ``x * scale + shift`` (``x`` ``[B, L, dim]``, ``scale`` and ``shift`` ``[B, dim]``).
+
+        The row-wise modulation is folded into per-row weights of the first product,
+        ``x (scale * W^T) + (shift W^T + b)``, so no modulated copy of ``x`` is made.
+        """
+        first = self[0]
+        weight = first.weight.t() * scale[:, :, None]  # [B, dim, hidden]
+        bias = torch.addmm(first.bias, shift, first.weight.t())  # [B, hidden]
+        hidden = torch.baddbmm(bias[:, None, :], x, weight)
+        return self[3](self[2](self[1](hidden)))
 
 
 class GeneTransformerBlock(nn.Module):
@@ -111,7 +134,7 @@ class GeneTransformerBlock(nn.Module):
         context_mask
             ``[B, S + K]`` bool, True for condition tokens that take part.
         """
-        x = x + self.cross(self.cross_norm(x, emb), context, context_mask)
+        x = x + self.cross(self.cross_norm.norm(x), context, context_mask, self.cross_norm.modulation_terms(emb))
         if self.self_attention == "full":
             x = x + self.mix(self.mix_norm(x, emb))
         elif self.self_attention == "latent":
@@ -119,7 +142,7 @@ class GeneTransformerBlock(nn.Module):
             latents = repeat(self.latents, "n d -> b n d", b=x.shape[0]).to(h.dtype)
             latents = latents + self.read(latents, h)
             x = x + self.write(h, self.latent_norm(latents))
-        return x + self.ff(self.ff_norm(x, emb))
+        return x + self.ff.modulated(self.ff_norm.norm(x), *self.ff_norm.modulation_terms(emb))
 
 
 @register_network("gene_transformer")
@@ -202,13 +225,20 @@ class GeneTransformer(nn.Module):
         context, context_mask = self.encoder.tokens(cond)
         context = self.context_norm(context)
 
+        # value_proj(x_t[..., None]) + gene_embedding + time, as one broadcast add and one multiply-add
+        # (a Linear(1, dim) is an outer product; value_proj stays a module so checkpoints keep their keys)
         values = rearrange(x_t.to(dtype), "b g -> b g 1")
-        x = (
-            self.value_proj(values)
-            + self.gene_embedding
-            + rearrange(self.time_proj(self.encoder.time(t)), "b d -> b 1 d")
+        offset = self.time_proj(self.encoder.time(t)) + self.value_proj.bias
+        x = torch.addcmul(
+            self.gene_embedding + rearrange(offset, "b d -> b 1 d"),
+            values,
+            rearrange(self.value_proj.weight, "d 1 -> d"),
         )
         for block in self.blocks:
             x = block(x, emb, context, context_mask)
-        out = self.head(self.head_norm(x, emb))
+        # head(head_norm(x, emb)) with the modulation folded into a per-row weight of the [dim] -> 1 head
+        scale, shift = self.head_norm.modulation_terms(emb)
+        weight = rearrange(self.head.weight, "1 d -> d") * scale  # [B, dim]
+        bias = torch.addmm(self.head.bias, shift, self.head.weight.t())  # [B, 1]
+        out = torch.baddbmm(rearrange(bias, "b 1 -> b 1 1"), self.head_norm.norm(x), rearrange(weight, "b d -> b d 1"))
         return rearrange(out, "b g 1 -> b g").to(x_t.dtype)
