@@ -180,6 +180,9 @@ class DataConfig(_Section):
     max_genes: int | None = Field(default=None, gt=0)
     subset: dict[str, list[str]] = Field(default_factory=dict)
     gene_order: Literal["as_stored", "reversed", "random", "clustered"] = "as_stored"
+    #: Seed of the ``random`` gene order: an integer, ``run`` (the experiment's seed, so replicate seeds see
+    #: different permutations) or None (the task's seed).
+    gene_order_seed: int | Literal["run"] | None = None
     storage: Literal["memory", "backed"] = "memory"
     chunk_size: int = Field(default=2048, gt=0)
     shuffle_buffer: int = Field(default=4, gt=0)
@@ -257,6 +260,31 @@ class MethodConfig(_Section):
 
     name: str = "flow_matching"
     params: dict[str, Any] = Field(default_factory=dict)
+
+
+class MatchFlopsConfig(_Section):
+    """``train.match_flops``: spend the training FLOPs of a reference network trained for ``steps`` steps.
+
+    The budget is ``steps x`` the reference's FLOPs per training step, counted by :mod:`arch_lab.flops` at the
+    task's gene count and the run's batch, so an equal-compute comparison stays exact when the gene count
+    changes.
+
+    Parameters
+    ----------
+    reference
+        The reference network: ``{name: unet1d, ...knobs}``.
+    steps
+        Training steps of the reference.
+    """
+
+    reference: dict[str, Any]
+    steps: int = Field(gt=0)
+
+    @model_validator(mode="after")
+    def _named(self) -> MatchFlopsConfig:
+        if "name" not in self.reference:
+            raise ValueError("train.match_flops.reference needs a network name, e.g. {name: unet1d}")
+        return self
 
 
 class MatchParametersConfig(_Section):
@@ -348,6 +376,8 @@ class TrainConfig(_Section):
     #: Equal-compute budget: train ``ceil(max_flops / flops_per_step)`` steps (at most ``max_steps``), with
     #: ``flops_per_step`` counted by :mod:`arch_lab.flops`. None trains ``max_steps`` steps.
     max_flops: float | None = Field(default=None, gt=0)
+    #: Equal compute against a reference network (instead of a number): see :class:`MatchFlopsConfig`.
+    match_flops: MatchFlopsConfig | None = None
     eval_every: int = Field(default=500, gt=0)
     val_conditions: int = Field(default=8, gt=0)
     val_cells: int = Field(default=64, gt=0)
@@ -358,6 +388,12 @@ class TrainConfig(_Section):
     compile: bool = False
     threads: int | None = Field(default=None, gt=0)
     progress: bool = True
+
+    @model_validator(mode="after")
+    def _one_budget(self) -> TrainConfig:
+        if self.max_flops is not None and self.match_flops is not None:
+            raise ValueError("set train.max_flops or train.match_flops, not both")
+        return self
 
 
 class EvalConfig(_Section):

@@ -24,10 +24,10 @@ PROBES=(
   backbones_kang               # backbones on real data
   backbones_k562
   backbones_glioblastoma       # null-effect control
+  gene_order_synthetic         # does the U-Net care about gene order? (random permutations, clustering)
   compute_synthetic            # equal FLOPs and longer training
-  fair_mlp_synthetic           # is the MLP just badly configured?
   unet_dissection_synthetic    # which U-Net component matters?
-  gene_order_synthetic         # does the U-Net care about gene order? (and can clustering recover it?)
+  fair_mlp_synthetic           # is the MLP just badly configured?
   gene_order_kang
   unet_dissection_k562
   fair_mlp_k562

@@ -240,3 +240,26 @@ def test_clustered_order_puts_correlated_genes_together(devel):
     clustered = neighbour_corr(gene_order("clustered", d.X))
     randoms = [neighbour_corr(gene_order("random", d.X, seed=s)) for s in range(5)]
     assert clustered > max(randoms) + 0.01
+
+
+def test_gene_order_seed_run_gives_each_replicate_its_own_permutation(synthetic_h5ad, tmp_path):
+    from conftest import experiment_dict
+
+    from arch_lab.config import experiment_from_dict
+    from arch_lab.data.task import build_task
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path)
+    raw["data"]["gene_order"] = "random"
+
+    def order(**overrides) -> list[int]:
+        cfg = experiment_from_dict(raw, overrides)
+        return build_task(cfg).order.tolist()
+
+    default = order(seed=0)
+    assert order(seed=1) == default  # None: the task's seed, whatever the run's seed
+    run0, run1 = (
+        order(**{"seed": 0, "data.gene_order_seed": "run"}),
+        order(**{"seed": 1, "data.gene_order_seed": "run"}),
+    )
+    assert run0 != run1 and sorted(run0) == sorted(run1) == sorted(default)
+    assert order(**{"seed": 5, "data.gene_order_seed": 1}) == run1

@@ -118,6 +118,29 @@ def test_budget_gives_the_expected_steps(synthetic_h5ad: Path, tmp_path: Path):
     assert fit["train_flops"] == 7 * per_step and fit["flop_budget_capped"] is False
 
 
+def test_match_flops_spends_the_reference_budget(synthetic_h5ad: Path, tmp_path: Path):
+    from arch_lab import api
+    from arch_lab.config import experiment_from_dict
+    from arch_lab.data.task import build_task
+
+    reference = {"name": "mlp", "width": 256, "depth": 2}
+    raw = experiment_dict(synthetic_h5ad, tmp_path, train={"max_steps": 500, "eval_every": 500})
+    raw["network"] = {"name": "mlp", "width": 16, "depth": 1}
+    raw["train"]["match_flops"] = {"reference": reference, "steps": 3}
+    cfg = experiment_from_dict(raw)
+    task = build_task(cfg)
+    ref = network_flops(build_network("mlp", {"width": 256, "depth": 2}, task.spec), cfg.optim.batch_size).train_step
+    own = network_flops(build_network("mlp", {"width": 16, "depth": 1}, task.spec), cfg.optim.batch_size).train_step
+    assert ref > 2 * own  # the small network gets more steps for the same compute
+    result = api.train(cfg, run_dir=tmp_path / "run", task=task)
+    fit = json.loads((result.run_dir / "metrics.json").read_text())["fit"]
+    assert fit["max_flops"] == 3 * ref
+    assert fit["steps"] == steps_for_budget(3 * ref, own) and fit["steps"] > 3
+    raw["train"]["max_flops"] = 1e9
+    with pytest.raises(ConfigError, match="not both"):
+        experiment_from_dict(raw)
+
+
 # ------------------------------------------------------------------------------------------- arms, profiles
 @pytest.fixture
 def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:

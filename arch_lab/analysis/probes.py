@@ -696,6 +696,10 @@ def locality_contiguity(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows).groupby("locality", as_index=False)["contiguity"].mean()
 
 
+def _no_negative_zero(v: float) -> float:
+    return 0.0 if abs(v) < 0.005 else v
+
+
 # ---------------------------------------------------------------------------------------------------- figures
 _GAP_AXIS = {
     "minimize": "< 0: U-Net better",
@@ -868,7 +872,7 @@ def fig_gap_vs_locality(
                 cmap = dict(zip(contiguity["locality"].round(6), contiguity["contiguity"], strict=True))
                 top = ax.secondary_xaxis("top")
                 shown = [v for v in locs if round(v, 6) in cmap]
-                top.set_xticks(shown, [f"{cmap[round(v, 6)]:.2f}" for v in shown])
+                top.set_xticks(shown, [f"{_no_negative_zero(cmap[round(v, 6)]):.2f}" for v in shown])
                 top.set_xlabel("program contiguity", fontsize=6)
                 top.tick_params(labelsize=5.5)
         axes[0].legend(loc="best", fontsize=5.5)
@@ -1091,7 +1095,8 @@ def summary_markdown(
         lines += [f"- {n}" for n in notes]
         if contiguity is not None and not contiguity.empty:
             pairs = ", ".join(
-                f"{loc:g} → {c:.2f}" for loc, c in zip(contiguity["locality"], contiguity["contiguity"], strict=True)
+                f"{loc:g} → {_no_negative_zero(c):.2f}"
+                for loc, c in zip(contiguity["locality"], contiguity["contiguity"], strict=True)
             )
             lines.append(f"- Program contiguity of the synthetic gene order by locality: {pairs}.")
     for kind in PROBE_KINDS:

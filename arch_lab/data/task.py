@@ -167,6 +167,8 @@ def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> T
     tcfg: TaskConfig = cfg.task
     split = load_split(resolve_path(cfg, tcfg.split_file), data) if tcfg.split_file else make_split(data, tcfg)
     train_rows = np.flatnonzero((split.reindex(data.obs.index) == "train").to_numpy())
-    X_order = gene_order_rows(data, train_rows, cfg.data.gene_order, cfg.task.seed)
-    order = gene_order(cfg.data.gene_order, X_order, seed=cfg.task.seed)
+    order_seed = cfg.data.gene_order_seed
+    order_seed = cfg.seed if order_seed == "run" else tcfg.seed if order_seed is None else order_seed
+    X_order = gene_order_rows(data, train_rows, cfg.data.gene_order, order_seed)
+    order = gene_order(cfg.data.gene_order, X_order, seed=order_seed)
     return Task(data, split, order)

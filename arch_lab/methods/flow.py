@@ -104,13 +104,25 @@ class FlowMatching(Method):
             "flop_budget_steps": None,
             "flop_budget_capped": None,
         }
-        if cfg.train.max_flops is None:
+        budget = cfg.train.max_flops
+        if cfg.train.match_flops is not None:
+            budget = self._reference_flops(cfg.train.match_flops.reference, rows) * cfg.train.match_flops.steps
+            record["max_flops"] = budget
+        if budget is None:
             return cfg, record
-        wanted = steps_for_budget(cfg.train.max_flops, counts.train_step)
+        wanted = steps_for_budget(budget, counts.train_step)
         steps = min(wanted, cfg.train.max_steps)
         record.update(flop_budget_steps=wanted, flop_budget_capped=wanted > steps)
         train = cfg.train.model_copy(update={"max_steps": steps})
         return cfg.model_copy(update={"train": train}), record
+
+    def _reference_flops(self, reference: dict[str, Any], rows: int) -> int:
+        """Training FLOPs per step of the reference network ``{name: ..., ...knobs}`` on this task's data."""
+        from arch_lab.flops import network_flops
+
+        knobs = {k: v for k, v in reference.items() if k != "name"}
+        network = build_network(reference["name"], knobs, self.task.spec)
+        return network_flops(network, rows).train_step
 
     @torch.no_grad()
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
