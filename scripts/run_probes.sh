@@ -27,6 +27,7 @@ PROBES=(
   gene_order_synthetic         # does the U-Net care about gene order? (random permutations, clustering)
   compute_synthetic            # equal FLOPs and longer training
   unet_dissection_synthetic    # which U-Net component matters?
+  transformer_synthetic        # does gene-gene mixing help the transformer?
   fair_mlp_synthetic           # is the MLP just badly configured?
   gene_order_kang
   unet_dissection_k562

@@ -173,9 +173,16 @@ def test_comparisons_per_probe_kind() -> None:
         for b in ("mlp_matched", "gt_cross_matched")
         for loc in (0.0, 1.0)
     }
-    assert _pairs(comps, cs) == {
+    assert _pairs(comps, cs, primary=True) == {
         *{("unet1d", "as_stored", b, "as_stored", 1.0, cs, cs) for (b, _, _) in compute if b != "unet1d"},
         ("unet1d_converged", "as_stored", "mlp_matched_converged", "as_stored", 1.0, cs, cs),
+    }
+    # each longer or equal-compute arm minus its fixed-step counterpart (from this study, else the backbones one)
+    assert _pairs(comps, cs, primary=False) == {
+        ("unet1d_long", "as_stored", "unet1d", "as_stored", 1.0, cs, cs),
+        ("unet1d_converged", "as_stored", "unet1d", "as_stored", 1.0, cs, cs),
+        ("mlp_matched_equal_flops", "as_stored", "mlp_matched", "as_stored", 1.0, cs, bb),
+        ("mlp_matched_converged", "as_stored", "mlp_matched", "as_stored", 1.0, cs, bb),
     }
     # dissection: every U-Net arm minus the MLP of the same task and setting (from the backbones study) ...
     assert _pairs(comps, ds, primary=True) == {
@@ -201,6 +208,51 @@ def test_comparisons_per_probe_kind() -> None:
     }
 
 
+def test_references_come_from_the_backbones_study_when_a_probe_does_not_repeat_them() -> None:
+    """The shipped probes do not rerun unet1d, mlp_matched or the stored gene order: they are looked up."""
+    v = (1.0, 0.5)
+    bb_syn = {(a, loc, "as_stored"): v for a in ("unet1d", "mlp_matched", "gt_cross_matched") for loc in (0.0, 1.0)}
+    compute = {(a, 1.0, "as_stored"): v for a in ("unet1d_long", "mlp_matched_equal_flops", "gt_cross_equal_flops")}
+    dissect = {(a, 1.0, "as_stored"): v for a in ("unet1d_k1", "unet1d_no_skips")}
+    order = {(a, loc, "random"): v for a in ("unet1d", "mlp_matched") for loc in (0.0, 1.0)}
+    transformer = {(a, 1.0, "as_stored"): v for a in ("gt_latent_matched", "gt_full_matched")}
+    runs = _tidy(
+        backbones_synthetic=runs_table("backbones_synthetic", bb_syn),
+        compute_synthetic=runs_table("compute_synthetic", compute),
+        unet_dissection_synthetic=runs_table("unet_dissection_synthetic", dissect),
+        gene_order_synthetic=runs_table("gene_order_synthetic", order),
+        transformer_synthetic=runs_table("transformer_synthetic", transformer),
+    )
+    comps = build_comparisons(runs)
+    bb, cs, ds, go, tr = (
+        "backbones_synthetic",
+        "compute_synthetic",
+        "unet_dissection_synthetic",
+        "gene_order_synthetic",
+        "transformer_synthetic",
+    )
+    assert _pairs(comps, cs, primary=True) == {
+        ("unet1d", "as_stored", b, "as_stored", 1.0, bb, cs) for b, _, _ in compute
+    }
+    assert _pairs(comps, cs, primary=False) == {
+        ("unet1d_long", "as_stored", "unet1d", "as_stored", 1.0, cs, bb),
+        ("mlp_matched_equal_flops", "as_stored", "mlp_matched", "as_stored", 1.0, cs, bb),
+        ("gt_cross_equal_flops", "as_stored", "gt_cross_matched", "as_stored", 1.0, cs, bb),
+    }
+    assert _pairs(comps, ds, primary=False) == {
+        (a, "as_stored", "unet1d", "as_stored", 1.0, ds, bb) for a in ("unet1d_k1", "unet1d_no_skips")
+    }
+    assert {("unet1d", "random", "unet1d", "as_stored", loc, go, bb) for loc in (0.0, 1.0)} <= _pairs(
+        comps, go, primary=True
+    )
+    assert _pairs(comps, tr, primary=True) == {
+        ("unet1d", "as_stored", b, "as_stored", 1.0, bb, tr) for b in ("gt_latent_matched", "gt_full_matched")
+    }
+    assert _pairs(comps, tr, primary=False) == {
+        (b, "as_stored", "gt_cross_matched", "as_stored", 1.0, tr, bb) for b in ("gt_latent_matched", "gt_full_matched")
+    }
+
+
 def test_gap_table_signs_and_cross_study_values() -> None:
     """Planted means come back per comparison, including arms taken from another study."""
     rng = np.random.default_rng(3)
@@ -213,7 +265,10 @@ def test_gap_table_signs_and_cross_study_values() -> None:
     fair = runs_table("fair_mlp_synthetic", {("mlp_w512", 1.0, "as_stored"): (1.2, 0.7)}, sd=0.05, rng=rng)
     ds = runs_table("unet_dissection_synthetic", {("unet1d_k1", 1.0, "as_stored"): (1.9, 0.45)}, sd=0.05, rng=rng)
     gaps, _ = gap_table(_tidy(backbones_synthetic=bb, fair_mlp_synthetic=fair, unet_dissection_synthetic=ds))
-    e = gaps[gaps["metric"] == "energy_distance"].set_index("probe")
+    e = gaps[(gaps["metric"] == "energy_distance") & gaps["primary"]].set_index("probe")
+    secondary = gaps[(gaps["metric"] == "energy_distance") & ~gaps["primary"]]
+    assert len(secondary) == 1 and secondary["arm_b"].iloc[0] == "unet1d"  # unet1d_k1 minus the default unet1d
+    assert secondary["gap"].iloc[0] == pytest.approx(0.9, abs=0.1)
     assert e.loc["backbones_synthetic", "gap"] == pytest.approx(-1.0, abs=0.1)
     assert e.loc["fair_mlp_synthetic", "gap"] == pytest.approx(-0.2, abs=0.1)
     assert e.loc["fair_mlp_synthetic", "probe_a"] == "backbones_synthetic"

@@ -7,13 +7,19 @@ there, builds the comparisons each probe was designed for, and estimates every g
 seeds:
 
 - **backbones**: ``unet1d`` minus each other arm, per task (and per locality on synthetic data);
-- **compute**: ``unet1d`` minus every other arm (the longer and equal-FLOPs arms), plus like-for-like pairs of
-  arms sharing a suffix (``unet1d_converged`` minus ``mlp_matched_converged``);
+- **compute**: ``unet1d`` (of the same study, else the 800-step one of another probe of the same task and
+  setting) minus every other arm (the longer and equal-FLOPs arms), plus like-for-like pairs of arms sharing a
+  suffix (``unet1d_long`` minus ``mlp_matched_long``), and as secondary comparisons each arm minus its
+  fixed-step counterpart (``mlp_matched_equal_flops`` minus ``mlp_matched``, ``unet1d_long`` minus ``unet1d``);
 - **unet_dissection**: each U-Net arm minus the ``mlp_matched`` baseline of the same task and setting taken from
-  another probe (the ``baseline`` column names the study) when one exists, else minus the study's default
-  ``unet1d``; the variant minus the default ``unet1d`` is always added as a secondary comparison;
+  another probe (the ``baseline`` column names the study) when one exists, else minus the default ``unet1d``;
+  the variant minus the default ``unet1d`` (same study, else another probe) is always added as a secondary
+  comparison;
+- **transformer**: ``unet1d`` (from another probe of the same task and setting) minus each transformer arm,
+  and, as secondary comparisons, each arm minus the cross-attention-only ``gt_cross_matched``;
 - **gene_order**: ``unet1d`` minus ``mlp_matched`` under each gene order, and ``unet1d`` under each order minus
-  ``unet1d`` with the stored order (the same for the MLP, a control, as a secondary comparison);
+  ``unet1d`` with the stored order (the same for the MLP, a control, as a secondary comparison); the stored
+  order may come from another probe (the backbones study);
 - **fair_mlp**: ``unet1d`` of the same task and setting (from the backbones study) minus each MLP variant.
 
 A gap is ``mean(first arm) - mean(second arm)`` over seeds (test split unless asked otherwise); its interval is
@@ -60,16 +66,17 @@ PROBES: tuple[str, ...] = (
     "backbones_k562",
     "backbones_glioblastoma",
     "compute_synthetic",
-    "unet_dissection_synthetic",
     "gene_order_synthetic",
-    "gene_order_kang",
+    "unet_dissection_synthetic",
+    "transformer_synthetic",
     "fair_mlp_synthetic",
+    "gene_order_kang",
     "unet_dissection_k562",
     "fair_mlp_k562",
     "compute_k562",
 )
 #: Probe kinds, by file-name prefix, in display order.
-PROBE_KINDS: tuple[str, ...] = ("backbones", "compute", "unet_dissection", "gene_order", "fair_mlp")
+PROBE_KINDS: tuple[str, ...] = ("backbones", "compute", "unet_dissection", "transformer", "gene_order", "fair_mlp")
 #: Metrics whose gaps are estimated by default.
 GAP_METRICS: tuple[str, ...] = ("energy_distance", "cosine_logfc")
 #: The arm every gap is about.
@@ -79,7 +86,11 @@ MLP_BASELINE = "mlp_matched"
 #: Gene order of the stored data (the reference of the gene-order probe).
 STORED_ORDER = "as_stored"
 #: Probe kinds searched (in this order) for a cross-study reference arm of the same task and setting.
-_LOOKUP_ORDER = ("backbones", "fair_mlp", "gene_order", "compute", "unet_dissection")
+_LOOKUP_ORDER = ("backbones", "fair_mlp", "gene_order", "compute", "unet_dissection", "transformer")
+#: Reference arm of the transformer probe's secondary comparisons (cross-attention only).
+GT_CROSS = "gt_cross_matched"
+#: Steps of the probes' fixed-step arms, used to look up references for arms with other budgets.
+_FIXED_STEPS = pd.DataFrame({"config.train.max_steps": [800]})
 #: Columns identifying one cell of a probe (with ``arm``).
 CELL_KEYS: tuple[str, ...] = ("probe", "task", "locality", "gene_order")
 
@@ -451,10 +462,19 @@ def build_comparisons(runs: pd.DataFrame) -> list[Comparison]:
                             if b != UNET:
                                 add(UNET, b, f"{b} (same study)")
                 elif kind == "compute":
-                    if has.get(UNET):
+                    unet_ref = probe if has.get(UNET) else _find_reference(index, UNET, task, loc, order, _FIXED_STEPS)
+                    if unet_ref is not None:
                         for b in arms:
                             if b != UNET:
-                                add(UNET, b, f"{b} (same study)")
+                                add(UNET, b, f"{b} (same study; {UNET} from {unet_ref})", pa=unet_ref)
+                    for a in arms:
+                        prefixes = ((f"{UNET}_", UNET), (f"{MLP_BASELINE}_", MLP_BASELINE), ("gt_cross_", GT_CROSS))
+                        base = next((b for p, b in prefixes if a.startswith(p)), None)
+                        if base is None or base == a:
+                            continue
+                        ref = probe if has.get(base) else _find_reference(index, base, task, loc, order, _FIXED_STEPS)
+                        if ref is not None:
+                            add(a, base, f"{base} ({ref})", primary=False, pb=ref)
                     for a in arms:
                         if a.startswith(f"{UNET}_"):
                             suffix = a[len(UNET) :]
@@ -469,15 +489,35 @@ def build_comparisons(runs: pd.DataFrame) -> list[Comparison]:
                             continue
                         if ref is not None:
                             add(a, MLP_BASELINE, f"{MLP_BASELINE} ({ref})", pb=ref)
-                        if a != UNET and has.get(UNET):
-                            add(a, UNET, f"{UNET} (same study)", primary=ref is None)
+                        unet_ref = probe if has.get(UNET) else _find_reference(index, UNET, task, loc, order, like)
+                        if a != UNET and unet_ref is not None:
+                            add(a, UNET, f"{UNET} ({unet_ref})", primary=ref is None, pb=unet_ref)
+                elif kind == "transformer":
+                    like = cell[cell["gene_order"] == order]
+                    unet_ref = _find_reference(index, UNET, task, loc, order, like)
+                    cross_ref = probe if has.get(GT_CROSS) else _find_reference(index, GT_CROSS, task, loc, order, like)
+                    for b in arms:
+                        if unet_ref is not None and b != UNET:
+                            add(UNET, b, f"{b} (same study; {UNET} from {unet_ref})", pa=unet_ref)
+                        if cross_ref is not None and b != GT_CROSS:
+                            add(b, GT_CROSS, f"{GT_CROSS} ({cross_ref})", primary=False, pb=cross_ref)
                 elif kind == "gene_order":
                     if has.get(UNET) and has.get(MLP_BASELINE):
                         add(UNET, MLP_BASELINE, f"{MLP_BASELINE} (same order)")
                     if order != STORED_ORDER:
+                        like = cell[cell["gene_order"] == order]
                         for a, primary in ((UNET, True), (MLP_BASELINE, False)):
-                            if has.get(a) and (probe, task, loc, STORED_ORDER, a) in index:
-                                add(a, a, f"{a} ({STORED_ORDER})", primary=primary, ob=STORED_ORDER)
+                            if not has.get(a):
+                                continue
+                            stored = (
+                                probe
+                                if (probe, task, loc, STORED_ORDER, a) in index
+                                else _find_reference(index, a, task, loc, STORED_ORDER, like)
+                            )
+                            if stored is not None:
+                                add(
+                                    a, a, f"{a} ({STORED_ORDER}, {stored})", primary=primary, pb=stored, ob=STORED_ORDER
+                                )
                 elif kind == "fair_mlp":
                     like = cell[cell["gene_order"] == order]
                     ref = _find_reference(index, UNET, task, loc, order, like)
