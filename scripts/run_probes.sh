@@ -26,13 +26,13 @@ PROBES=(
   backbones_glioblastoma       # null-effect control
   gene_order_synthetic         # does the U-Net care about gene order? (random permutations, clustering)
   compute_synthetic            # equal FLOPs and longer training
+  compute_k562
   unet_dissection_synthetic    # which U-Net component matters?
   transformer_synthetic        # does gene-gene mixing help the transformer?
   fair_mlp_synthetic           # is the MLP just badly configured?
   gene_order_kang
   unet_dissection_k562
   fair_mlp_k562
-  compute_k562
 )
 profile_args=()
 if [[ -n "$PROFILE" ]]; then profile_args=(--profile "$PROFILE"); fi

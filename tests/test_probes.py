@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -258,7 +259,12 @@ def test_probe_files_exist():
 def test_probe_yaml_validates_with_five_seeds_and_a_quick_profile(path: Path):
     sweep = load_sweep(path)
     assert sweep.replicates >= 5 and sweep.is_grid and sweep.space.arms()
-    assert sweep.name.startswith("probe_") and "Estimated" in path.read_text()
+    assert sweep.name.startswith("probe_")
+    # the header states the grid it runs: "# Cells: N; R seeds each = N*R runs"
+    header = re.search(r"# Cells: (\d+); (\d+) seeds each = (\d+) runs", path.read_text())
+    assert header is not None, f"{path.name}: header lacks the '# Cells: ...' line"
+    cells, seeds, runs = map(int, header.groups())
+    assert (cells, seeds, runs) == (len(sweep.grid()), sweep.replicates, len(sweep.grid()) * sweep.replicates)
     quick = load_sweep(path, "quick")
     assert quick.name == f"{sweep.name}_quick" and quick.replicates == 1
     arms = {a.key: set(a.choices) for a in sweep.space.arms()}

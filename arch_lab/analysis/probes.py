@@ -65,15 +65,15 @@ PROBES: tuple[str, ...] = (
     "backbones_kang",
     "backbones_k562",
     "backbones_glioblastoma",
-    "compute_synthetic",
     "gene_order_synthetic",
+    "compute_synthetic",
+    "compute_k562",
     "unet_dissection_synthetic",
     "transformer_synthetic",
     "fair_mlp_synthetic",
     "gene_order_kang",
     "unet_dissection_k562",
     "fair_mlp_k562",
-    "compute_k562",
 )
 #: Probe kinds, by file-name prefix, in display order.
 PROBE_KINDS: tuple[str, ...] = ("backbones", "compute", "unet_dissection", "transformer", "gene_order", "fair_mlp")
