@@ -138,6 +138,24 @@ def test_study_runs_join_trials_with_runs(lab):
     np.testing.assert_allclose(per_trial.to_numpy(), runs.groupby("trial")["objective"].first().to_numpy())
 
 
+def test_study_runs_lists_a_run_of_a_requeued_trial_once(lab, tmp_path):
+    """A trial interrupted after one seed is requeued; both trials list that seed's run directory."""
+    done = lab["sweep_runs"].sort_values(["trial", "replicate"])["run_dir"].tolist()[:2]
+    study = optuna.create_study(study_name="requeue", storage=f"sqlite:///{tmp_path / 'r.db'}")
+    params = {"network.name": "mlp", "flow.guidance": 1.0}
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions=DISTRIBUTIONS, state=optuna.trial.TrialState.FAIL,
+        user_attrs={"run_dirs": done[:1], "reason": "interrupted"},
+    ))  # fmt: skip
+    study.add_trial(optuna.trial.create_trial(
+        params=params, distributions=DISTRIBUTIONS, value=1.0,
+        user_attrs={"run_dirs": done, "values_per_seed": [1.0, 1.0]},
+    ))  # fmt: skip
+    runs = A.study_runs(study)
+    assert sorted(runs["run_dir"]) == sorted(done) and runs["run_dir"].is_unique
+    assert runs["trial"].tolist() == [1, 1] and runs["trial_state"].tolist() == ["complete", "complete"]
+
+
 def test_trials_table_keeps_every_trial(lab):
     trials = A.trials_table(lab["study"])
     assert trials["state"].tolist() == ["complete", "complete", "complete", "pruned", "fail"]

@@ -445,7 +445,8 @@ def study_runs(study: optuna.Study, base_dir: _PathLike | None = None) -> pd.Dat
     pandas.DataFrame
         The :func:`load_runs` columns plus ``study``, ``trial``, ``trial_state``, ``objective`` (the trial's
         value), ``replicate``, ``seed_value`` (the trial's per-seed value for this run), ``params_<key>`` and
-        ``user_attrs_<key>`` (scalar attributes only). Only completed runs appear.
+        ``user_attrs_<key>`` (scalar attributes only). Only completed runs appear, each once (a run finished
+        by a trial that was lost and requeued appears under the latest trial listing it).
 
     Warns
     -----
@@ -496,10 +497,13 @@ def study_runs(study: optuna.Study, base_dir: _PathLike | None = None) -> pd.Dat
     runs = [read_run(d) for d in _completed(rec["_path"] for rec in present)]
     if not runs:
         raise ArchLabError(f"study {study.study_name!r}: no completed run among its trials' run_dirs")
-    run_frame = pd.DataFrame(runs)
+    run_frame = pd.DataFrame(runs).drop_duplicates("run_dir")
     trial_frame = pd.DataFrame(present)
     trial_frame["run_dir"] = [str(p.resolve()) for p in trial_frame.pop("_path")]
     merged = trial_frame.merge(run_frame, on="run_dir", how="inner", suffixes=("_trial", ""))
+    # a requeued trial reuses the run directories its lost predecessor finished: report each run once, under
+    # the latest trial that lists it
+    merged = merged.sort_values(["trial", "replicate"]).drop_duplicates("run_dir", keep="last")
     front = ["study", "trial", *ID_COLUMNS]
     merged = merged[front + [c for c in merged.columns if c not in front]]
     return merged.sort_values(["trial", "replicate"], ignore_index=True)
