@@ -26,6 +26,23 @@ from arch_lab.spec import PAD_TOKEN, CondBatch
 log = logging.getLogger(__name__)
 
 
+def encode_conditions(
+    task: Task, conditions: list[Any], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
+    """Token ids ``[C, width]`` (``PAD_TOKEN``-padded), covariate ids ``[C, K]``, state index ``[C]`` and the
+    sorted state names of ``conditions``, on ``device``: what a sampler needs to build a :class:`CondBatch`."""
+    width = max(task.spec.max_perturbations, 1)
+    tokens = torch.full((len(conditions), width), PAD_TOKEN, dtype=torch.long)
+    covs = torch.zeros((len(conditions), len(task.data.covariate_keys)), dtype=torch.long)
+    states = sorted({c.state for c in conditions})
+    for i, c in enumerate(conditions):
+        tok, cov = task.encode(c)
+        tokens[i, : len(tok)] = torch.tensor(tok, dtype=torch.long)
+        covs[i] = torch.tensor(cov, dtype=torch.long)
+    state_index = torch.tensor([states.index(c.state) for c in conditions], device=device)
+    return tokens.to(device), covs.to(device), state_index, states
+
+
 @dataclass
 class ChunkStats:
     """Throughput of the chunk stream (read in the background thread, waited for in the training loop)."""
@@ -168,16 +185,7 @@ class ChunkedConditionSampler:
         train = (obs["split"] == "train").to_numpy()
         self.row_cid = np.array([index.get(k, -1) for k in keys], dtype=np.int64)
         self.row_cid[~train] = -1
-        width = max(task.spec.max_perturbations, 1)
-        tokens = torch.full((len(conditions), width), PAD_TOKEN, dtype=torch.long)
-        covs = torch.zeros((len(conditions), len(task.data.covariate_keys)), dtype=torch.long)
-        states = sorted({c.state for c in conditions})
-        self.state_index = torch.tensor([states.index(c.state) for c in conditions], device=device)
-        for i, c in enumerate(conditions):
-            tok, cov = task.encode(c)
-            tokens[i, : len(tok)] = torch.tensor(tok, dtype=torch.long)
-            covs[i] = torch.tensor(cov, dtype=torch.long)
-        self.tokens, self.covs = tokens.to(device), covs.to(device)
+        self.tokens, self.covs, self.state_index, states = encode_conditions(task, conditions, device)
         ctrl_value = task.data.control_value
         self.is_control_cid = np.array([c.perturbation == ctrl_value for c in conditions])
         self.cid_state = self.state_index.cpu().numpy()

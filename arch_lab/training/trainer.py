@@ -36,6 +36,7 @@ from arch_lab.metrics import METRICS
 from arch_lab.spec import PAD_TOKEN, CondBatch
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
+from arch_lab.training.sampling import encode_conditions
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -89,16 +90,7 @@ class ConditionSampler:
         self.counts = torch.tensor([len(r) for r in rows], device=device)
         self.starts = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), self.counts[:-1].cpu()]), 0).to(device)
         self.flat_rows = torch.cat(rows).to(device)
-        width = max(task.spec.max_perturbations, 1)
-        tokens = torch.full((len(conditions), width), PAD_TOKEN, dtype=torch.long)
-        covs = torch.zeros((len(conditions), len(task.data.covariate_keys)), dtype=torch.long)
-        states = sorted({c.state for c in conditions})
-        self.state_index = torch.tensor([states.index(c.state) for c in conditions], device=device)
-        for i, c in enumerate(conditions):
-            tok, cov = task.encode(c)
-            tokens[i, : len(tok)] = torch.tensor(tok, dtype=torch.long)
-            covs[i] = torch.tensor(cov, dtype=torch.long)
-        self.tokens, self.covs = tokens.to(device), covs.to(device)
+        self.tokens, self.covs, self.state_index, states = encode_conditions(task, conditions, device)
         ctrl = [torch.from_numpy(task.controls(s, "train")) for s in states]
         self.ctrl_counts = torch.tensor([len(r) for r in ctrl], device=device)
         self.ctrl_starts = torch.cumsum(
