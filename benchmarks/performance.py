@@ -41,7 +41,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from throughput import _synthetic_task  # noqa: E402
+from throughput import _synthetic_task, bare_loop_step  # noqa: E402
 
 #: Reference (registry default) gene counts of the gene sweep.
 GENES = (500, 2000, 8000, 18000)
@@ -280,18 +280,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
         row["peak_step_mb"] = (hwm - rss_before) / 1024
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    opt = torch.optim.AdamW(bare.parameters(), lr=1e-3, foreach=True)
-    x1 = torch.randn(batch, genes)
-    cond = CondBatch.repeat([1], [0], batch, width=width)
-
-    def bare_step() -> None:
-        x0 = torch.randn_like(x1)
-        t = torch.rand(batch)
-        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
-        loss = (bare(xt, t, cond) - (x1 - x0)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    bare_step = bare_loop_step(network, knobs, task.spec, batch)
 
     fns: list[Callable[[], Any]] = [trainer.train_step, bare_step]
     if kind == "full" and job.get("torchcfm", True):
@@ -301,8 +290,10 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
             ConditionalFlowMatcher = None
         if ConditionalFlowMatcher is not None:
             cfm_net = build_network(network, knobs, task.spec)
-            cfm_opt = torch.optim.AdamW(cfm_net.parameters(), lr=1e-3, foreach=True)
+            cfm_opt = torch.optim.AdamW(cfm_net.parameters(), lr=1e-3, fused=True)
             matcher = ConditionalFlowMatcher(sigma=0.0)
+            x1 = torch.randn(batch, genes)
+            cond = CondBatch.repeat([1], [0], batch, width=width)
 
             def cfm_step() -> None:
                 t, xt, ut = matcher.sample_location_and_conditional_flow(torch.randn_like(x1), x1)

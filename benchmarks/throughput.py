@@ -69,6 +69,31 @@ def _time(fn, min_seconds: float, min_reps: int = 3) -> float:
     return (time.perf_counter() - start) / reps
 
 
+def bare_loop_step(network: str, knobs: dict, spec, batch_size: int):
+    """A bare torch flow-matching step for ``network`` (straight path, MSE on ``x1 - x0``, AdamW built as the
+    trainer builds it: fused on CPU and CUDA), the baseline the trainer's step is timed against."""
+    import torch
+
+    from arch_lab.networks import build_network
+    from arch_lab.spec import CondBatch
+
+    bare = build_network(network, knobs, spec)
+    opt = torch.optim.AdamW(bare.parameters(), lr=1e-3, fused=True)
+    x1 = torch.randn(batch_size, spec.n_genes)
+    cond = CondBatch.repeat([1], [0], batch_size, width=spec.max_perturbations)
+
+    def step() -> None:
+        x0 = torch.randn_like(x1)
+        t = torch.rand(batch_size)
+        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
+        loss = (bare(xt, t, cond) - (x1 - x0)).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
 def measure(network: str, n_genes: int, batch_size: int, threads: int, min_seconds: float) -> dict:
     """Measure one (network, gene count) in this process."""
     import torch
@@ -95,31 +120,19 @@ def measure(network: str, n_genes: int, batch_size: int, threads: int, min_secon
     trainer = FlowTrainer(cfg, task, net, validate=None, device="cpu")
 
     torch.manual_seed(0)
-    bare = build_network(network, {}, task.spec)
-    opt = torch.optim.AdamW(bare.parameters(), lr=1e-3)
-    x1 = torch.randn(batch_size, n_genes)
-    cond = CondBatch.repeat([1], [0], batch_size, width=task.spec.max_perturbations)
-
-    def bare_step() -> None:
-        x0 = torch.randn_like(x1)
-        t = torch.rand(batch_size)
-        xt = (1 - t[:, None]) * x0 + t[:, None] * x1
-        loss = (bare(xt, t, cond) - (x1 - x0)).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+    bare_step = bare_loop_step(network, {}, task.spec, batch_size)
 
     t_trainer, t_bare = _interleaved([trainer.train_step, bare_step], min_seconds)
     n_sample = 256
     cond_s = CondBatch.repeat([1], [0], n_sample, width=task.spec.max_perturbations)
     x0 = torch.randn(n_sample, n_genes)
-    t_euler = _time(lambda: generate(bare, cond_s, x0, solver="euler", steps=20), min_seconds, 1)
+    t_euler = _time(lambda: generate(net, cond_s, x0, solver="euler", steps=20), min_seconds, 1)
     return {
         "network": network,
         "n_genes": n_genes,
         "batch_size": batch_size,
         "threads": threads,
-        "parameters": count_parameters(bare),
+        "parameters": count_parameters(net),
         "train_cells_per_s": batch_size / t_trainer,
         "bare_cells_per_s": batch_size / t_bare,
         "trainer_over_bare": t_trainer / t_bare,
