@@ -365,6 +365,9 @@ class OptimConfig(_Section):
     min_lr_ratio: float = Field(default=0.05, ge=0, le=1)
     grad_clip: float | None = Field(default=1.0, gt=0)
     ema_decay: float | None = Field(default=0.999, ge=0, lt=1)
+    #: Apply the EMA every this many steps with the product of their decays (see :class:`arch_lab.training.ema.EMA`);
+    #: 1 updates every step. The pass over all weights costs about as much as the optimizer's for wide networks.
+    ema_every: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, gt=0)
     conditions_per_batch: int = Field(default=8, gt=0)
 

@@ -180,8 +180,12 @@ class Interrupt(Exception):
     pass
 
 
-def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path):
+# (10, 10): checkpoints at evaluations; (3, 7): the checkpoint at step 14 holds an EMA step not yet applied
+@pytest.mark.parametrize(("ema_every", "checkpoint_every"), [(10, 10), (3, 7)])
+def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path, ema_every, checkpoint_every):
     base = experiment_dict(synthetic_h5ad, tmp_path)
+    base["optim"]["ema_every"] = ema_every
+    base["train"]["checkpoint_every"] = checkpoint_every
     cfg = experiment_from_dict(base)
     full = api.train(cfg, run_dir=tmp_path / "full")
 
@@ -194,7 +198,8 @@ def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path):
     assert read_status(tmp_path / "cut")["status"] == "failed"
     assert not (tmp_path / "cut" / "metrics.json").exists()
     ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
-    assert ck["state"]["step"] == 20
+    assert ck["state"]["step"] == 20 // checkpoint_every * checkpoint_every
+    assert ck["ema"]["pending_steps"] == (0 if ema_every == 10 else 1)
     result = runner.invoke(app, ["train", "--resume", str(tmp_path / "cut")])
     assert result.exit_code == 0, result.output
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())["metrics"]

@@ -40,6 +40,8 @@ from arch_lab.training.sampling import encode_conditions
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
+#: Parameters with at least this many elements have their gradient norm taken in a hook during backward.
+HOOKED_NUMEL = 1 << 16
 
 
 def cpu_supports_bf16() -> bool:
@@ -186,7 +188,7 @@ class FlowTrainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = DistributedDataParallel(self.network, device_ids=ids, output_device=ids[0] if ids else None)
         self.model = torch.compile(model) if cfg.train.compile else model
-        self.ema = EMA(self.network, cfg.optim.ema_decay)
+        self.ema = EMA(self.network, cfg.optim.ema_decay, cfg.optim.ema_every)
         self.validate = validate
         self.run_dir = Path(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks or [])
@@ -194,7 +196,8 @@ class FlowTrainer:
         self.parameters = [p for p in self.network.parameters() if p.requires_grad]
         # fused kernels on CUDA and CPU (on CPU ~3x faster than foreach/per-tensor updates; same arithmetic up to
         # float rounding order); other devices get torch's default
-        kind = {"fused": True} if self.device.type in ("cuda", "cpu") else {}
+        self._fused = self.device.type in ("cuda", "cpu")
+        kind = {"fused": True} if self._fused else {}
         self.optimizer = torch.optim.AdamW(self.parameters, lr=o.lr, weight_decay=o.weight_decay, **kind)
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio)
@@ -225,6 +228,17 @@ class FlowTrainer:
         info = METRICS.get(cfg.train.select_metric)
         self.maximize = info is not None and info.direction == "maximize"
         self._shard_cache: Shard | None = None
+        # squared norms of the large gradients recorded as each is accumulated, while it is still in cache (a
+        # separate norm pass afterwards reads every gradient again); small ones are normed together at clipping
+        # time, sparing a Python hook call each. Under DDP hooks would see unreduced gradients: no hooks there.
+        self._grad_sq: list[torch.Tensor] = []
+        hooked = o.grad_clip is not None and not self.dist.distributed
+        self._small_params = [p for p in self.parameters if not hooked or p.numel() < HOOKED_NUMEL]
+        self._norm_hooks = hooked
+        if hooked:
+            for p in self.parameters:
+                if p.numel() >= HOOKED_NUMEL:
+                    p.register_post_accumulate_grad_hook(self._record_grad_sq)
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -274,19 +288,34 @@ class FlowTrainer:
             self._shard_cache = Shard(rows.start, rows.stop, n_rows)
         return self._shard_cache
 
+    def _record_grad_sq(self, p: torch.Tensor) -> None:
+        g = p.grad.reshape(-1)
+        self._grad_sq.append(torch.dot(g, g))
+
     def _clip(self, max_norm: float) -> float:
         """Clip gradients to ``max_norm`` like ``clip_grad_norm_`` and return the total norm before clipping.
 
-        The same foreach norm and coefficient as torch's, but the gradients are only rescaled when the coefficient
-        is below 1 (multiplying by exactly 1 changes nothing), which skips a pass over every gradient.
+        The same norm and coefficient as torch's. The norms of large gradients are taken in hooks as backward
+        produces them (see ``HOOKED_NUMEL``). With the fused AdamW (CPU and CUDA) the coefficient is handed to
+        the optimizer as ``grad_scale``, the divisor its kernel applies to the gradients (the hook
+        ``torch.amp.GradScaler`` uses, the CPU kernel writing the rescaled gradients back): no host sync on
+        accelerators, and on the CPU nothing happens when the norm is already within ``max_norm``. Other
+        optimizers get the gradients rescaled in place.
         """
-        grads = [p.grad for p in self.parameters if p.grad is not None]
-        if not grads:
+        small = [p.grad for p in self._small_params if p.grad is not None]
+        squares = self._grad_sq + ([torch.stack(torch._foreach_norm(small)).square().sum()] if small else [])
+        self._grad_sq = []
+        if not squares:
             return 0.0
-        total = nn.utils.get_total_norm(grads, foreach=True)
+        total = torch.stack(squares).sum().sqrt()
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
-        if self.device.type != "cpu" or coef.item() != 1.0:  # on accelerators: no host sync, always multiply
-            torch._foreach_mul_(grads, coef)
+        if self.device.type == "cpu" and coef.item() == 1.0:  # nothing to rescale (free to ask on the CPU)
+            if self._fused:
+                self.optimizer.grad_scale = None
+        elif self._fused:
+            self.optimizer.grad_scale = coef.reciprocal().float()
+        else:
+            torch._foreach_mul_([p.grad for p in self.parameters if p.grad is not None], coef)
         return float(total)
 
     def train_step(self) -> dict[str, float]:
@@ -320,6 +349,7 @@ class FlowTrainer:
                 "lower optim.lr or set optim.grad_clip"
             )
         self.optimizer.zero_grad(set_to_none=True)
+        self._grad_sq = []
         loss.backward()
         grad_norm = float("nan")
         if cfg.optim.grad_clip is not None:

@@ -1,0 +1,157 @@
+"""The trainer's parts around the network: EMA cadence, gradient clipping through the fused optimizer."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from conftest import experiment_dict
+from torch import nn
+
+from arch_lab.config import experiment_from_dict
+from arch_lab.data.task import build_task
+from arch_lab.networks import build_network
+from arch_lab.training import FlowTrainer
+from arch_lab.training.ema import EMA
+
+
+def reference_ema(weights: list[float], decay: float) -> float:
+    """Per-step EMA of a scalar weight sequence, written out (``weights[0]`` is the initial weight)."""
+    shadow = weights[0]
+    for n, w in enumerate(weights[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        shadow = d * shadow + (1 - d) * w
+    return shadow
+
+
+def scalar_net(value: float) -> nn.Module:
+    net = nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        net.weight.fill_(value)
+    return net
+
+
+def run_ema(weights: list[float], decay: float | None, every: int) -> tuple[EMA, nn.Module]:
+    net = scalar_net(weights[0])
+    ema = EMA(net, decay, every=every)
+    for w in weights[1:]:
+        with torch.no_grad():
+            net.weight.fill_(w)
+        ema.update(net)
+    return ema, net
+
+
+def test_ema_every_step_matches_the_written_out_average():
+    weights = [0.0, 1.0, 3.0, -2.0, 5.0, 4.0, 4.5, 0.5]
+    ema, _ = run_ema(weights, 0.9, every=1)
+    assert ema.module.weight.item() == pytest.approx(reference_ema(weights, 0.9), rel=1e-6)
+
+
+def test_ema_every_k_is_exact_when_weights_change_only_at_flushes():
+    # weights constant within each block of k steps (changing right before a flush): the product of the decays
+    # applied once equals k single steps
+    k = 3
+    weights = [1.0] + [2.0] * k + [-1.0] * k + [7.0] * k
+    lazy, _ = run_ema(weights, 0.95, every=k)
+    assert lazy.module.weight.item() == pytest.approx(reference_ema(weights, 0.95), rel=1e-6)
+
+
+def test_ema_every_k_reading_mid_block_applies_pending_steps():
+    weights = [0.0, 1.0, 1.0, 1.0, 1.0, 1.0]  # 5 updates, every 4: one flush, then one pending step
+    lazy, _ = run_ema(weights, 0.9, every=4)
+    assert lazy._pending_steps == 1
+    assert lazy.module.weight.item() == pytest.approx(reference_ema(weights, 0.9), rel=1e-6)
+    assert lazy._pending_steps == 0
+
+
+def test_ema_every_k_stays_close_to_every_step_on_a_drifting_weight():
+    weights = [0.01 * i for i in range(400)]
+    exact = reference_ema(weights, 0.99)
+    lazy, _ = run_ema(weights, 0.99, every=10)
+    # the skipped steps count the current weight: off by at most every - 1 steps of drift (0.01 per step),
+    # against a lag of the average itself of about 1 / (1 - decay) = 100 steps
+    assert abs(lazy.module.weight.item() - exact) <= 9 * 0.01
+    assert abs(lazy.module.weight.item() - exact) < 0.15 * abs(weights[-1] - exact)
+    assert lazy.module.weight.item() != pytest.approx(weights[-1], abs=0.05)  # still an average
+
+
+def test_ema_without_decay_is_the_network_when_read():
+    ema, net = run_ema([0.0, 1.0, 2.0, 3.0], None, every=1)
+    assert ema.module.weight.item() == 3.0
+    with torch.no_grad():
+        net.weight.fill_(-4.0)
+    ema.update(net)
+    assert ema.module.weight.item() == -4.0
+
+
+def test_ema_state_dict_keeps_pending_steps():
+    weights = [0.0, 2.0, 2.0, 5.0, 5.0]
+    ema, net = run_ema(weights, 0.9, every=3)  # 4 updates: one flush, one pending
+    state = copy.deepcopy(ema.state_dict())
+    restored = EMA(scalar_net(123.0), 0.9, every=3)
+    restored.load_state_dict(state)
+    for e in (ema, restored):
+        e.update(net if e is ema else restored._network)
+    with torch.no_grad():
+        restored._network.weight.fill_(5.0)
+    assert restored.module.weight.item() == pytest.approx(ema.module.weight.item(), rel=1e-6)
+
+
+def test_ema_rejects_bad_every():
+    with pytest.raises(ValueError, match="every"):
+        EMA(scalar_net(0.0), 0.9, every=0)
+
+
+# ------------------------------------------------------------------------------------------ clipping
+def trainer_for(synthetic_h5ad, tmp_path, grad_clip: float | None) -> FlowTrainer:
+    raw = experiment_dict(synthetic_h5ad, tmp_path, optim={"grad_clip": grad_clip, "lr": 1e-2, "weight_decay": 0.1})
+    cfg = experiment_from_dict(raw)
+    task = build_task(cfg)
+    network = build_network(cfg.network.name, cfg.network.knobs(), task.spec)
+    return FlowTrainer(cfg, task, network, device="cpu")
+
+
+def fixed_loss(network: nn.Module, spec, seed: int) -> torch.Tensor:
+    from arch_lab.spec import CondBatch
+
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(16, spec.n_genes, generator=g)
+    t = torch.rand(16, generator=g)
+    cond = CondBatch.repeat([1], [0], 16, width=spec.max_perturbations)
+    return (network(x, t, cond) - 3.0 * x).square().mean() * 100.0  # large gradients: clipping bites
+
+
+@pytest.mark.parametrize("max_norm", [0.05, 1e9])
+def test_clipping_matches_clip_grad_norm_(synthetic_h5ad, tmp_path, max_norm):
+    trainer = trainer_for(synthetic_h5ad, tmp_path, grad_clip=max_norm)
+    reference = copy.deepcopy(trainer.network)
+    opt = torch.optim.AdamW(
+        reference.parameters(), lr=1e-2, weight_decay=0.1, fused=True
+    )  # same kernel: only the clipping differs
+    trainer.optimizer.param_groups[0]["lr"] = 1e-2  # warm-up off: compare the update itself
+    for seed in range(3):
+        trainer.optimizer.zero_grad(set_to_none=True)
+        trainer._grad_sq = []
+        fixed_loss(trainer.network, trainer.task.spec, seed).backward()
+        norm = trainer._clip(max_norm)
+        trainer.optimizer.step()
+        opt.zero_grad(set_to_none=True)
+        fixed_loss(reference, trainer.task.spec, seed).backward()
+        ref_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), max_norm)
+        opt.step()
+        assert norm == pytest.approx(float(ref_norm), rel=1e-5)
+        if max_norm < 1:
+            assert norm > 10 * max_norm  # the clipped case really clips
+        for p, q in zip(trainer.network.parameters(), reference.parameters(), strict=True):
+            torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)  # updates are ~lr = 1e-2
+
+
+def test_train_step_reports_the_norm_of_every_gradient(synthetic_h5ad, tmp_path):
+    trainer = trainer_for(synthetic_h5ad, tmp_path, grad_clip=1.0)
+    logs = trainer.train_step()
+    # the CPU's fused AdamW writes the rescaled gradients back: their norm is the clipped one
+    grads = [p.grad for p in trainer.network.parameters() if p.grad is not None]
+    assert len(grads) == len(list(trainer.network.parameters()))
+    assert logs["grad_norm"] > 1.0
+    assert float(torch.nn.utils.get_total_norm(grads)) == pytest.approx(1.0, rel=1e-5)
