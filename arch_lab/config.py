@@ -369,6 +369,10 @@ class OptimConfig(_Section):
     #: 1 updates every step. The pass over all weights costs about as much as the optimizer's for wide networks.
     ema_every: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, gt=0)
+    #: Run forward and backward over blocks of at most this many rows and accumulate the gradients (same loss
+    #: and gradients as the whole batch at once, up to float rounding): for batches whose activations do not
+    #: fit in accelerator memory, or spill the CPU caches. None: the whole batch at once.
+    micro_batch_size: int | None = Field(default=None, gt=0)
     conditions_per_batch: int = Field(default=8, gt=0)
 
 

@@ -106,6 +106,13 @@ def test_two_processes_match_one_and_resume_across(synthetic_h5ad, tmp_path):
     assert list(two["step"]) == [10, 20]
     for col in ("train_loss", "train_grad_norm", "train_lr", "val_energy_distance"):
         pd.testing.assert_series_equal(two[col], one[col], rtol=1e-4, atol=1e-6, check_names=False)
+    # micro-batches inside each rank (32 = 10+10+10+2 and 31 = 10+10+10+1 rows, DDP syncing once): same steps
+    micro_path = tmp_path / "micro.yaml"
+    micro_path.write_text(yaml.safe_dump({**base, "optim": {**base["optim"], "micro_batch_size": 10}}))
+    _cli(["train", str(micro_path), "--run-dir", str(tmp_path / "micro")], 2)
+    micro = pd.read_csv(tmp_path / "micro" / "history.csv")
+    for col in ("train_loss", "train_grad_norm", "val_energy_distance"):
+        pd.testing.assert_series_equal(micro[col], one[col], rtol=1e-4, atol=1e-6, check_names=False)
     m1 = json.loads((single / "metrics.json").read_text())["metrics"]
     m2 = json.loads((double / "metrics.json").read_text())["metrics"]
     assert m2["energy_distance"] == pytest.approx(m1["energy_distance"], rel=1e-3)

@@ -114,3 +114,27 @@ def test_quick_benchmark_writes_markdown_and_csv(tmp_path: Path) -> None:
         exps = list(csv.DictReader(f))
     assert [e["against"] for e in exps] == ["genes"]
     assert (results / "performance_matmul.csv").is_file()
+
+
+def test_labels_name_overrides_and_micro_batches() -> None:
+    perf = _performance_module()
+    assert perf.label("mlp", {}) == "mlp"
+    assert perf.label("gene_transformer", {"self_attention": "latent"}) == "gene_transformer[latent]"
+    assert (
+        perf.label("gene_transformer", {"dim": 256, "ff_mult": 4}, {"micro_batch_size": 8})
+        == "gene_transformer[dim=256,ff_mult=4,micro=8]"
+    )
+
+
+def test_jobs_include_transformer_micro_batches_and_widths() -> None:
+    perf = _performance_module()
+    parser_args = ["--networks", "mlp", "gene_transformer", "--genes", "500", "2000", "--batches", "32", "256"]
+    args = perf.parse_args(parser_args)
+    jobs = perf.build_jobs(args, ["mlp", "gene_transformer"])
+    micro = [j for j in jobs if j["sweep"] == "micro"]
+    assert len(micro) == 1 and micro[0]["batch"] == 256 and micro[0]["optim"] == {"micro_batch_size": perf.MICRO_BATCH}
+    widths = [j for j in jobs if j["sweep"] == "width"]
+    assert sorted(j["config"]["dim"] for j in widths) == sorted(perf.WIDTHS)
+    assert all(j["config"]["dim"] % j["config"]["heads"] == 0 and not j["bare"] for j in widths)
+    # the transformer's target configuration comes before the long tail that a cut budget drops
+    assert jobs.index(micro[0]) < min(jobs.index(j) for j in jobs if j["sweep"] == "variants")

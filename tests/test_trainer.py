@@ -155,3 +155,43 @@ def test_train_step_reports_the_norm_of_every_gradient(synthetic_h5ad, tmp_path)
     assert len(grads) == len(list(trainer.network.parameters()))
     assert logs["grad_norm"] > 1.0
     assert float(torch.nn.utils.get_total_norm(grads)) == pytest.approx(1.0, rel=1e-5)
+
+
+# ------------------------------------------------------------------------------------- micro-batches
+@pytest.mark.parametrize("micro", [16, 24])  # 24: a last block of 16 rows, weighted by its share
+def test_micro_batches_give_the_whole_batch_step(synthetic_h5ad, tmp_path, micro):
+    def trained(micro_batch_size: int | None) -> tuple[FlowTrainer, list[dict]]:
+        raw = experiment_dict(synthetic_h5ad, tmp_path, optim={"micro_batch_size": micro_batch_size})
+        raw["optim"]["batch_size"] = 64
+        cfg = experiment_from_dict(raw)
+        task = build_task(cfg)
+        torch.manual_seed(0)
+        network = build_network(cfg.network.name, cfg.network.knobs(), task.spec)
+        trainer = FlowTrainer(cfg, task, network, device="cpu")
+        return trainer, [trainer.train_step() for _ in range(4)]
+
+    whole, whole_logs = trained(None)
+    split, split_logs = trained(micro)
+    for a, b in zip(whole_logs, split_logs, strict=True):
+        assert b["loss"] == pytest.approx(a["loss"], rel=1e-5)
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+    for p, q in zip(whole.network.parameters(), split.network.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-4, atol=1e-5)
+    assert whole_logs[-1]["loss"] != pytest.approx(whole_logs[0]["loss"], rel=1e-3)  # the steps did move
+
+
+def test_micro_batch_nan_loss_stops_before_the_weights_change(synthetic_h5ad, tmp_path):
+    raw = experiment_dict(synthetic_h5ad, tmp_path, optim={"micro_batch_size": 16})
+    cfg = experiment_from_dict(raw)
+    task = build_task(cfg)
+    network = build_network(cfg.network.name, cfg.network.knobs(), task.spec)
+    trainer = FlowTrainer(cfg, task, network, device="cpu")
+    with torch.no_grad():
+        next(trainer.network.parameters()).fill_(float("nan"))
+    before = [p.detach().clone() for p in trainer.network.parameters()]
+    from arch_lab.errors import TrainingDiverged
+
+    with pytest.raises(TrainingDiverged, match="lower optim.lr"):
+        trainer.train_step()
+    for p, q in zip(before, trainer.network.parameters(), strict=True):
+        torch.testing.assert_close(p, q.detach(), equal_nan=True)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from arch_lab.flow.couplings import Coupling, ExactOTCoupling, IndependentCoupling, make_coupling
 from arch_lab.flow.guidance import guided_velocity
-from arch_lab.flow.objective import FlowMatchingObjective, LossOutput, drop_condition
+from arch_lab.flow.objective import FlowBatch, FlowMatchingObjective, LossOutput, drop_condition
 from arch_lab.flow.paths import PathSample, ProbabilityPath, StraightPath
 from arch_lab.flow.sampling import generate
 from arch_lab.flow.solvers import METHODS, Field, SolveResult, odeint
@@ -15,6 +15,7 @@ __all__ = [
     "Coupling",
     "ExactOTCoupling",
     "Field",
+    "FlowBatch",
     "FlowMatchingObjective",
     "IndependentCoupling",
     "LogitNormalTime",

@@ -15,6 +15,25 @@ from arch_lab.spec import CondBatch
 
 
 @dataclass
+class FlowBatch:
+    """Network inputs and regression targets of one minibatch: path points, times, conditions, velocities."""
+
+    x_t: torch.Tensor
+    t: torch.Tensor
+    cond: CondBatch
+    dx_t: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        """Number of rows."""
+        return int(self.x_t.shape[0])
+
+    def rows(self, idx: slice) -> FlowBatch:
+        """The rows ``idx`` (e.g. one micro-batch)."""
+        return FlowBatch(self.x_t[idx], self.t[idx], self.cond.index(idx), self.dx_t[idx])
+
+
+@dataclass
 class LossOutput:
     """A differentiable scalar loss and detached floats for logging."""
 
@@ -129,6 +148,35 @@ class FlowMatchingObjective:
             paired rows) and ``target_sq_norm`` (mean squared target velocity, per gene); no logs when
             ``logs`` is False.
         """
+        batch = self.prepare(x1, cond, x0, groups, generator, shard)
+        loss = self.regress(network, batch)
+        if not logs:
+            return LossOutput(loss=loss)
+        with torch.no_grad():
+            target_sq = batch.dx_t.square().mean()
+            logs = {
+                "loss": float(loss.detach()),
+                "null_fraction": float(batch.cond.null.float().mean()),
+                "pair_sq_dist": float(target_sq * batch.dx_t[0].numel()),
+                "target_sq_norm": float(target_sq),
+            }
+        return LossOutput(loss=loss, logs=logs)
+
+    def prepare(
+        self,
+        x1: torch.Tensor,
+        cond: CondBatch,
+        x0: torch.Tensor,
+        groups: torch.Tensor | None = None,
+        generator: torch.Generator | None = None,
+        shard: Shard | None = None,
+    ) -> FlowBatch:
+        """Every random draw of :meth:`loss` (coupling, times, path noise, condition dropout), no network call.
+
+        Splitting the result into row blocks and regressing each (:meth:`regress`, weighted by its share of
+        rows) gives the same loss and gradients as one :meth:`loss` call on the whole batch: the trainer's
+        micro-batches. Arguments as in :meth:`loss`.
+        """
         if x1.shape != x0.shape:
             raise ValueError(f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}")
         if cond.batch_size != x1.shape[0]:
@@ -144,16 +192,10 @@ class FlowMatchingObjective:
             t = shard.take(self.time_sampler.sample(shard.total, generator, x1.device)).to(x1.dtype)
             sample = self.path.sample(x0, x1, t, generator, shard=shard)
         cond = drop_condition(cond, self.cond_dropout, generator, shard)
-        pred = network(sample.x_t, sample.t, cond)
-        loss = (pred - sample.dx_t).square().mean()
-        if not logs:
-            return LossOutput(loss=loss)
-        with torch.no_grad():
-            target_sq = sample.dx_t.square().mean()
-            logs = {
-                "loss": float(loss.detach()),
-                "null_fraction": float(cond.null.float().mean()),
-                "pair_sq_dist": float(target_sq * sample.dx_t[0].numel()),
-                "target_sq_norm": float(target_sq),
-            }
-        return LossOutput(loss=loss, logs=logs)
+        return FlowBatch(sample.x_t, sample.t, cond, sample.dx_t)
+
+    @staticmethod
+    def regress(network: nn.Module, batch: FlowBatch) -> torch.Tensor:
+        """Mean squared error between ``network(x_t, t, cond)`` and the target velocity, over genes and rows."""
+        pred = network(batch.x_t, batch.t, batch.cond)
+        return (pred - batch.dx_t).square().mean()

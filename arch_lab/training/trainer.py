@@ -17,6 +17,7 @@ import math
 import os
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,7 @@ class FlowTrainer:
         if self.dist.distributed:  # gradients averaged over ranks in backward; checkpoints keep the bare network
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = DistributedDataParallel(self.network, device_ids=ids, output_device=ids[0] if ids else None)
+        self._ddp = model if isinstance(model, DistributedDataParallel) else None
         self.model = torch.compile(model) if cfg.train.compile else model
         self.ema = EMA(self.network, cfg.optim.ema_decay, cfg.optim.ema_every)
         self.validate = validate
@@ -235,6 +237,7 @@ class FlowTrainer:
         hooked = o.grad_clip is not None and not self.dist.distributed
         self._small_params = [p for p in self.parameters if not hooked or p.numel() < HOOKED_NUMEL]
         self._norm_hooks = hooked
+        self._hook_norms = hooked  # this step's recorded norms are complete (one backward pass)
         if hooked:
             for p in self.parameters:
                 if p.numel() >= HOOKED_NUMEL:
@@ -302,8 +305,11 @@ class FlowTrainer:
         accelerators, and on the CPU nothing happens when the norm is already within ``max_norm``. Other
         optimizers get the gradients rescaled in place.
         """
-        small = [p.grad for p in self._small_params if p.grad is not None]
-        squares = self._grad_sq + ([torch.stack(torch._foreach_norm(small)).square().sum()] if small else [])
+        params = self._small_params if self._hook_norms else self.parameters
+        small = [p.grad for p in params if p.grad is not None]
+        squares = (self._grad_sq if self._hook_norms else []) + (
+            [torch.stack(torch._foreach_norm(small)).square().sum()] if small else []
+        )
         self._grad_sq = []
         if not squares:
             return 0.0
@@ -329,28 +335,41 @@ class FlowTrainer:
         else:
             x0 = torch.randn(x1.shape, generator=self.generator, device=self.device)
         shard = self._shard(x1.shape[0])
-        with torch.autocast(
-            self.device.type, dtype=self.autocast_dtype or torch.float32, enabled=self.autocast_dtype is not None
-        ):
-            out = self.objective.loss(self.model, x1, cond, x0, cid, self.generator, shard=shard, logs=False)
-        loss = out.loss.float()
-        if shard is not None and shard.size * self.dist.world_size != shard.total:
-            # unequal shards: weight so that DDP's average over ranks is the mean over the global batch
-            loss = loss * (shard.size * self.dist.world_size / shard.total)
-        value = loss.detach()
+        batch = self.objective.prepare(x1, cond, x0, cid, self.generator, shard=shard)
+        n = batch.size
+        step = min(cfg.optim.micro_batch_size or n, n)
+        starts = range(0, n, step)
+        # unequal shards: weight so that DDP's average over ranks is the mean over the global batch
+        weight = 1.0 if shard is None else shard.size * self.dist.world_size / shard.total
+        self.optimizer.zero_grad(set_to_none=True)
+        self._hook_norms = self._norm_hooks and len(starts) == 1  # partial sums would be recorded otherwise
+        total = torch.zeros((), device=self.device)
+        for start in starts:
+            part = batch.rows(slice(start, start + step))
+            last = start == starts[-1]
+            sync = nullcontext() if last or self._ddp is None else self._ddp.no_sync()  # all-reduce once
+            with sync:
+                with torch.autocast(
+                    self.device.type,
+                    dtype=self.autocast_dtype or torch.float32,
+                    enabled=self.autocast_dtype is not None,
+                ):
+                    loss = self.objective.regress(self.model, part)
+                loss = loss.float() * (weight * part.size / n)
+                self._grad_sq = []
+                loss.backward()
+            total += loss.detach()
+        value = total
         if shard is not None:  # the global batch's loss on every rank: same log, same NaN decision everywhere
             value = value.clone()
             torch.distributed.all_reduce(value)
             value = value / self.dist.world_size
         loss_value = float(value.item())
-        if not math.isfinite(loss_value):
+        if not math.isfinite(loss_value):  # before the optimizer touches the weights
             raise TrainingDiverged(
                 f"training diverged: loss is {loss_value} at step {self.state.step + 1}; "
                 "lower optim.lr or set optim.grad_clip"
             )
-        self.optimizer.zero_grad(set_to_none=True)
-        self._grad_sq = []
-        loss.backward()
         grad_norm = float("nan")
         if cfg.optim.grad_clip is not None:
             grad_norm = self._clip(cfg.optim.grad_clip)
