@@ -63,6 +63,13 @@ def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     return fig, fig.add_subplot()
 
 
+def _backbone_points(ax: Axes, x: pd.Series, y: pd.Series, backbone: str, color: Any) -> None:
+    """One backbone's points, tagged ``points:<backbone>`` for tests and legends."""
+    ax.scatter(
+        x, y, s=12, color=color, edgecolors="white", linewidths=0.3, zorder=3, label=backbone, gid=f"points:{backbone}"
+    )
+
+
 def _panels(ax: Sequence[Axes] | None, n: int, size: tuple[float, float]) -> tuple[Figure, list[Axes]]:
     if ax is None:
         fig = Figure(figsize=size, layout="constrained")
@@ -266,17 +273,7 @@ def fig_quality_vs_cost(
     fig, ax = _axes(ax, (SINGLE_COLUMN, 2.2))
     for b in order:
         d = data[data["backbone"] == b]
-        ax.scatter(
-            d[cost],
-            d[col],
-            s=12,
-            color=palette[b],
-            edgecolors="white",
-            linewidths=0.3,
-            zorder=3,
-            label=b,
-            gid=f"points:{b}",
-        )
+        _backbone_points(ax, d[cost], d[col], b, palette[b])
     front = data[pareto_front(data[cost], data[col], METRICS[metric].direction == "maximize")].sort_values(cost)
     ax.plot(
         front[cost],
@@ -360,17 +357,7 @@ def fig_optimization_history(trials: pd.DataFrame, ax: Axes | None = None) -> Fi
     fig, ax = _axes(ax, (SINGLE_COLUMN, 2.2))
     for b in order:
         d = done[backbones == b]
-        ax.scatter(
-            d["trial"],
-            d["value"],
-            s=12,
-            color=palette[b],
-            edgecolors="white",
-            linewidths=0.3,
-            zorder=3,
-            label=b,
-            gid=f"points:{b}",
-        )
+        _backbone_points(ax, d["trial"], d["value"], b, palette[b])
     best = done["value"].cummax() if maximize else done["value"].cummin()
     ax.step(done["trial"], best, where="post", color="black", linewidth=0.8, label="best so far", gid="best_so_far")
     counts = trials["state"].value_counts()

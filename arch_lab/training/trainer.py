@@ -291,6 +291,12 @@ class FlowTrainer:
             self._shard_cache = Shard(rows.start, rows.stop, n_rows)
         return self._shard_cache
 
+    def _autocast(self) -> Any:
+        """bf16 autocast when ``train.precision`` asks for it (entering a disabled autocast is not free)."""
+        if self.autocast_dtype is None:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
     def _record_grad_sq(self, p: torch.Tensor) -> None:
         g = p.grad.reshape(-1)
         self._grad_sq.append(torch.dot(g, g))
@@ -343,23 +349,18 @@ class FlowTrainer:
         weight = 1.0 if shard is None else shard.size * self.dist.world_size / shard.total
         self.optimizer.zero_grad(set_to_none=True)
         self._hook_norms = self._norm_hooks and len(starts) == 1  # partial sums would be recorded otherwise
-        total = torch.zeros((), device=self.device)
+        losses = []
         for start in starts:
-            part = batch.rows(slice(start, start + step))
+            part = batch if len(starts) == 1 else batch.rows(slice(start, start + step))
             last = start == starts[-1]
             sync = nullcontext() if last or self._ddp is None else self._ddp.no_sync()  # all-reduce once
-            with sync:
-                with torch.autocast(
-                    self.device.type,
-                    dtype=self.autocast_dtype or torch.float32,
-                    enabled=self.autocast_dtype is not None,
-                ):
-                    loss = self.objective.regress(self.model, part)
-                loss = loss.float() * (weight * part.size / n)
+            with sync:  # the backward must run inside no_sync
+                with self._autocast():
+                    loss = self.objective.regress(self.model, part).float() * (weight * part.size / n)
                 self._grad_sq = []
                 loss.backward()
-            total += loss.detach()
-        value = total
+            losses.append(loss.detach())
+        value = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         if shard is not None:  # the global batch's loss on every rank: same log, same NaN decision everywhere
             value = value.clone()
             torch.distributed.all_reduce(value)
