@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -104,8 +105,9 @@ def test_ema_rejects_bad_every():
 
 
 # ------------------------------------------------------------------------------------------ clipping
-def trainer_for(synthetic_h5ad, tmp_path, grad_clip: float | None) -> FlowTrainer:
+def trainer_for(synthetic_h5ad, tmp_path, grad_clip: float | None, width: int = 64) -> FlowTrainer:
     raw = experiment_dict(synthetic_h5ad, tmp_path, optim={"grad_clip": grad_clip, "lr": 1e-2, "weight_decay": 0.1})
+    raw["network"]["width"] = width  # 512: block weights large enough for the backward norm hooks
     cfg = experiment_from_dict(raw)
     task = build_task(cfg)
     network = build_network(cfg.network.name, cfg.network.knobs(), task.spec)
@@ -122,18 +124,21 @@ def fixed_loss(network: nn.Module, spec, seed: int) -> torch.Tensor:
     return (network(x, t, cond) - 3.0 * x).square().mean() * 100.0  # large gradients: clipping bites
 
 
+@pytest.mark.parametrize("width", [64, 512])  # 512: the block weights' norms come from backward hooks
 @pytest.mark.parametrize("max_norm", [0.05, 1e9])
-def test_clipping_matches_clip_grad_norm_(synthetic_h5ad, tmp_path, max_norm):
-    trainer = trainer_for(synthetic_h5ad, tmp_path, grad_clip=max_norm)
+def test_clipping_matches_clip_grad_norm_(synthetic_h5ad, tmp_path, max_norm, width):
+    trainer = trainer_for(synthetic_h5ad, tmp_path, grad_clip=max_norm, width=width)
+    assert bool(trainer._hook_handles) == (width == 512)  # both ways of taking the norm are exercised
     reference = copy.deepcopy(trainer.network)
-    opt = torch.optim.AdamW(
-        reference.parameters(), lr=1e-2, weight_decay=0.1, fused=True
-    )  # same kernel: only the clipping differs
+    # the same fused kernel: only the clipping differs
+    opt = torch.optim.AdamW(reference.parameters(), lr=1e-2, weight_decay=0.1, fused=True)
     trainer.optimizer.param_groups[0]["lr"] = 1e-2  # warm-up off: compare the update itself
     for seed in range(3):
         trainer.optimizer.zero_grad(set_to_none=True)
-        trainer._grad_sq = []
+        trainer._grad_sq, trainer._recording = [], True  # as train_step does around its backward
         fixed_loss(trainer.network, trainer.task.spec, seed).backward()
+        trainer._recording = False
+        assert len(trainer._grad_sq) == len(trainer._hook_handles)
         norm = trainer._clip(max_norm)
         trainer.optimizer.step()
         opt.zero_grad(set_to_none=True)
@@ -195,3 +200,33 @@ def test_micro_batch_nan_loss_stops_before_the_weights_change(synthetic_h5ad, tm
         trainer.train_step()
     for p, q in zip(before, trainer.network.parameters(), strict=True):
         torch.testing.assert_close(p, q.detach(), equal_nan=True)
+
+
+def test_norm_hooks_record_only_the_trainers_own_backward_and_hold_it_weakly(synthetic_h5ad, tmp_path):
+    import gc
+    import weakref
+
+    trainer = trainer_for(synthetic_h5ad, tmp_path, grad_clip=1.0, width=512)
+    network = trainer.network
+    assert trainer._hook_handles
+    fixed_loss(network, trainer.task.spec, 0).backward()  # a backward pass of the user's own
+    assert trainer._grad_sq == []
+    logs = trainer.train_step()
+    assert math.isfinite(logs["grad_norm"])
+    ref = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert ref() is None  # the hooks left on the network do not keep the trainer (and its data) alive
+    network.zero_grad()
+    fixed_loss(network, network.spec, 1).backward()  # and are harmless once it is gone
+
+
+def test_close_removes_hooks_and_falls_back_to_a_norm_after_backward(synthetic_h5ad, tmp_path):
+    trainer = trainer_for(synthetic_h5ad, tmp_path, grad_clip=1.0, width=512)
+    trainer.close()
+    assert trainer._hook_handles == []
+    logs = trainer.train_step()
+    grads = [p.grad for p in trainer.network.parameters()]
+    # fused AdamW rescaled the gradients to the clip norm; the reported norm is the one before clipping
+    assert logs["grad_norm"] > 1.0
+    assert float(torch.nn.utils.get_total_norm(grads)) == pytest.approx(1.0, rel=1e-5)

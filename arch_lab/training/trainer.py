@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 import os
 import time
+import weakref
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -141,6 +142,18 @@ class TrainState:
     train_seconds: float = 0.0
 
 
+def _grad_sq_recorder(trainer_ref: weakref.ReferenceType) -> Callable[[torch.Tensor], None]:
+    """A post-accumulate-grad hook appending ``|grad|^2`` to the trainer's list while it records."""
+
+    def record(p: torch.Tensor) -> None:
+        trainer = trainer_ref()
+        if trainer is not None and trainer._recording:
+            g = p.grad.reshape(-1)
+            trainer._grad_sq.append(torch.dot(g, g))
+
+    return record
+
+
 class FlowTrainer:
     """Train one velocity network with the shared flow-matching objective.
 
@@ -238,10 +251,15 @@ class FlowTrainer:
         self._small_params = [p for p in self.parameters if not hooked or p.numel() < HOOKED_NUMEL]
         self._norm_hooks = hooked
         self._hook_norms = hooked  # this step's recorded norms are complete (one backward pass)
+        self._recording = False  # hooks record during the trainer's own backward only
+        self._hook_handles = []
         if hooked:
-            for p in self.parameters:
-                if p.numel() >= HOOKED_NUMEL:
-                    p.register_post_accumulate_grad_hook(self._record_grad_sq)
+            # the hook holds the trainer weakly: a network that outlives its trainer does not keep it (and its
+            # copy of the data) alive, and backward passes outside train_step record nothing
+            record = _grad_sq_recorder(weakref.ref(self))
+            self._hook_handles = [
+                p.register_post_accumulate_grad_hook(record) for p in self.parameters if p.numel() >= HOOKED_NUMEL
+            ]
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -297,9 +315,13 @@ class FlowTrainer:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
-    def _record_grad_sq(self, p: torch.Tensor) -> None:
-        g = p.grad.reshape(-1)
-        self._grad_sq.append(torch.dot(g, g))
+    def close(self) -> None:
+        """Remove the gradient-norm hooks from the network (called at the end of :meth:`fit`)."""
+        for handle in self._hook_handles:
+            handle.remove()
+        self._hook_handles = []
+        self._norm_hooks = self._hook_norms = False
+        self._small_params = self.parameters
 
     def _clip(self, max_norm: float) -> float:
         """Clip gradients to ``max_norm`` like ``clip_grad_norm_`` and return the total norm before clipping.
@@ -358,7 +380,11 @@ class FlowTrainer:
                 with self._autocast():
                     loss = self.objective.regress(self.model, part).float() * (weight * part.size / n)
                 self._grad_sq = []
-                loss.backward()
+                self._recording = True
+                try:
+                    loss.backward()
+                finally:
+                    self._recording = False
             losses.append(loss.detach())
         value = losses[0] if len(losses) == 1 else torch.stack(losses).sum()
         if shard is not None:  # the global batch's loss on every rank: same log, same NaN decision everywhere
@@ -483,6 +509,7 @@ class FlowTrainer:
             if metrics is not None:
                 self._run_callbacks(step, metrics)
         bar.close()
+        self.close()
         if self.best_weights is not None:
             self.eval_model().load_state_dict(self.best_weights)
         return self.state
