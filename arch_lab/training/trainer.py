@@ -245,21 +245,19 @@ class FlowTrainer:
         self._shard_cache: Shard | None = None
         # squared norms of the large gradients recorded as each is accumulated, while it is still in cache (a
         # separate norm pass afterwards reads every gradient again); small ones are normed together at clipping
-        # time, sparing a Python hook call each. Under DDP hooks would see unreduced gradients: no hooks there.
+        # time, sparing a Python hook call each. Under DDP hooks would see unreduced gradients, and with
+        # micro-batches partial sums: there every norm is taken after backward.
         self._grad_sq: list[torch.Tensor] = []
-        hooked = o.grad_clip is not None and not self.dist.distributed
-        self._small_params = [p for p in self.parameters if not hooked or p.numel() < HOOKED_NUMEL]
-        self._norm_hooks = hooked
-        self._hook_norms = hooked  # this step's recorded norms are complete (one backward pass)
-        self._recording = False  # hooks record during the trainer's own backward only
-        self._hook_handles = []
-        if hooked:
+        self._recording = False  # True during a backward whose hooked norms the step will use
+        self._hook_handles: list[Any] = []
+        if o.grad_clip is not None and not self.dist.distributed:
             # the hook holds the trainer weakly: a network that outlives its trainer does not keep it (and its
             # copy of the data) alive, and backward passes outside train_step record nothing
             record = _grad_sq_recorder(weakref.ref(self))
             self._hook_handles = [
                 p.register_post_accumulate_grad_hook(record) for p in self.parameters if p.numel() >= HOOKED_NUMEL
             ]
+        self._unhooked = [p for p in self.parameters if not self._hook_handles or p.numel() < HOOKED_NUMEL]
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -320,8 +318,7 @@ class FlowTrainer:
         for handle in self._hook_handles:
             handle.remove()
         self._hook_handles = []
-        self._norm_hooks = self._hook_norms = False
-        self._small_params = self.parameters
+        self._unhooked = self.parameters
 
     def _clip(self, max_norm: float) -> float:
         """Clip gradients to ``max_norm`` like ``clip_grad_norm_`` and return the total norm before clipping.
@@ -333,11 +330,10 @@ class FlowTrainer:
         accelerators, and on the CPU nothing happens when the norm is already within ``max_norm``. Other
         optimizers get the gradients rescaled in place.
         """
-        params = self._small_params if self._hook_norms else self.parameters
-        small = [p.grad for p in params if p.grad is not None]
-        squares = (self._grad_sq if self._hook_norms else []) + (
-            [torch.stack(torch._foreach_norm(small)).square().sum()] if small else []
-        )
+        hooked = self._grad_sq  # filled by the hooks of this step's backward, or empty
+        params = self._unhooked if hooked else self.parameters
+        rest = [p.grad for p in params if p.grad is not None]
+        squares = hooked + ([torch.stack(torch._foreach_norm(rest)).square().sum()] if rest else [])
         self._grad_sq = []
         if not squares:
             return 0.0
@@ -370,7 +366,6 @@ class FlowTrainer:
         # unequal shards: weight so that DDP's average over ranks is the mean over the global batch
         weight = 1.0 if shard is None else shard.size * self.dist.world_size / shard.total
         self.optimizer.zero_grad(set_to_none=True)
-        self._hook_norms = self._norm_hooks and len(starts) == 1  # partial sums would be recorded otherwise
         losses = []
         for start in starts:
             part = batch if len(starts) == 1 else batch.rows(slice(start, start + step))
@@ -380,7 +375,7 @@ class FlowTrainer:
                 with self._autocast():
                     loss = self.objective.regress(self.model, part).float() * (weight * part.size / n)
                 self._grad_sq = []
-                self._recording = True
+                self._recording = len(starts) == 1  # with several blocks the hooks would see partial sums
                 try:
                     loss.backward()
                 finally:
