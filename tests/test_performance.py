@@ -138,3 +138,15 @@ def test_jobs_include_transformer_micro_batches_and_widths() -> None:
     assert all(j["config"]["dim"] % j["config"]["heads"] == 0 and not j["bare"] for j in widths)
     # the transformer's target configuration comes before the long tail that a cut budget drops
     assert jobs.index(micro[0]) < min(jobs.index(j) for j in jobs if j["sweep"] == "variants")
+
+
+def test_overhead_benchmark_times_every_variant_against_the_bare_loop() -> None:
+    path = REPO / "benchmarks" / "overhead.py"
+    spec = importlib.util.spec_from_file_location("benchmarks_overhead", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    rows = module.measure("mlp", n_genes=32, batch_size=8, threads=1, min_seconds=0.05)
+    assert [r["variant"] for r in rows] == list(module.VARIANTS)
+    for r in rows:
+        assert r["step_ms"] > 0 and r["bare_step_ms"] > 0
+        assert r["over_bare"] == pytest.approx(r["step_ms"] / r["bare_step_ms"])
