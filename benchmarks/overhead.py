@@ -18,7 +18,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make ``benchmarks`` importable
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.throughput import _interleaved, _synthetic_task, bare_loop_step
+from benchmarks.throughput import _interleaved, _synthetic_task, bare_loop_step, bench_trainer
 
 #: Trainer variants: name -> ``optim``/``flow`` overrides on top of the defaults.
 VARIANTS: dict[str, dict[str, dict]] = {
@@ -34,26 +34,13 @@ def measure(network: str, n_genes: int, batch_size: int, threads: int, min_secon
     """Step time of each variant over the bare loop's, one row per variant."""
     import torch
 
-    from arch_lab.config import experiment_from_dict
-    from arch_lab.networks import build_network
-    from arch_lab.training import FlowTrainer
-
     torch.set_num_threads(threads)
     task = _synthetic_task(n_genes)
 
     def trainer_step(overrides: dict[str, dict]):
-        raw = {
-            "name": "overhead",
-            "data": {"path": "-"},
-            "task": {"kind": "covariate_transfer"},
-            "network": {"name": network},
-            "optim": {"batch_size": batch_size, "conditions_per_batch": 8, **overrides.get("optim", {})},
-            "flow": overrides.get("flow", {}),
-            "train": {"max_steps": 10_000, "progress": False, "precision": "fp32"},
-        }
-        cfg = experiment_from_dict(raw)
-        torch.manual_seed(0)
-        return FlowTrainer(cfg, task, build_network(network, {}, task.spec), device="cpu").train_step
+        return bench_trainer(
+            network, task, batch_size, optim=overrides.get("optim"), flow=overrides.get("flow")
+        ).train_step
 
     torch.manual_seed(0)
     steps = [bare_loop_step(network, {}, task.spec, batch_size)]

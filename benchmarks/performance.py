@@ -41,7 +41,7 @@ _HERE = Path(__file__).resolve().parent
 if str(_HERE) not in sys.path:
     sys.path.insert(0, str(_HERE))
 
-from throughput import _synthetic_task, bare_loop_step  # noqa: E402
+from throughput import _synthetic_task, bare_loop_step, bench_trainer  # noqa: E402
 
 #: Reference (registry default) gene counts of the gene sweep.
 GENES = (500, 2000, 8000, 18000)
@@ -227,7 +227,6 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     """
     import torch
 
-    from arch_lab.config import experiment_from_dict
     from arch_lab.flow import generate
     from arch_lab.networks import build_network, count_parameters, get_network_class
     from arch_lab.spec import CondBatch
@@ -249,18 +248,7 @@ def measure(job: dict[str, Any]) -> dict[str, Any]:
     task = _synthetic_task(genes, cells_per_condition=max(16, min(64, batch)))
 
     def make_trainer(compile_: bool = False) -> FlowTrainer:
-        cfg = experiment_from_dict(
-            {
-                "name": "bench",
-                "data": {"path": "-"},
-                "task": {"kind": "covariate_transfer"},
-                "network": {"name": network, **knobs},
-                "optim": {"batch_size": batch, "conditions_per_batch": min(8, batch), **(job.get("optim") or {})},
-                "train": {"max_steps": 10_000, "progress": False, "precision": "fp32", "compile": compile_},
-            }
-        )
-        torch.manual_seed(0)
-        return FlowTrainer(cfg, task, build_network(network, knobs, task.spec), validate=None, device="cpu")
+        return bench_trainer(network, task, batch, knobs, job.get("optim"), compile_=compile_)
 
     min_s, max_s = job["min_seconds"], job["max_seconds"]
     if kind == "compile":

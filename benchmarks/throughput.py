@@ -94,30 +94,51 @@ def bare_loop_step(network: str, knobs: dict, spec, batch_size: int):
     return step
 
 
-def measure(network: str, n_genes: int, batch_size: int, threads: int, min_seconds: float) -> dict:
-    """Measure one (network, gene count) in this process."""
+def bench_trainer(
+    network: str,
+    task,
+    batch_size: int,
+    knobs: dict | None = None,
+    optim: dict | None = None,
+    flow: dict | None = None,
+    compile_: bool = False,
+):
+    """The :class:`~arch_lab.training.FlowTrainer` every benchmark times: trainer defaults at fp32 on the CPU, up
+    to 8 conditions per batch, ``optim``/``flow`` overrides on top, network seeded with 0."""
     import torch
 
     from arch_lab.config import experiment_from_dict
-    from arch_lab.flow import generate
-    from arch_lab.networks import build_network, count_parameters
-    from arch_lab.spec import CondBatch
+    from arch_lab.networks import build_network
     from arch_lab.training import FlowTrainer
 
-    torch.set_num_threads(threads)
-    task = _synthetic_task(n_genes)
+    knobs = dict(knobs or {})
     cfg = experiment_from_dict(
         {
             "name": "bench",
             "data": {"path": "-"},
             "task": {"kind": "covariate_transfer"},
-            "network": {"name": network},
-            "optim": {"batch_size": batch_size, "conditions_per_batch": 8},
-            "train": {"max_steps": 10_000, "progress": False, "precision": "fp32"},
+            "network": {"name": network, **knobs},
+            "optim": {"batch_size": batch_size, "conditions_per_batch": min(8, batch_size), **(optim or {})},
+            "flow": dict(flow or {}),
+            "train": {"max_steps": 10_000, "progress": False, "precision": "fp32", "compile": compile_},
         }
     )
-    net = build_network(network, {}, task.spec)
-    trainer = FlowTrainer(cfg, task, net, validate=None, device="cpu")
+    torch.manual_seed(0)
+    return FlowTrainer(cfg, task, build_network(network, knobs, task.spec), validate=None, device="cpu")
+
+
+def measure(network: str, n_genes: int, batch_size: int, threads: int, min_seconds: float) -> dict:
+    """Measure one (network, gene count) in this process."""
+    import torch
+
+    from arch_lab.flow import generate
+    from arch_lab.networks import count_parameters
+    from arch_lab.spec import CondBatch
+
+    torch.set_num_threads(threads)
+    task = _synthetic_task(n_genes)
+    trainer = bench_trainer(network, task, batch_size)
+    net = trainer.network
 
     torch.manual_seed(0)
     bare_step = bare_loop_step(network, {}, task.spec, batch_size)
