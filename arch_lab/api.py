@@ -20,7 +20,7 @@ from arch_lab.config import ExperimentConfig, experiment_from_dict, load_yaml
 from arch_lab.data.splits import save_split
 from arch_lab.data.task import Condition, Task, build_task
 from arch_lab.errors import ArchLabError, DataError
-from arch_lab.evaluation import EvalResult, evaluate, make_requests, predictions_to_anndata
+from arch_lab.harness import EvalResult, evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method
 from arch_lab.runs import new_run_dir, read_status, set_status, update_meta, write_json, write_run_header
 from arch_lab.training import distributed
@@ -136,11 +136,11 @@ def _fit_and_finish(
 ) -> RunResult:
     info = info or distributed.DistInfo()
     if not info.is_main:  # other ranks train their shard; rank 0 evaluates and records
-        fit_summary = method.fit(run_dir, callbacks)
+        fit_summary = method.fit(run_dir, callbacks, validate=make_validator(task, cfg))
         return RunResult(run_dir, {}, pd.DataFrame(), None, fit_summary, rank=info.rank)
     start = time.perf_counter()
     try:
-        fit_summary = method.fit(run_dir, callbacks)
+        fit_summary = method.fit(run_dir, callbacks, validate=make_validator(task, cfg))
         update_meta(run_dir, parameter_count=method.parameter_count())
         result = evaluate(task, method, cfg.eval, cfg.seed)
         val_summary = None

@@ -95,7 +95,7 @@ def hwm():
 import numpy, pandas, torch, anndata, h5py, scipy.sparse  # noqa: F401  (imports are not the data)
 from arch_lab import api
 from arch_lab.config import experiment_from_dict
-import arch_lab.evaluation, arch_lab.methods, arch_lab.training.trainer, arch_lab.training.sampling, arch_lab.metrics  # noqa
+import arch_lab.harness, arch_lab.methods, arch_lab.training.trainer, arch_lab.training.sampling, arch_lab.metrics  # noqa
 
 # torch's lazy start-up (allocator, optimiser kernels, threads: ~70 MB whatever the data) is paid on a tiny
 # in-memory run first, so the measured growth is what the backed data costs

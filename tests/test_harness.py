@@ -19,7 +19,7 @@ from arch_lab.cli import app
 from arch_lab.config import experiment_from_dict, load_experiment
 from arch_lab.data import Condition, build_task
 from arch_lab.errors import ConfigError, TrainingDiverged
-from arch_lab.evaluation import evaluate
+from arch_lab.harness import evaluate, make_validator
 from arch_lab.methods import build_method, list_methods
 from arch_lab.metrics import energy_distance
 from arch_lab.networks import list_networks
@@ -260,7 +260,7 @@ def test_each_backbone_learns_synthetic_shifts(synthetic_h5ad, tmp_path, network
             observed, strict=True)]))  # fmt: skip
 
     before = energy_now()
-    summary = method.fit()
+    summary = method.fit(validate=make_validator(task, cfg))
     history = summary["history"]
     assert history, "no validation ran"
     after = energy_now()

@@ -28,6 +28,13 @@ class PredictionRequest:
     source: np.ndarray
 
 
+#: ``predict(requests, rng) -> one [n_cells, G] array per request`` (stored gene order).
+Predictor = Callable[[list[PredictionRequest], np.random.Generator], list[np.ndarray]]
+#: ``validate(predict, conditions) -> metric summary``: built by the harness
+#: (:func:`arch_lab.harness.make_validator`) and handed to :meth:`Method.fit`.
+Validator = Callable[[Predictor, list[Condition]], dict[str, float]]
+
+
 class Method:
     """Base class of a prediction method.
 
@@ -42,8 +49,24 @@ class Method:
         self.task = task
         self.params = dict(cfg.method.params)
 
-    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
-        """Train on the task's training cells; return a summary (e.g. steps, wall time)."""
+    def fit(
+        self,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        validate: Validator | None = None,
+    ) -> dict:
+        """Train on the task's training cells; return a summary (e.g. steps, wall time).
+
+        Parameters
+        ----------
+        run_dir
+            Where a trained method may keep checkpoints (None: nowhere).
+        callbacks
+            ``callback(step, val_metrics)`` after each validation of an iteratively trained method.
+        validate
+            Scores a predictor on val conditions (:data:`Validator`); a trained method calls it with its
+            current model's predictor to select checkpoints and stop early. Closed-form methods ignore it.
+        """
         return {}
 
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:

@@ -22,7 +22,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from arch_lab.data.task import Condition, Task
-from arch_lab.methods.base import Method, PredictionRequest, register_method
+from arch_lab.methods.base import Method, PredictionRequest, Validator, register_method
 
 
 def _clamp(x: np.ndarray) -> np.ndarray:
@@ -60,7 +60,12 @@ def features(task: Task, conditions: list[Condition]) -> np.ndarray:
 class NoChange(Method):
     """Predict the source control cells unchanged."""
 
-    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
+    def fit(
+        self,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        validate: Validator | None = None,
+    ) -> dict:
         self.check_params(set())
         return {}
 
@@ -72,7 +77,12 @@ class NoChange(Method):
 class PerturbationMean(Method):
     """Control cells plus the mean training shift of the perturbation (summed singles for combinations)."""
 
-    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
+    def fit(
+        self,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        validate: Validator | None = None,
+    ) -> dict:
         self.check_params(set())
         task = self.task
         X = task.data.X
@@ -121,7 +131,12 @@ class PerturbationMean(Method):
 class LinearAdditive(Method):
     """x̂ = x_ctrl + W·[perturbation multi-hot; covariate one-hot] + b, fit by ridge regression on cells."""
 
-    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
+    def fit(
+        self,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        validate: Validator | None = None,
+    ) -> dict:
         self.check_params({"ridge"})
         task = self.task
         rng = np.random.default_rng(self.cfg.seed)
@@ -192,7 +207,12 @@ class LatentAdditive(Method):
         torch.manual_seed(self.cfg.seed)
         self.net = _LatentAdditiveNet(self.task.data.n_genes, n_feat, o["hidden"], o["latent"], o["dropout"])
 
-    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
+    def fit(
+        self,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        validate: Validator | None = None,
+    ) -> dict:
         o = self._opts()
         self._build()
         task = self.task

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,10 +11,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from arch_lab.config import EvalConfig, ExperimentConfig
+from arch_lab.config import ExperimentConfig, FlowConfig
 from arch_lab.data.task import Condition, Task
 from arch_lab.flow import generate
-from arch_lab.methods.base import Method, PredictionRequest, register_method
+from arch_lab.methods.base import Method, PredictionRequest, Validator, register_method
 from arch_lab.networks import build_network, count_parameters, network_config
 from arch_lab.networks.matching import resolve_matched_knobs
 from arch_lab.spec import CondBatch
@@ -47,29 +48,16 @@ class FlowMatching(Method):
     def parameter_count(self) -> int:
         return count_parameters(self.network)
 
-    def _validate(self, model: nn.Module, conditions: list[Condition]) -> dict[str, float]:
-        from arch_lab.evaluation import evaluate
-
-        cfg = self.cfg
-        ecfg = EvalConfig(
-            split="val",
-            n_cells=cfg.train.val_cells,
-            pca_components=cfg.eval.pca_components,
-            deg_top_k=cfg.eval.deg_top_k,
-            energy_max_cells=cfg.eval.energy_max_cells,
-            reference_points=False,
-        )
-        previous, self.model = self.model, model
-        try:
-            return evaluate(self.task, self, ecfg, seed=cfg.seed, split="val", conditions=conditions).summary
-        finally:
-            self.model = previous
-
-    def fit(self, run_dir: Path | None = None, callbacks: list[Callable[[int, dict], None]] | None = None) -> dict:
+    def fit(
+        self,
+        run_dir: Path | None = None,
+        callbacks: list[Callable[[int, dict], None]] | None = None,
+        validate: Validator | None = None,
+    ) -> dict:
         from arch_lab.training.trainer import FlowTrainer
 
         cfg, compute = self._compute_budget()
-        trainer = FlowTrainer(cfg, self.task, self.network, self._validate, run_dir, callbacks)
+        trainer = FlowTrainer(cfg, self.task, self.network, self._model_validator(validate), run_dir, callbacks)
         state = trainer.fit(resume=self.resume)
         self.model = trainer.eval_model()
         self.device = trainer.device
@@ -124,35 +112,21 @@ class FlowMatching(Method):
         network = build_network(reference["name"], knobs, self.task.spec)
         return network_flops(network, rows).train_step
 
-    @torch.no_grad()
+    def _model_validator(
+        self, validate: Validator | None
+    ) -> Callable[[nn.Module, list[Condition]], dict[str, float]] | None:
+        """What the trainer calls: score a model (its EMA weights, say) through ``validate``."""
+        if validate is None:
+            return None
+        task, flow = self.task, self.cfg.flow
+
+        def validate_model(model: nn.Module, conditions: list[Condition]) -> dict[str, float]:
+            return validate(functools.partial(predict_cells, model, task, flow), conditions)
+
+        return validate_model
+
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
-        f = self.cfg.flow
-        model = self.model
-        model.eval()
-        device = next(model.parameters()).device
-        order = torch.from_numpy(self.task.order)
-        inverse = torch.from_numpy(self.task.inverse_order)
-        out = []
-        for r in requests:
-            tokens, covs = self.task.encode(r.condition)
-            cond = CondBatch.repeat(tokens, covs, r.n_cells, width=self.task.spec.max_perturbations).to(device)
-            if f.source == "control":
-                x0 = torch.from_numpy(r.source.astype(np.float32))[:, order]
-            else:
-                g = torch.Generator().manual_seed(int(rng.integers(2**62)))
-                x0 = torch.randn((r.n_cells, self.task.data.n_genes), generator=g)
-            x1 = generate(
-                model,
-                cond,
-                x0.to(device),
-                solver=f.solver,
-                steps=f.steps,
-                guidance=f.guidance,
-                rtol=f.rtol,
-                atol=f.atol,
-            )
-            out.append(x1.float().cpu()[:, inverse].clamp_min(0).numpy())
-        return out
+        return predict_cells(self.model, self.task, self.cfg.flow, requests, rng)
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -166,3 +140,58 @@ class FlowMatching(Method):
         weights = {k.removeprefix("module."): v for k, v in state["weights"].items() if k != "n_averaged"}
         self.network.load_state_dict(weights)
         self.model = self.network.eval()
+
+
+@torch.no_grad()
+def predict_cells(
+    model: nn.Module, task: Task, flow: FlowConfig, requests: list[PredictionRequest], rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Generate the cells of each request with a velocity network.
+
+    A plain function of (model, requests): training validates its EMA model through it, and a fitted
+    :class:`FlowMatching` predicts through it with its final weights.
+
+    Parameters
+    ----------
+    model
+        A velocity network (any registered backbone, or a wrapper with the same ``forward``).
+    task
+        Gives the gene order the network works in and the condition encoding.
+    flow
+        Source, solver, steps and guidance.
+    requests
+        What to generate (condition, number of cells, source control cells).
+    rng
+        Seeds the Gaussian source (unused with ``flow.source: control``).
+
+    Returns
+    -------
+    list of numpy.ndarray
+        One ``[n_cells, G]`` array per request, in stored gene order, clipped at zero.
+    """
+    f = flow
+    model.eval()
+    device = next(model.parameters()).device
+    order = torch.from_numpy(task.order)
+    inverse = torch.from_numpy(task.inverse_order)
+    out = []
+    for r in requests:
+        tokens, covs = task.encode(r.condition)
+        cond = CondBatch.repeat(tokens, covs, r.n_cells, width=task.spec.max_perturbations).to(device)
+        if f.source == "control":
+            x0 = torch.from_numpy(r.source.astype(np.float32))[:, order]
+        else:
+            g = torch.Generator().manual_seed(int(rng.integers(2**62)))
+            x0 = torch.randn((r.n_cells, task.data.n_genes), generator=g)
+        x1 = generate(
+            model,
+            cond,
+            x0.to(device),
+            solver=f.solver,
+            steps=f.steps,
+            guidance=f.guidance,
+            rtol=f.rtol,
+            atol=f.atol,
+        )
+        out.append(x1.float().cpu()[:, inverse].clamp_min(0).numpy())
+    return out

@@ -4,14 +4,6 @@ from __future__ import annotations
 
 from arch_lab.metrics.deg import de_scores, top_k_genes, top_k_recall
 from arch_lab.metrics.energy import energy_distance, fit_pca, sum_pairwise_distances
-from arch_lab.metrics.evaluate import (
-    ID_COLUMNS,
-    METRIC_COLUMNS,
-    ConditionGroup,
-    MetricSettings,
-    score_conditions,
-    split_half_groups,
-)
 from arch_lab.metrics.info import METRICS, MetricInfo
 from arch_lab.metrics.pseudobulk import (
     LOGFC_PSEUDOCOUNT,
@@ -24,6 +16,14 @@ from arch_lab.metrics.pseudobulk import (
     rmse,
 )
 from arch_lab.metrics.ranks import TIE_RTOL, rank_matrix_scores
+from arch_lab.metrics.scoring import (
+    ID_COLUMNS,
+    METRIC_COLUMNS,
+    ConditionGroup,
+    MetricSettings,
+    score_conditions,
+    split_half_groups,
+)
 
 __all__ = [
     "ID_COLUMNS",

@@ -1,8 +1,14 @@
-"""Training batches from data that stays on disk: shuffled chunks of rows, a shuffle buffer, background reads.
+"""Training batches per condition: from tensors in memory, or from data that stays on disk.
 
-:class:`ChunkedConditionSampler` has the interface of the trainer's in-memory ``ConditionSampler``
-(``sample(batch_size, n_conditions, g) -> (x1, cond, cid)``, ``control_source(cid, g) -> x0``, ``conditions``), so
-the trainer uses one or the other without further changes. Rows are never assumed sorted by condition on disk.
+Both samplers share one interface (``sample(batch_size, n_conditions, g) -> (x1, cond, cid)``,
+``control_source(cid, g) -> x0``, ``conditions``), so the trainer uses one or the other without further changes:
+
+- :class:`ConditionSampler` draws from the whole training matrix in memory;
+- :class:`ChunkedConditionSampler` draws from shuffled chunks of rows read from disk in the background, through a
+  shuffle buffer. Rows are never assumed sorted by condition on disk.
+
+Both draw rows with :func:`draw_rows` and build conditioning with :func:`condition_batch`, so a batch is drawn
+the same way whichever sampler runs.
 """
 
 from __future__ import annotations
@@ -41,6 +47,85 @@ def encode_conditions(
         covs[i] = torch.tensor(cov, dtype=torch.long)
     state_index = torch.tensor([states.index(c.state) for c in conditions], device=device)
     return tokens.to(device), covs.to(device), state_index, states
+
+
+def draw_rows(
+    flat_rows: torch.Tensor, starts: torch.Tensor, counts: torch.Tensor, group: torch.Tensor, g: torch.Generator
+) -> torch.Tensor:
+    """One uniformly drawn row of each entry's group.
+
+    Groups are stored back to back in ``flat_rows``: group ``i`` is ``flat_rows[starts[i] : starts[i] + counts[i]]``.
+
+    Parameters
+    ----------
+    flat_rows
+        Row indices (or any values) of all groups, concatenated.
+    starts, counts
+        Offset and size of each group in ``flat_rows``.
+    group
+        The group of each draw ``[N]``.
+    g
+        Random generator (on the tensors' device).
+
+    Returns
+    -------
+    torch.Tensor
+        ``[N]`` values of ``flat_rows``, drawn with replacement within each group.
+    """
+    u = torch.rand(len(group), generator=g, device=flat_rows.device)
+    n = counts[group]
+    return flat_rows[starts[group] + (u * n).long().clamp_max(n - 1)]
+
+
+def condition_batch(tokens: torch.Tensor, covs: torch.Tensor, cid: torch.Tensor) -> CondBatch:
+    """The :class:`CondBatch` of conditions ``cid`` from per-condition token ids and covariate ids (never null)."""
+    tok = tokens[cid]
+    return CondBatch(tok, tok != PAD_TOKEN, covs[cid], torch.zeros(len(cid), dtype=torch.bool, device=tok.device))
+
+
+def _offsets(counts: torch.Tensor) -> torch.Tensor:
+    """Start of each group when groups of ``counts`` sizes are stored back to back."""
+    return torch.cumsum(counts, 0) - counts
+
+
+class ConditionSampler:
+    """Draws training batches per condition from tensors in memory.
+
+    Each batch holds ``conditions_per_batch`` conditions (drawn uniformly among training conditions, controls
+    of every state included) with ``batch_size // conditions_per_batch`` cells each, so a control source of the
+    same state can be matched and OT coupling stays within a condition.
+    """
+
+    def __init__(self, task: Task, X: torch.Tensor, device: torch.device) -> None:
+        self.X = X
+        conditions = task.conditions("train", include_control=True)
+        self.conditions = conditions
+        rows = [torch.from_numpy(task.cells("train", c)) for c in conditions]
+        self.counts = torch.tensor([len(r) for r in rows], device=device)
+        self.starts = _offsets(self.counts)
+        self.flat_rows = torch.cat(rows).to(device)
+        self.tokens, self.covs, self.state_index, states = encode_conditions(task, conditions, device)
+        ctrl = [torch.from_numpy(task.controls(s, "train")) for s in states]
+        self.ctrl_counts = torch.tensor([len(r) for r in ctrl], device=device)
+        self.ctrl_starts = _offsets(self.ctrl_counts)
+        self.ctrl_rows = torch.cat(ctrl).to(device)
+        self.device = device
+
+    def sample(
+        self, batch_size: int, n_conditions: int, g: torch.Generator
+    ) -> tuple[torch.Tensor, CondBatch, torch.Tensor]:
+        """``(x1 [B, G], cond, condition id per row)``."""
+        k = min(n_conditions, len(self.conditions))
+        per = max(batch_size // k, 1)
+        cids = torch.randint(len(self.conditions), (k,), generator=g, device=self.device)
+        cid = cids.repeat_interleave(per)
+        rows = draw_rows(self.flat_rows, self.starts, self.counts, cid, g)
+        return self.X[rows], condition_batch(self.tokens, self.covs, cid), cid
+
+    def control_source(self, cid: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+        """A random training control cell of each row's state."""
+        rows = draw_rows(self.ctrl_rows, self.ctrl_starts, self.ctrl_counts, self.state_index[cid], g)
+        return self.X[rows]
 
 
 @dataclass
@@ -293,7 +378,7 @@ class ChunkedConditionSampler:
         perm = torch.argsort(cid, stable=True)
         self.flat_rows = valid[perm]
         self.counts = torch.bincount(cid, minlength=len(self.conditions))
-        self.starts = torch.cumsum(self.counts, 0) - self.counts
+        self.starts = _offsets(self.counts)
         self.present = torch.nonzero(self.counts > 0).squeeze(1)
 
     def _advance(self, drawn: int) -> None:
@@ -314,12 +399,8 @@ class ChunkedConditionSampler:
         per = max(batch_size // k, 1)
         pick = torch.randint(len(self.present), (k,), generator=g, device=self.device)
         cid = self.present[pick].repeat_interleave(per)
-        u = torch.rand(len(cid), generator=g, device=self.device)
-        rows = self.flat_rows[self.starts[cid] + (u * self.counts[cid]).long().clamp_max(self.counts[cid] - 1)]
-        tok = self.tokens[cid]
-        cond = CondBatch(
-            tok, tok != PAD_TOKEN, self.covs[cid], torch.zeros(len(cid), dtype=torch.bool, device=self.device)
-        )
+        rows = draw_rows(self.flat_rows, self.starts, self.counts, cid, g)
+        cond = condition_batch(self.tokens, self.covs, cid)
         x = self.bx[rows]
         self.last_rows = self.brow[rows]
         self._advance(len(cid))

@@ -35,10 +35,9 @@ from arch_lab.errors import ArchLabError, TrainingDiverged
 from arch_lab.flow import FlowMatchingObjective, StraightPath, make_coupling, make_time_sampler
 from arch_lab.flow._random import Shard
 from arch_lab.metrics import METRICS
-from arch_lab.spec import PAD_TOKEN, CondBatch
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
-from arch_lab.training.sampling import encode_conditions
+from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "best.pt"
@@ -76,57 +75,6 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
         return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return f
-
-
-class ConditionSampler:
-    """Draws training batches per condition from tensors in memory.
-
-    Each batch holds ``conditions_per_batch`` conditions (drawn uniformly among training conditions, controls
-    of every state included) with ``batch_size // conditions_per_batch`` cells each, so a control source of the
-    same state can be matched and OT coupling stays within a condition.
-    """
-
-    def __init__(self, task: Task, X: torch.Tensor, device: torch.device) -> None:
-        self.X = X
-        conditions = task.conditions("train", include_control=True)
-        self.conditions = conditions
-        rows = [torch.from_numpy(task.cells("train", c)) for c in conditions]
-        self.counts = torch.tensor([len(r) for r in rows], device=device)
-        self.starts = torch.cumsum(torch.cat([torch.zeros(1, dtype=torch.long), self.counts[:-1].cpu()]), 0).to(device)
-        self.flat_rows = torch.cat(rows).to(device)
-        self.tokens, self.covs, self.state_index, states = encode_conditions(task, conditions, device)
-        ctrl = [torch.from_numpy(task.controls(s, "train")) for s in states]
-        self.ctrl_counts = torch.tensor([len(r) for r in ctrl], device=device)
-        self.ctrl_starts = torch.cumsum(
-            torch.cat([torch.zeros(1, dtype=torch.long), self.ctrl_counts[:-1].cpu()]), 0
-        ).to(device)
-        self.ctrl_rows = torch.cat(ctrl).to(device)
-        self.device = device
-
-    def sample(
-        self, batch_size: int, n_conditions: int, g: torch.Generator
-    ) -> tuple[torch.Tensor, CondBatch, torch.Tensor]:
-        """``(x1 [B, G], cond, condition id per row)``."""
-        k = min(n_conditions, len(self.conditions))
-        per = max(batch_size // k, 1)
-        cids = torch.randint(len(self.conditions), (k,), generator=g, device=self.device)
-        cid = cids.repeat_interleave(per)
-        u = torch.rand(len(cid), generator=g, device=self.device)
-        rows = self.flat_rows[self.starts[cid] + (u * self.counts[cid]).long().clamp_max(self.counts[cid] - 1)]
-        tok = self.tokens[cid]
-        cond = CondBatch(
-            tok, tok != PAD_TOKEN, self.covs[cid], torch.zeros(len(cid), dtype=torch.bool, device=self.device)
-        )
-        return self.X[rows], cond, cid
-
-    def control_source(self, cid: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-        """A random training control cell of each row's state."""
-        sid = self.state_index[cid]
-        u = torch.rand(len(cid), generator=g, device=self.device)
-        rows = self.ctrl_rows[
-            self.ctrl_starts[sid] + (u * self.ctrl_counts[sid]).long().clamp_max(self.ctrl_counts[sid] - 1)
-        ]
-        return self.X[rows]
 
 
 @dataclass
@@ -223,8 +171,6 @@ class FlowTrainer:
         )
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if getattr(task.data.X, "backed", False):  # data on disk: shuffled chunks (arch_lab.training.sampling)
-            from arch_lab.training.sampling import ChunkedConditionSampler
-
             d = cfg.data
             self.X = None
             self.sampler = ChunkedConditionSampler(

@@ -1,4 +1,11 @@
-"""Predict the held-out conditions of a task, score them, and put reference points beside them."""
+"""The evaluation harness: build prediction requests for a task's held-out conditions, score the predictions,
+and put the task's reference points (floor and ceiling) beside them.
+
+It sits between the methods and the metrics: a method only turns requests into cells (a :data:`Predictor`),
+the harness decides which cells are asked for and what they are scored against. The trainer's periodic
+validation is a :data:`Validator` built here by :func:`make_validator` and handed down through
+``Method.fit(validate=...)``, so nothing below the harness calls back up into it.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +15,23 @@ import anndata as ad
 import numpy as np
 import pandas as pd
 
-from arch_lab.config import EvalConfig
+from arch_lab.config import EvalConfig, ExperimentConfig
 from arch_lab.data.task import Condition, Task
-from arch_lab.methods.base import Method, PredictionRequest
+from arch_lab.methods.base import Method, PredictionRequest, Predictor, Validator
 from arch_lab.metrics import ConditionGroup, MetricSettings, score_conditions, split_half_groups
+
+__all__ = [
+    "EvalResult",
+    "Predictor",
+    "Validator",
+    "condition_groups",
+    "evaluate",
+    "make_requests",
+    "make_validator",
+    "metric_settings",
+    "predictions_to_anndata",
+    "validation_config",
+]
 
 
 @dataclass
@@ -91,7 +111,7 @@ def metric_settings(cfg: EvalConfig, seed: int) -> MetricSettings:
 
 def evaluate(
     task: Task,
-    method: Method,
+    method: Method | Predictor,
     cfg: EvalConfig,
     seed: int,
     split: str | None = None,
@@ -99,14 +119,35 @@ def evaluate(
 ) -> EvalResult:
     """Predict and score every held-out condition of ``split`` (default: ``cfg.split``).
 
-    Reference points (``cfg.reference_points``): the floor (``no_change``: the source controls as prediction)
-    and the ceiling (``split_half``: half of the observed cells scored against the other half).
+    Parameters
+    ----------
+    task
+        The task whose conditions are predicted.
+    method
+        A fitted :class:`~arch_lab.methods.base.Method`, or any :data:`Predictor`
+        ``(requests, rng) -> [n_cells, G] arrays``.
+    cfg
+        The eval section (cells per condition, metric options, reference points).
+    seed
+        Seeds the source cells drawn for the requests and the predictor's generator.
+    split
+        The split to score (default ``cfg.split``).
+    conditions
+        A subset of the split's conditions (default: all of them).
+
+    Returns
+    -------
+    EvalResult
+        Predictions, per-condition scores, their summary and, with ``cfg.reference_points``, the floor
+        (``no_change``: the source controls as prediction) and ceiling (``split_half``: half of the observed cells
+        scored against the other half).
     """
+    predict = method.predict if isinstance(method, Method) else method
     split = split or cfg.split
     conditions = conditions if conditions is not None else task.conditions(split)
     rng = np.random.default_rng(seed + 7919)
     requests = make_requests(task, conditions, split, cfg.n_cells, rng)
-    predicted = method.predict(requests, np.random.default_rng(seed + 104729))
+    predicted = predict(requests, np.random.default_rng(seed + 104729))
     settings = metric_settings(cfg, seed)
     groups = condition_groups(task, split, requests, predicted)
     per_condition, summary = score_conditions(groups, settings)
@@ -120,3 +161,43 @@ def evaluate(
         )
         result.reference_summary = {"no_change": floor_sum, "split_half": ceil_sum}
     return result
+
+
+def validation_config(cfg: ExperimentConfig) -> EvalConfig:
+    """The eval settings of the trainer's periodic validation: the val split, ``train.val_cells`` cells per
+    condition, the experiment's metric options, no reference points."""
+    return EvalConfig(
+        split="val",
+        n_cells=cfg.train.val_cells,
+        pca_components=cfg.eval.pca_components,
+        deg_top_k=cfg.eval.deg_top_k,
+        energy_max_cells=cfg.eval.energy_max_cells,
+        reference_points=False,
+    )
+
+
+def make_validator(task: Task, cfg: ExperimentConfig, seed: int | None = None) -> Validator:
+    """The validator a method's training calls: score a predictor on (a subset of) the val conditions.
+
+    Parameters
+    ----------
+    task
+        The task whose val conditions are scored.
+    cfg
+        The experiment (see :func:`validation_config`).
+    seed
+        Seeds the requests and the predictor (default ``cfg.seed``), the same at every validation so that
+        successive scores differ only through the model.
+
+    Returns
+    -------
+    Validator
+        ``validate(predict, conditions) -> metric summary``.
+    """
+    ecfg = validation_config(cfg)
+    seed = cfg.seed if seed is None else seed
+
+    def validate(predict: Predictor, conditions: list[Condition]) -> dict[str, float]:
+        return evaluate(task, predict, ecfg, seed=seed, split="val", conditions=conditions).summary
+
+    return validate
