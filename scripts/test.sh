@@ -12,7 +12,10 @@ if ! ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 && [ "$(id -u)" = 0 ]
     || echo "warning: could not install postgresql; distributed-sweep tests will say why they skip"
 fi
 if [ -z "${ARCH_LAB_PG_URL:-}" ] && ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; then
-  if url="$(bash scripts/start_postgres.sh)"; then export ARCH_LAB_PG_URL="$url"; fi
+  if url="$(bash scripts/start_postgres.sh)"; then
+    export ARCH_LAB_PG_URL="$url"
+    trap 'bash scripts/stop_postgres.sh "$ARCH_LAB_PG_URL"' EXIT  # the server this run started goes with it
+  fi
 fi
 
 ruff check arch_lab tests benchmarks analysis
