@@ -234,7 +234,7 @@ def predict(run_dir: Path, conditions_csv: Path, out: Path, n_cells: int = 100, 
     for c in conditions:
         task.encode(c)
     rng = np.random.default_rng(seed)
-    requests = make_requests(task, conditions, "train", n_cells, rng)
+    requests = make_requests(task, conditions, "train", n_cells, rng, reuse_sources=True)
     adata = predictions_to_anndata(task, requests, method.predict(requests, rng))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -227,7 +227,8 @@ class TaskConfig(_Section):
     holdout
         Manual only: the pairs or whole states to hold out.
     control_fractions
-        Train/val/test fractions of the control cells of each state.
+        Train/val/test fractions of the control cells of each state. A split that holds no condition of a state
+        takes none of its controls; its share stays in training.
     split_file
         Load the split from this ``split.csv`` instead of computing it.
     """

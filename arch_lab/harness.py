@@ -46,18 +46,47 @@ class EvalResult:
 
 
 def make_requests(
-    task: Task, conditions: list[Condition], split: str, n_cells: int | str, rng: np.random.Generator
+    task: Task,
+    conditions: list[Condition],
+    split: str,
+    n_cells: int | str,
+    rng: np.random.Generator,
+    reuse_sources: bool = False,
 ) -> list[PredictionRequest]:
     """One request per condition, with source control cells drawn from the state's training controls.
 
-    ``n_cells='observed'`` generates as many cells as were observed for the condition in ``split``.
+    Parameters
+    ----------
+    task
+        The task.
+    conditions
+        The conditions to predict.
+    split
+        The split whose observed cells ``n_cells='observed'`` counts.
+    n_cells
+        Cells per condition, or ``'observed'``: as many as were observed for the condition in ``split``.
+    rng
+        Draws the source cells.
+    reuse_sources
+        False (evaluation): a source control cell is never used twice in one request, so a request asks for at most
+        as many cells as the state has training controls (all of them, or a subsample without replacement). A
+        duplicated cell adds zero distances to the within-set term of the energy distance and would bias every
+        method that maps source cells. True (generation on demand): draw with replacement when more cells are asked
+        for than there are controls.
+
+    Returns
+    -------
+    list of PredictionRequest
+        In the order of ``conditions``; ``source_rows`` records the data rows of the source cells.
     """
     requests = []
     for c in conditions:
         n = len(task.cells(split, c)) if n_cells == "observed" else int(n_cells)
         pool = task.controls(c.state, "train")
+        if not reuse_sources:
+            n = min(n, len(pool))
         rows = rng.choice(pool, size=n, replace=n > len(pool))
-        requests.append(PredictionRequest(c, n, task.data.X[rows]))
+        requests.append(PredictionRequest(c, n, task.data.X[rows], source_rows=rows))
     return requests
 
 
@@ -88,15 +117,29 @@ def predictions_to_anndata(task: Task, requests: list[PredictionRequest], predic
 def condition_groups(
     task: Task, split: str, requests: list[PredictionRequest], predicted: list[np.ndarray]
 ) -> list[ConditionGroup]:
-    """Pair each prediction with the observed cells and observed controls of its condition in ``split``."""
+    """Pair each prediction with the observed cells of its condition in ``split`` and two disjoint control pools.
+
+    The observed response is taken against the observed controls of the state in ``split`` (the scoring
+    controls); the predicted response against the state's training controls, the pool its source cells come
+    from. Keeping the pools apart (as cell-eval does with the controls of its predicted and real AnnData) means
+    the noise of one control sample is never shared by both responses.
+    """
     X = task.data.X
+    scoring: dict[str, np.ndarray] = {}
+    source: dict[str, np.ndarray] = {}
+    for r in requests:
+        state = r.condition.state
+        if state not in scoring:
+            scoring[state] = X[task.controls(state, split)].astype(np.float64)
+            source[state] = X[task.controls(state, "train")].astype(np.float64)
     return [
         ConditionGroup(
             state=r.condition.state,
             perturbation=r.condition.perturbation,
             predicted=np.asarray(p, dtype=np.float64),
             observed=X[task.cells(split, r.condition)].astype(np.float64),
-            controls=X[task.controls(r.condition.state, split)].astype(np.float64),
+            controls=scoring[r.condition.state],
+            source_controls=source[r.condition.state],
         )
         for r, p in zip(requests, predicted, strict=True)
     ]

@@ -116,17 +116,57 @@ def assign_heldout(
     return out
 
 
+def state_control_fractions(
+    fractions: tuple[float, float, float], heldout: set[str] | None
+) -> tuple[float, float, float]:
+    """The control fractions of one state: a val or test share whose split holds no condition of the state goes to
+    training (``heldout`` lists the splits that do; None keeps ``fractions`` as they are)."""
+    if heldout is None:
+        return fractions
+    train, val, test = fractions
+    if "val" not in heldout:
+        train, val = train + val, 0.0
+    if "test" not in heldout:
+        train, test = train + test, 0.0
+    return train, val, test
+
+
 def split_controls(
-    data: PerturbationData, fractions: tuple[float, float, float], rng: np.random.Generator
+    data: PerturbationData,
+    fractions: tuple[float, float, float],
+    rng: np.random.Generator,
+    heldout_splits: dict[str, set[str]] | None = None,
 ) -> pd.Series:
-    """Per state, shuffle control cells and cut them train/val/test by ``fractions``."""
+    """Per state, shuffle control cells and cut them train/val/test by ``fractions``.
+
+    Parameters
+    ----------
+    data
+        The prepared cells.
+    fractions
+        Train/val/test fractions of each state's controls.
+    rng
+        Shuffles the controls.
+    heldout_splits
+        For each state, the held-out splits (``val``, ``test``) that hold conditions of it. Controls are scored
+        against only there, so a split without conditions in a state takes none of its controls: its share stays
+        in training (see :func:`state_control_fractions`). None cuts every state by ``fractions``.
+
+    Returns
+    -------
+    pandas.Series
+        The split label of every control cell.
+    """
     labels = pd.Series(index=data.obs.index[data.is_control], dtype=object)
     ctrl = data.obs[data.is_control]
     for state in sorted(ctrl["state"].unique()):
         cells = ctrl.index[ctrl["state"] == state].to_numpy()
         cells = cells[rng.permutation(len(cells))]
-        n_train = int(round(fractions[0] * len(cells)))
-        n_val = int(round(fractions[1] * len(cells)))
+        state_fractions = state_control_fractions(
+            fractions, None if heldout_splits is None else heldout_splits.get(str(state), set())
+        )
+        n_train = int(round(state_fractions[0] * len(cells)))
+        n_val = int(round(state_fractions[1] * len(cells)))
         labels[cells[:n_train]] = "train"
         labels[cells[n_train : n_train + n_val]] = "val"
         labels[cells[n_train + n_val :]] = "test"
@@ -164,7 +204,10 @@ def make_split(data: PerturbationData, cfg: TaskConfig) -> pd.Series:
     lookup = {p + STATE_SEP + STATE_SEP + s: v for (p, s), v in assignment.items()}
     mapped = key.map(lookup)
     split[mapped.notna()] = mapped[mapped.notna()]
-    ctrl = split_controls(data, cfg.control_fractions, rng)
+    heldout_splits: dict[str, set[str]] = {}
+    for (_, state), part in assignment.items():
+        heldout_splits.setdefault(state, set()).add(part)
+    ctrl = split_controls(data, cfg.control_fractions, rng, heldout_splits)
     split[ctrl.index] = ctrl
     check_split(data, split)
     return split

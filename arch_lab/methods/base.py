@@ -21,11 +21,13 @@ class PredictionRequest:
     ``source`` holds ``n_cells`` control cells of the same state (stored gene order), drawn from the training
     controls: matching methods map them to perturbed cells, a control-source flow integrates from them, and a
     Gaussian-source flow ignores them. They are never the observed controls the predictions are scored against.
+    ``source_rows`` are their rows in the task's data (None when the cells came from elsewhere).
     """
 
     condition: Condition
     n_cells: int
     source: np.ndarray
+    source_rows: np.ndarray | None = None
 
 
 #: ``predict(requests, rng) -> one [n_cells, G] array per request`` (stored gene order).

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -43,8 +44,14 @@ class ConditionGroup:
     observed
         ``[n_obs, G]`` observed cells of this condition in the evaluated split.
     controls
-        ``[n_ctrl, G]`` observed control cells of this state in the evaluated split: the scoring reference. They
-        must not be the cells the predictions were made from.
+        ``[n_ctrl, G]`` observed control cells of this state in the evaluated split: the reference of the observed
+        cells' response (``observed - controls``). They must not be the cells the predictions were made from.
+    source_controls
+        ``[n_src, G]`` the control cells the prediction was made from (the state's training controls): the
+        reference of the predicted response (``predicted - source_controls``), disjoint from ``controls``, as
+        cell-eval keeps separate control sets in its predicted and real AnnData. Then the controls' own noise is
+        not shared by the two responses, and predicting "no change" gives a zero response that scores about 0 on
+        the response metrics. None uses ``controls`` for both (one shared control pool).
     """
 
     state: str
@@ -52,6 +59,12 @@ class ConditionGroup:
     predicted: np.ndarray
     observed: np.ndarray
     controls: np.ndarray
+    source_controls: np.ndarray | None = None
+
+    @property
+    def prediction_controls(self) -> np.ndarray:
+        """The reference of the predicted response: ``source_controls``, or ``controls`` when there are none."""
+        return self.controls if self.source_controls is None else self.source_controls
 
     @property
     def label(self) -> str:
@@ -123,11 +136,14 @@ def _prepare(groups: list[ConditionGroup]) -> list[ConditionGroup]:
     seen: set[tuple[str, str]] = set()
     n_genes: int | None = None
     for group in groups:
-        arrays = {name: _dense(getattr(group, name)) for name in ("predicted", "observed", "controls")}
+        names = ("predicted", "observed", "controls") + (
+            ("source_controls",) if group.source_controls is not None else ()
+        )
+        arrays = {name: _dense(getattr(group, name)) for name in names}
         for name, arr in arrays.items():
             if arr.ndim != 2:
                 raise DataError(f"{group.label}: {name} must be 2-D [cells, genes], got shape {arr.shape}")
-        for name in ("predicted", "observed", "controls"):
+        for name in names:
             if arrays[name].shape[0] == 0:
                 raise DataError(
                     f"{group.label}: 0 {name} cells; every condition needs predicted, observed and control cells"
@@ -136,9 +152,7 @@ def _prepare(groups: list[ConditionGroup]) -> list[ConditionGroup]:
         if n_genes is not None:
             genes.add(n_genes)
         if len(genes) != 1:
-            raise DataError(
-                f"{group.label}: gene counts differ (predicted/observed/controls/other conditions: {sorted(genes)})"
-            )
+            raise DataError(f"{group.label}: gene counts differ ({'/'.join(names)}/other conditions: {sorted(genes)})")
         n_genes = genes.pop()
         for name, arr in arrays.items():
             if not np.all(np.isfinite(arr)):
@@ -153,6 +167,13 @@ def _prepare(groups: list[ConditionGroup]) -> list[ConditionGroup]:
                 f"{group.label}: {shared} predicted cells are copies of the scoring controls; "
                 "score against a control pool disjoint from the one predictions were made from"
             )
+        if "source_controls" in arrays:
+            shared = _nonzero_rows_shared(arrays["source_controls"], arrays["controls"])
+            if shared:
+                raise DataError(
+                    f"{group.label}: {shared} source control cells are also scoring controls; the two control pools "
+                    "must be disjoint (source: training controls, scoring: the evaluated split's controls)"
+                )
         prepared.append(ConditionGroup(group.state, group.perturbation, **arrays))
     return prepared
 
@@ -179,19 +200,30 @@ def _subsample(cells: np.ndarray, max_cells: int | None, rng: np.random.Generato
     return cells[np.sort(rng.choice(cells.shape[0], size=max_cells, replace=False))]
 
 
+def _no_response_scores_zero(
+    similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], predicted: np.ndarray, observed: np.ndarray
+) -> np.ndarray:
+    """``similarity(predicted, observed)`` with the rows of an exactly constant predicted response (a prediction
+    of no change against its own source controls) set to 0: no agreement, rather than undefined."""
+    M = similarity(predicted, observed)
+    M[np.isnan(M) & (np.ptp(predicted, axis=1) == 0.0)[:, None]] = 0.0
+    return M
+
+
 def _rank_columns(groups: list[ConditionGroup], columns: dict[str, np.ndarray]) -> None:
     """Fill the pseudobulk metric and rank columns, state by state."""
     pred_mean = np.stack([g.predicted.mean(axis=0) for g in groups])
     obs_mean = np.stack([g.observed.mean(axis=0) for g in groups])
     ctrl_mean = np.stack([g.controls.mean(axis=0) for g in groups])
+    src_mean = np.stack([g.prediction_controls.mean(axis=0) for g in groups])
     states = pd.unique(pd.Series([g.state for g in groups]))
     for state in states:
         idx = np.array([i for i, g in enumerate(groups) if g.state == state])
-        pred, obs, ctrl = pred_mean[idx], obs_mean[idx], ctrl_mean[idx]
+        pred, obs, ctrl, src = pred_mean[idx], obs_mean[idx], ctrl_mean[idx], src_mean[idx]
         matrices = {
             "rmse_mean": (pairwise_rmse(pred, obs), False),
-            "cosine_logfc": (pairwise_cosine(logfc(pred, ctrl), logfc(obs, ctrl)), True),
-            "pearson_delta": (pairwise_pearson(pred - ctrl, obs - ctrl), True),
+            "cosine_logfc": (_no_response_scores_zero(pairwise_cosine, logfc(pred, src), logfc(obs, ctrl)), True),
+            "pearson_delta": (_no_response_scores_zero(pairwise_pearson, pred - src, obs - ctrl), True),
         }
         for name, (M, higher_is_better) in matrices.items():
             rank, rank_transposed = rank_matrix_scores(M, higher_is_better=higher_is_better)
@@ -251,7 +283,7 @@ def score_conditions(
             columns["energy_distance_pca"][i] = energy_distance(pca.transform(pred), pca.transform(obs), unbiased=True)
         if min(g.predicted.shape[0], g.observed.shape[0], g.controls.shape[0]) >= 2:
             columns["deg_recall"][i] = top_k_recall(
-                de_scores(g.predicted, g.controls), de_scores(g.observed, g.controls), k
+                de_scores(g.predicted, g.prediction_controls), de_scores(g.observed, g.controls), k
             )
 
     table = pd.DataFrame(
@@ -279,7 +311,8 @@ def split_half_groups(groups: list[ConditionGroup], seed: int = 0) -> list[Condi
     """The split-half ceiling: half of each condition's observed cells predict the other half.
 
     For each group a seeded random ``floor(n_obs / 2)`` of the observed cells become ``predicted`` and the remaining
-    cells ``observed``; ``controls`` are unchanged. No model can be expected to beat this reference on average.
+    cells ``observed``; ``controls`` and ``source_controls`` are unchanged, so the "predicted" half's response is
+    taken against the same controls as a model's prediction would be. No model can be expected to beat this reference on average.
 
     Parameters
     ----------
@@ -301,5 +334,9 @@ def split_half_groups(groups: list[ConditionGroup], seed: int = 0) -> list[Condi
             raise DataError(f"{group.label}: split-half needs at least 2 observed cells, got {n_obs}")
         order = _condition_rng(seed, group, "split_half").permutation(n_obs)
         head, tail = np.sort(order[: n_obs // 2]), np.sort(order[n_obs // 2 :])
-        halves.append(ConditionGroup(group.state, group.perturbation, observed[head], observed[tail], group.controls))
+        halves.append(
+            ConditionGroup(
+                group.state, group.perturbation, observed[head], observed[tail], group.controls, group.source_controls
+            )
+        )
     return halves
