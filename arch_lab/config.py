@@ -230,7 +230,15 @@ class TaskConfig(_Section):
         Train/val/test fractions of the control cells of each state. A split that holds no condition of a state
         takes none of its controls; its share stays in training.
     split_file
-        Load the split from this ``split.csv`` instead of computing it.
+        Load the split from this ``split.csv`` instead of computing it; a PerturBench split file (headerless
+        ``cell_id,split`` rows) works too.
+    n_folds
+        Cross-validation over the held-out conditions (``covariate_transfer`` and ``combination``): every eligible
+        (perturbation, state) pair is assigned to one of ``n_folds`` folds; fold ``fold`` is the test split and the
+        next fold (``fold + 1`` modulo ``n_folds``) the val split, so over the folds every eligible pair is tested
+        exactly once. ``heldout_fraction`` and ``max_heldout_per_state`` do not apply. None: one seeded split.
+    fold
+        Which fold this run tests, ``0 <= fold < n_folds``.
     """
 
     kind: Literal["covariate_transfer", "combination", "manual"]
@@ -242,6 +250,8 @@ class TaskConfig(_Section):
     holdout: list[HoldoutEntry] = Field(default_factory=list)
     control_fractions: tuple[float, float, float] = (0.5, 0.25, 0.25)
     split_file: str | None = None
+    n_folds: int | None = Field(default=None, ge=2)
+    fold: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _check(self) -> TaskConfig:
@@ -249,6 +259,12 @@ class TaskConfig(_Section):
             raise ValueError("a manual task needs a non-empty 'holdout' list")
         if abs(sum(self.control_fractions) - 1.0) > 1e-6 or min(self.control_fractions) < 0:
             raise ValueError("control_fractions must be three non-negative numbers summing to 1")
+        if self.n_folds is not None and self.kind == "manual":
+            raise ValueError("n_folds: folds choose the held-out pairs, a manual task lists them; drop one of them")
+        if self.n_folds is None and self.fold != 0:
+            raise ValueError("fold: set n_folds too (fold counts from 0 to n_folds - 1)")
+        if self.n_folds is not None and self.fold >= self.n_folds:
+            raise ValueError(f"fold: {self.fold} is out of range for n_folds={self.n_folds} (0 to {self.n_folds - 1})")
         return self
 
 

@@ -67,6 +67,77 @@ def _combination(data: PerturbationData, cfg: TaskConfig, rng: np.random.Generat
     return held
 
 
+def _transfer_eligible(data: PerturbationData, cfg: TaskConfig) -> dict[str, list[str]]:
+    """Covariate transfer under folds: perturbation -> the states it can be held out in.
+
+    A fold's test and val splits take at most ``ceil(m / n_folds)`` of the ``m`` states of a perturbation each,
+    so it is eligible when at least ``min_train_states`` states stay in training whatever the fold.
+    """
+    assert cfg.n_folds is not None
+    states_of = _pairs(data).groupby("perturbation")["state"].apply(sorted)
+    eligible = {}
+    for p, states in states_of.items():
+        per_fold = -(-len(states) // cfg.n_folds)
+        if len(states) - 2 * per_fold >= cfg.min_train_states:
+            eligible[str(p)] = [str(s) for s in states]
+    return eligible
+
+
+def _combination_eligible(data: PerturbationData) -> list[tuple[str, str]]:
+    """Combinations whose singles are all measured in the same state, as (perturbation, state) pairs."""
+    pairs = _pairs(data)
+    out: list[tuple[str, str]] = []
+    for state, grp in pairs.groupby("state", sort=True):
+        present = set(grp["perturbation"])
+        out += [
+            (str(p), str(state))
+            for p in sorted(present)
+            if len(data.tokens(p)) > 1 and all(t in present for t in data.tokens(p))
+        ]
+    return out
+
+
+def fold_of_pairs(data: PerturbationData, cfg: TaskConfig) -> dict[tuple[str, str], int]:
+    """The fold of every eligible (perturbation, state) pair of a task with ``n_folds``.
+
+    Pairs are dealt round-robin in a seeded order (``task.seed``), a perturbation's states consecutively, so folds
+    differ in size by at most one pair and a perturbation's states spread over different folds.
+
+    Raises
+    ------
+    DataError
+        When there are fewer eligible pairs than folds (naming both counts and the fix).
+    """
+    assert cfg.n_folds is not None
+    rng = np.random.default_rng(cfg.seed)
+    if cfg.kind == "covariate_transfer":
+        eligible = _transfer_eligible(data, cfg)
+        names = sorted(eligible)
+        ordered = [
+            (p, s) for i in rng.permutation(len(names)) for p in [names[i]] for s in rng.permutation(eligible[p])
+        ]
+        what = f"perturbations measured in at least {cfg.min_train_states + 2} states"
+    else:
+        pairs = _combination_eligible(data)
+        ordered = [pairs[i] for i in rng.permutation(len(pairs))]
+        what = "combinations whose singles are measured in the same state"
+    if len(ordered) < cfg.n_folds:
+        raise DataError(
+            f"task.n_folds={cfg.n_folds} but only {len(ordered)} (perturbation, state) pairs can be held out "
+            f"({what}); use task.n_folds <= {len(ordered)}"
+        )
+    return {(str(p), str(s)): i % cfg.n_folds for i, (p, s) in enumerate(ordered)}
+
+
+def _folds(data: PerturbationData, cfg: TaskConfig) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
+    """Held-out pairs of fold ``cfg.fold``: its own pairs are tested, the next fold's validate."""
+    assert cfg.n_folds is not None
+    folds = fold_of_pairs(data, cfg)
+    val_fold = (cfg.fold + 1) % cfg.n_folds
+    fixed = {pair: "test" if f == cfg.fold else "val" for pair, f in folds.items() if f in (cfg.fold, val_fold)}
+    return list(fixed), fixed
+
+
 def _manual(data: PerturbationData, cfg: TaskConfig) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
     pairs = _pairs(data)
     states = data.obs.drop_duplicates("state").set_index("state")[data.covariate_keys]
@@ -190,7 +261,9 @@ def make_split(data: PerturbationData, cfg: TaskConfig) -> pd.Series:
     """
     rng = np.random.default_rng(cfg.seed)
     fixed: dict[tuple[str, str], str] = {}
-    if cfg.kind == "covariate_transfer":
+    if cfg.n_folds is not None:
+        held, fixed = _folds(data, cfg)
+    elif cfg.kind == "covariate_transfer":
         held = _covariate_transfer(data, cfg, rng)
     elif cfg.kind == "combination":
         held = _combination(data, cfg, rng)
@@ -246,13 +319,25 @@ def save_split(split: pd.Series, path: str | Path) -> None:
 
 
 def load_split(path: str | Path, data: PerturbationData) -> pd.Series:
-    """Read a ``split.csv`` and check it covers exactly the cells of ``data``."""
+    """Read a split file and check it covers exactly the cells of ``data``.
+
+    Two layouts are read: arch_lab's ``split.csv`` (header ``cell_id,split``) and PerturBench's split CSV
+    (no header, rows ``cell_id,split``). Labels are ``train``/``val``/``test``.
+    """
     p = Path(path)
     if not p.is_file():
         raise DataError(f"{p}: split file not found")
-    df = pd.read_csv(p, dtype=str)
-    if list(df.columns[:2]) != ["cell_id", "split"]:
-        raise DataError(f"{p}: expected columns cell_id,split; got {list(df.columns)}")
+    df = pd.read_csv(p, dtype=str, header=None, keep_default_na=False)
+    if df.shape[1] < 2:
+        raise DataError(f"{p}: expected two columns cell_id,split (with or without a header); got {df.shape[1]}")
+    if [str(v).strip() for v in df.iloc[0, :2]] == ["cell_id", "split"]:
+        df = df.iloc[1:]
+    elif df.shape[1] > 2 or str(df.iloc[0, 1]).strip() not in SPLITS:
+        raise DataError(f"{p}: expected columns cell_id,split; got {list(df.iloc[0])}")
+    df = df.iloc[:, :2].set_axis(["cell_id", "split"], axis=1)
+    df["split"] = df["split"].str.strip()
+    if df["cell_id"].duplicated().any():
+        raise DataError(f"{p}: cell id {df.loc[df['cell_id'].duplicated(), 'cell_id'].iloc[0]!r} appears twice")
     split = df.set_index("cell_id")["split"]
     bad = sorted(set(split) - set(SPLITS))
     if bad:
