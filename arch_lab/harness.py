@@ -22,6 +22,7 @@ from arch_lab.metrics import ConditionGroup, MetricSettings, score_conditions, s
 
 __all__ = [
     "EvalResult",
+    "cells_to_anndata",
     "Predictor",
     "Validator",
     "condition_groups",
@@ -29,6 +30,7 @@ __all__ = [
     "make_requests",
     "make_validator",
     "metric_settings",
+    "perturbation_column",
     "predictions_to_anndata",
     "validation_config",
 ]
@@ -90,28 +92,69 @@ def make_requests(
     return requests
 
 
-def predictions_to_anndata(task: Task, requests: list[PredictionRequest], predicted: list[np.ndarray]) -> ad.AnnData:
-    """Stack generated cells into an AnnData with the same obs keys and genes (stored order) as the data.
+def cells_to_anndata(
+    task: Task, X: np.ndarray, perturbations: list[str], states: list[str], prefix: str = "pred"
+) -> ad.AnnData:
+    """Cells of a task as an AnnData the field's tools read: the user's column names and gene annotations.
 
-    Follows cell-eval's conventions: a perturbation column, covariate columns, identical genes in the same order.
-    Observed controls are not included: scoring uses the observed controls of the evaluated split, kept apart
-    from the training controls the predictions were made from.
+    Parameters
+    ----------
+    task
+        Gives the column names, the genes (stored order, with the user's ``var`` columns) and the preprocessing.
+    X
+        ``[n, G]`` log-normalised expression, stored gene order.
+    perturbations, states
+        Each cell's perturbation label and covariate state.
+    prefix
+        Cell ids are ``<prefix>-<i>``.
+
+    Returns
+    -------
+    anndata.AnnData
+        ``obs`` holds the data's perturbation column (``data.perturbation_key``), one column per covariate key and
+        ``state``; ``var`` the kept genes' annotations; ``uns['log1p']`` (scanpy's marker of log-normalised data,
+        natural log) and ``uns['arch_lab']`` (column names, control value, normalisation target, gene selection).
     """
-    obs_rows = []
-    for r, x in zip(requests, predicted, strict=True):
-        covs = task.covariate_values(r.condition.state)
-        obs_rows.append(
-            pd.DataFrame(
-                {"perturbation": r.condition.perturbation, "state": r.condition.state, **covs}, index=range(len(x))
-            )
-        )
-    obs = pd.concat(obs_rows, ignore_index=True) if obs_rows else pd.DataFrame(columns=["perturbation", "state"])
-    obs.index = [f"pred-{i}" for i in range(len(obs))]
-    X = np.concatenate(predicted, axis=0) if predicted else np.zeros((0, task.data.n_genes), np.float32)
-    out = ad.AnnData(X=X.astype(np.float32), obs=obs, var=pd.DataFrame(index=pd.Index(task.data.genes)))
-    out.uns["control_value"] = task.data.control_value
-    out.uns["covariate_keys"] = list(task.data.covariate_keys)
+    data = task.data
+    key = data.perturbation_key
+    obs = pd.DataFrame({key: pd.Series(perturbations, dtype=object)})
+    for cov in data.covariate_keys:
+        obs[cov] = [task.covariate_values(s)[cov] for s in states] if len(states) else []
+    obs["state"] = list(states)
+    obs.index = pd.Index([f"{prefix}-{i}" for i in range(len(obs))])
+    out = ad.AnnData(X=np.asarray(X, dtype=np.float32).reshape(len(obs), data.n_genes), obs=obs,
+                     var=data.gene_annotations())  # fmt: skip
+    out.uns["log1p"] = {"base": data.preprocessing.get("log1p_base")}
+    out.uns["arch_lab"] = {
+        "perturbation_key": key,
+        "control_value": data.control_value,
+        "covariate_keys": list(data.covariate_keys),
+        "combination_delimiter": data.delimiter,
+        **{k: v for k, v in data.preprocessing.items() if v is not None},
+    }
+    out.uns["control_value"] = data.control_value
+    out.uns["covariate_keys"] = list(data.covariate_keys)
     return out
+
+
+def perturbation_column(adata: ad.AnnData) -> str:
+    """The obs column holding perturbation labels in an AnnData written by arch_lab (``perturbation`` in files
+    written before the data's own column name was kept)."""
+    return str(adata.uns.get("arch_lab", {}).get("perturbation_key", "perturbation"))
+
+
+def predictions_to_anndata(task: Task, requests: list[PredictionRequest], predicted: list[np.ndarray]) -> ad.AnnData:
+    """Stack generated cells into an AnnData with the data's obs column names and genes (stored order).
+
+    Follows cell-eval's conventions: the data's perturbation column, covariate columns, identical genes in the
+    same order (see :func:`cells_to_anndata`). Observed controls are not included: scoring uses the observed
+    controls of the evaluated split, kept apart from the training controls the predictions were made from
+    (``arch-lab export cell-eval`` writes both sets beside each other).
+    """
+    perturbations = [r.condition.perturbation for r, x in zip(requests, predicted, strict=True) for _ in range(len(x))]
+    states = [r.condition.state for r, x in zip(requests, predicted, strict=True) for _ in range(len(x))]
+    X = np.concatenate(predicted, axis=0) if predicted else np.zeros((0, task.data.n_genes), np.float32)
+    return cells_to_anndata(task, X, perturbations, states)
 
 
 def condition_groups(

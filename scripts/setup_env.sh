@@ -10,4 +10,4 @@ source .venv/bin/activate
 python -m pip install -q --upgrade pip
 # An unpinned torch pulls a multi-GB CUDA build; on a GPU machine install the CUDA torch and `.[gpu]` instead.
 python -m pip install -q "torch==2.13.0"
-python -m pip install -q -e ".[dev]"
+python -m pip install -q -e ".[dev,cell-eval]"

@@ -19,7 +19,7 @@ from arch_lab.cli import app
 from arch_lab.config import experiment_from_dict, load_experiment
 from arch_lab.data import Condition, build_task
 from arch_lab.errors import ConfigError, TrainingDiverged
-from arch_lab.harness import evaluate, make_validator
+from arch_lab.harness import evaluate, make_validator, perturbation_column
 from arch_lab.methods import build_method, list_methods
 from arch_lab.metrics import energy_distance
 from arch_lab.networks import list_networks
@@ -255,7 +255,7 @@ def test_each_backbone_learns_synthetic_shifts(synthetic_h5ad, tmp_path, network
     def energy_now():
         res = evaluate(task, method, cfg.eval.model_copy(update={"reference_points": False}), seed=0)
         return float(np.mean([energy_distance(p, o) for p, o in zip(
-            [res.predictions.X[(res.predictions.obs["perturbation"] == c.perturbation).to_numpy()
+            [res.predictions.X[(res.predictions.obs[perturbation_column(res.predictions)] == c.perturbation).to_numpy()
                                & (res.predictions.obs["state"] == c.state).to_numpy()] for c in cond],
             observed, strict=True)]))  # fmt: skip
 

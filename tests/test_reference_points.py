@@ -61,7 +61,8 @@ def test_baseline_energy_equals_an_independent_computation_on_real_cells(shipped
     result = evaluate(task, method, ecfg, seed=3)
     pred = result.predictions
     for row in result.per_condition.itertuples():
-        cells = pred.X[((pred.obs["state"] == row.state) & (pred.obs["perturbation"] == row.perturbation)).to_numpy()]
+        labels = pred.obs[cfg.data.perturbation_key]
+        cells = pred.X[((pred.obs["state"] == row.state) & (labels == row.perturbation)).to_numpy()]
         assert len(np.unique(cells, axis=0)) == len(cells), "a source cell was used twice"
         condition = next(c for c in task.conditions(cfg.eval.split) if c.perturbation == row.perturbation
                          and c.state == row.state)  # fmt: skip

@@ -13,6 +13,7 @@ from sklearn.decomposition import PCA
 from arch_lab.analysis.tidy import read_run
 from arch_lab.data.task import Condition, Task
 from arch_lab.errors import ArchLabError
+from arch_lab.harness import perturbation_column
 from arch_lab.metrics.deg import de_scores
 from arch_lab.metrics.pseudobulk import logfc
 
@@ -57,7 +58,8 @@ def _predicted(run_dir: _PathLike, task: Task) -> ad.AnnData:
 
 def _rows(adata: ad.AnnData, c: Condition) -> np.ndarray:
     obs = adata.obs
-    return np.flatnonzero(((obs["state"] == c.state) & (obs["perturbation"] == c.perturbation)).to_numpy())
+    labels = obs[perturbation_column(adata)]
+    return np.flatnonzero(((obs["state"] == c.state) & (labels == c.perturbation)).to_numpy())
 
 
 def _dense(x: object) -> np.ndarray:

@@ -349,6 +349,7 @@ def load_backed_data(path: str | Path, cfg: DataConfig) -> PerturbationData:
         if len(cols) == 0:
             raise DataError(f"var[{cfg.gene_key!r}] selects no gene")
         notes.append(f"kept the {len(cols)} genes marked in var[{cfg.gene_key!r}]")
+        data.preprocessing["gene_selection"] = f"genes marked in var[{cfg.gene_key!r}]"
     X = BackedMatrix(reader, rows, cols, block_rows=cfg.chunk_size)
     _check_sample(X, path)
     if cfg.max_genes is not None and cfg.max_genes < len(cols):
@@ -363,12 +364,16 @@ def load_backed_data(path: str | Path, cfg: DataConfig) -> PerturbationData:
         cols = cols[np.array(sorted(keep_idx), dtype=np.int64)]
         X = BackedMatrix(reader, rows, cols, block_rows=cfg.chunk_size)
         kept = len(perturbed & set(genes[cols]))
+        data.preprocessing["gene_selection"] = (
+            f"top {cfg.max_genes} by normalised dispersion (one chunk-wise pass) plus measured perturbed genes"
+        )
         notes.append(
             f"kept {len(cols)} genes: top highly variable genes (moments of one chunk-wise pass, "
             f"{time.perf_counter() - t:.1f} s) plus {kept} measured perturbed genes"
         )
     data.X = X  # type: ignore[assignment]
     data.genes = [str(g) for g in genes[cols]]
+    data.var = var.iloc[cols].set_axis(pd.Index(data.genes))
     data.notes = [*data.notes, *notes]
     for note in notes:
         log.info(note)

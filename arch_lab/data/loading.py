@@ -6,13 +6,14 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import anndata as ad
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arch_lab.data.preprocess import is_raw_counts, normalize_log1p, select_genes
+from arch_lab.data.preprocess import is_raw_counts, median_total_count, normalize_log1p, select_genes
 from arch_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -42,6 +43,14 @@ class PerturbationData:
         Separator of combined perturbations.
     notes
         Human-readable preprocessing notes (normalisation, gene selection) recorded in the run directory.
+    perturbation_key
+        The user's obs column of perturbation labels (outputs use the same name).
+    var
+        The user's gene annotations of the kept genes, indexed by gene name, in stored order (None: none kept).
+    preprocessing
+        What was done to the expression: ``normalized`` (raw counts scaled per cell, then log1p), ``target_sum``
+        (the per-cell total they were scaled to, None when the data came log-normalised), ``log1p_base``
+        (None: natural log, scanpy's convention) and ``gene_selection`` (how genes were kept).
     """
 
     X: np.ndarray
@@ -51,6 +60,16 @@ class PerturbationData:
     control_value: str
     delimiter: str = "+"
     notes: list[str] = field(default_factory=list)
+    perturbation_key: str = "perturbation"
+    var: pd.DataFrame | None = None
+    preprocessing: dict[str, Any] = field(default_factory=dict)
+
+    def gene_annotations(self) -> pd.DataFrame:
+        """The kept genes' annotations (``var``), indexed by gene name in stored order; empty columns when none."""
+        index = pd.Index(self.genes, name=None)
+        if self.var is None:
+            return pd.DataFrame(index=index)
+        return self.var.reindex(index)
 
     @property
     def n_cells(self) -> int:
@@ -174,13 +193,17 @@ def load_perturbation_data(
         raise DataError("expression matrix holds negative values; expected counts or log-normalised expression")
 
     notes: list[str] = []
+    preprocessing: dict[str, Any] = {"normalized": False, "target_sum": None, "log1p_base": None,
+                                     "gene_selection": "all genes"}  # fmt: skip
     if is_raw_counts(X):
         if counts == "refuse":
             raise DataError(
                 "the matrix holds raw counts; set data.counts: normalize or pass log-normalised data (or data.layer)"
             )
-        X = normalize_log1p(X)
-        msg = "raw counts detected: normalised each cell to the median total count, then log1p"
+        target = median_total_count(X)
+        X = normalize_log1p(X, target)
+        preprocessing.update(normalized=True, target_sum=target)
+        msg = f"raw counts detected: normalised each cell to the median total count ({target:g}), then log1p"
         log.info(msg)
         notes.append(msg)
 
@@ -199,12 +222,21 @@ def load_perturbation_data(
         out.index = pd.Index([f"{c}-{i}" for i, c in enumerate(out.index)], name="cell_id")
         notes.append("cell ids were not unique; suffixed with their position")
 
-    data = PerturbationData(X, out, genes, list(covariate_keys), control_value, delimiter, notes)
+    var = adata.var.copy()
+    var.index = pd.Index(genes)
+    data = PerturbationData(
+        X, out, genes, list(covariate_keys), control_value, delimiter, notes, perturbation_key, var, preprocessing
+    )
     if max_genes is not None and max_genes < data.n_genes:
         perturbed = {t for p in out["perturbation"].unique() for t in data.tokens(p)}
         idx = select_genes(X, genes, max_genes, always_keep=perturbed)
         data.X = np.ascontiguousarray(X[:, idx])
         data.genes = [genes[i] for i in idx]
+        data.var = var.iloc[idx]
         kept = len(perturbed & set(data.genes))
+        preprocessing["gene_selection"] = (
+            f"top {max_genes} by normalised dispersion (Seurat recipe on log-normalised data) plus measured "
+            "perturbed genes"
+        )
         notes.append(f"kept {len(idx)} genes: top highly variable genes plus {kept} measured perturbed genes")
     return data

@@ -19,10 +19,17 @@ def is_raw_counts(X: np.ndarray, sample: int = 200_000) -> bool:
     return bool(np.all(np.abs(nz - np.round(nz)) < 1e-6) and nz.max() > 1)
 
 
-def normalize_log1p(X: np.ndarray) -> np.ndarray:
-    """Scale each cell to the median total count, then natural log1p (as scanpy's ``normalize_total``)."""
+def median_total_count(X: np.ndarray) -> float:
+    """The median total count of the cells with any counts (1.0 when none has), scanpy's default target."""
+    totals = X.sum(axis=1).astype(np.float64)
+    return float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
+
+
+def normalize_log1p(X: np.ndarray, target_sum: float | None = None) -> np.ndarray:
+    """Scale each cell to ``target_sum`` total counts (default: the median total count), then natural log1p, as
+    scanpy's ``normalize_total`` followed by ``log1p``."""
     totals = X.sum(axis=1, keepdims=True).astype(np.float64)
-    target = float(np.median(totals[totals > 0])) if (totals > 0).any() else 1.0
+    target = median_total_count(X) if target_sum is None else float(target_sum)
     scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)
     return np.log1p(X * scale).astype(np.float32)
 
