@@ -5,6 +5,8 @@ Usage: python analysis/why_unet.py --results results/probes --out docs/figures/w
 
 Writes why_unet.{pdf,png} (the whole panel), why_unet_forest[_normalised].{pdf,png}, gaps.csv, coverage.csv and
 summary.md into --out. Missing probe files and unfinished cells are listed in summary.md, not an error.
+The study code (comparisons, tables, figures) is the package ``analysis/probes/``; the gap and interval estimates
+are the library's ``arch_lab.analysis.gaps``.
 """
 
 from __future__ import annotations
@@ -14,7 +16,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from arch_lab.analysis.probes import GAP_METRICS, write_why_unet
+if __package__ in (None, ""):  # run as a script: make the probe-study package ``analysis.probes`` importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from analysis.probes import GAP_METRICS, write_why_unet
 from arch_lab.errors import ArchLabError
 
 

@@ -1,8 +1,13 @@
-"""Results analysis: tidy tables of runs and sweeps, summary statistics, paper figures and the report.
+"""Results analysis (library): tidy tables of runs and sweeps, gaps and intervals, summaries, figures, the report.
 
-Tables come from :mod:`~arch_lab.analysis.tidy`, intervals and fronts from :mod:`~arch_lab.analysis.stats`, cell
-and gene tables from :mod:`~arch_lab.analysis.cells`, figures from :mod:`~arch_lab.analysis.figures` (styled by
+Tables come from :mod:`~arch_lab.analysis.tidy`, gaps between arms and every bootstrap interval from
+:mod:`~arch_lab.analysis.gaps`, per-group summaries and fronts from :mod:`~arch_lab.analysis.stats`, cell and gene
+tables from :mod:`~arch_lab.analysis.cells`, figures from :mod:`~arch_lab.analysis.figures` (styled by
 :mod:`~arch_lab.analysis.style`), and the whole report from :mod:`~arch_lab.analysis.report`.
+
+This is the library package; nothing in it knows a particular study. The repository's top-level ``analysis/``
+folder is the other one: scripts that use this package (one per paper figure, ``why_unet.py``) and the probe
+study's own code (``analysis/probes/``).
 """
 
 from __future__ import annotations
@@ -22,11 +27,17 @@ from arch_lab.analysis.figures import (
     fig_quality_vs_cost,
     fig_sweep_diagnostics,
 )
+from arch_lab.analysis.gaps import (
+    bootstrap_ci,
+    bootstrap_difference_ci,
+    gap_estimate,
+    metric_gap,
+    normalised_gap,
+    normalised_score,
+)
 from arch_lab.analysis.report import Report, Sources, best_runs, build_report, load_sources
 from arch_lab.analysis.stats import (
     HEADLINE_METRICS,
-    bootstrap_ci,
-    bootstrap_difference_ci,
     condition_means,
     paired_differences,
     paired_summary,
@@ -77,6 +88,7 @@ __all__ = [
     "fig_quality_vs_cost",
     "fig_sweep_diagnostics",
     "find_run_dirs",
+    "gap_estimate",
     "gene_logfc",
     "load_history",
     "load_per_condition",
@@ -85,6 +97,9 @@ __all__ = [
     "load_sources",
     "load_study",
     "long_metrics",
+    "metric_gap",
+    "normalised_gap",
+    "normalised_score",
     "paired_differences",
     "paired_summary",
     "paper_style",

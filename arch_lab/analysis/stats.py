@@ -1,15 +1,18 @@
-"""Summaries over seeds: means with percentile-bootstrap intervals, paired differences, Pareto fronts."""
+"""Summaries over seeds: means with percentile-bootstrap intervals, paired differences, Pareto fronts.
+
+The intervals themselves come from :mod:`~arch_lab.analysis.gaps`, the one home of the bootstrap.
+"""
 
 from __future__ import annotations
 
 import itertools
-import zlib
 from collections.abc import Iterable, Sequence
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from arch_lab.analysis.gaps import bootstrap_ci, bootstrap_difference_ci, finite_values, keyed_rng
 from arch_lab.analysis.style import backbone_order
 from arch_lab.analysis.tidy import require_metric
 from arch_lab.errors import ArchLabError
@@ -21,63 +24,6 @@ if TYPE_CHECKING:
 #: Metrics shown first in figures and tables: distributional fit, direction of change, identity, DE genes.
 HEADLINE_METRICS: tuple[str, ...] = ("energy_distance", "cosine_logfc", "rmse_mean_rank", "deg_recall")
 _CONDITION_KEYS = ("experiment", "state", "perturbation")
-
-
-def _rng(seed: int, *key: object) -> np.random.Generator:
-    return np.random.default_rng([seed, zlib.crc32("\x1f".join(map(str, key)).encode())])
-
-
-def _finite(values: Iterable[float]) -> np.ndarray:
-    v = np.asarray(list(values) if not isinstance(values, np.ndarray | pd.Series) else values, dtype=np.float64)
-    return v[np.isfinite(v)]
-
-
-def bootstrap_ci(
-    values: Iterable[float], n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator | int = 0
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of ``values`` (non-finite values ignored).
-
-    Parameters
-    ----------
-    values
-        The sample, e.g. one metric over seeds.
-    n_boot
-        Bootstrap resamples.
-    level
-        Coverage of the interval.
-    rng
-        Generator or seed.
-
-    Returns
-    -------
-    tuple of float
-        ``(low, high)``; both equal the value for a single value, NaN for none.
-    """
-    v = _finite(values)
-    if v.size == 0:
-        return (np.nan, np.nan)
-    if v.size == 1:
-        return (float(v[0]), float(v[0]))
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
-
-
-def bootstrap_difference_ci(
-    a: Iterable[float], b: Iterable[float], n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator | int = 0
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``mean(a) - mean(b)``, resampling ``a`` and ``b`` independently."""
-    va, vb = _finite(a), _finite(b)
-    if va.size == 0 or vb.size == 0:
-        return (np.nan, np.nan)
-    rng = np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-    ma = va[rng.integers(0, va.size, size=(n_boot, va.size))].mean(axis=1)
-    mb = vb[rng.integers(0, vb.size, size=(n_boot, vb.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(ma - mb, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
 
 
 def summarize(
@@ -115,8 +61,8 @@ def summarize(
     for key, group in runs.groupby(list(by), sort=False, dropna=False):
         key = key if isinstance(key, tuple) else (key,)
         for m in metrics:
-            v = _finite(pd.to_numeric(group[m], errors="coerce"))
-            lo, hi = bootstrap_ci(v, n_boot, level, _rng(seed, *key, m))
+            v = finite_values(pd.to_numeric(group[m], errors="coerce"))
+            lo, hi = bootstrap_ci(v, n_boot, level, keyed_rng(seed, *key, m))
             rows.append(
                 {
                     **dict(zip(by, key, strict=True)),
@@ -153,9 +99,9 @@ def reference_summary(
             if col not in runs.columns:
                 continue
             per_task = runs.drop_duplicates(["experiment", "seed"]) if "experiment" in runs.columns else runs
-            v = _finite(per_task[col])
+            v = finite_values(per_task[col])
             if v.size:
-                lo, hi = bootstrap_ci(v, n_boot, level, _rng(seed, ref, m))
+                lo, hi = bootstrap_ci(v, n_boot, level, keyed_rng(seed, ref, m))
                 rows.append(
                     {
                         "reference": ref,
@@ -231,11 +177,11 @@ def paired_differences(
             ga, gb = groups.get((a, *cond)), groups.get((b, *cond))
             if ga is None or gb is None:
                 continue
-            va, vb = _finite(ga[col]), _finite(gb[col])
+            va, vb = finite_values(ga[col]), finite_values(gb[col])
             if va.size == 0 or vb.size == 0:
                 continue
             diff = float(va.mean() - vb.mean())
-            lo, hi = bootstrap_difference_ci(va, vb, n_boot, level, _rng(seed, a, b, *cond, metric))
+            lo, hi = bootstrap_difference_ci(va, vb, n_boot, level, keyed_rng(seed, a, b, *cond, metric))
             cond_map = dict(zip(keys, cond, strict=True))
             rows.append(
                 {
@@ -271,8 +217,8 @@ def paired_summary(differences: pd.DataFrame, n_boot: int = 2000, level: float =
     if differences.empty:
         return pd.DataFrame(rows)
     for (metric, a, b), g in differences.groupby(["metric", "backbone_a", "backbone_b"], sort=False):
-        d = _finite(g["difference"])
-        lo, hi = bootstrap_ci(d, n_boot, level, _rng(seed, metric, a, b))
+        d = finite_values(g["difference"])
+        lo, hi = bootstrap_ci(d, n_boot, level, keyed_rng(seed, metric, a, b))
         rows.append(
             {
                 "metric": metric,
