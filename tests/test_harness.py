@@ -286,7 +286,7 @@ def test_training_lowers_the_loss(synthetic_h5ad, tmp_path):
 
 
 def test_readme_backbone_example_registers_and_trains(synthetic_h5ad, tmp_path, monkeypatch):
-    from arch_lab.networks import registry
+    from arch_lab.networks import _registry as registry
 
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     block = text.split("# arch_lab/networks/my_net.py\n", 1)[1].split("```", 1)[0]
