@@ -164,11 +164,9 @@ def compare(
     set_: SetOpt = None,
 ) -> None:
     """Run baselines and backbones on tasks and write a markdown scoreboard with floor and ceiling."""
-    from arch_lab.scoreboard import DEFAULT_ENTRIES, run_scoreboard
+    from arch_lab.scoreboard import default_entries, run_scoreboard
 
-    df = run_scoreboard(
-        experiments, methods_ or list(DEFAULT_ENTRIES), seeds=seeds, out=out, overrides=_overrides(set_)
-    )
+    df = run_scoreboard(experiments, methods_ or default_entries(), seeds=seeds, out=out, overrides=_overrides(set_))
     typer.echo(f"wrote {out} ({len(df)} rows)")
 
 

@@ -314,8 +314,8 @@ class MatchParametersConfig(_Section):
     target
         A plain target parameter count (instead of ``reference``).
     knob
-        The integer knob to choose (default per network: ``mlp`` width, ``gene_transformer`` dim, ``unet1d``
-        base_channels).
+        The integer knob to choose (default: the network class's ``match_knob``, e.g. ``mlp`` width,
+        ``gene_transformer`` dim, ``unet1d`` base_channels).
     tolerance
         Largest accepted relative difference to the target.
     """
@@ -344,6 +344,10 @@ class NetworkConfig(BaseModel):
 
     ``match_parameters`` (optional, see :class:`MatchParametersConfig`) is not a knob: it picks the value of one
     knob when the network is built, against the task's gene count.
+
+    The knobs are checked here, once, against the named network's ``Config`` (and ``match_parameters`` against
+    its integer knobs): an unknown network, key or value raises :class:`~arch_lab.errors.ConfigError` with the
+    registry's one-line message, e.g. ``unknown key 'network.widht' for network 'mlp': valid keys are ...``.
     """
 
     model_config = ConfigDict(extra="allow")
@@ -353,6 +357,17 @@ class NetworkConfig(BaseModel):
     def knobs(self) -> dict[str, Any]:
         """The constructor arguments (everything but ``name`` and ``match_parameters``)."""
         return {k: v for k, v in self.model_dump().items() if k not in ("name", "match_parameters")}
+
+    @model_validator(mode="after")
+    def _known_knobs(self) -> NetworkConfig:
+        # Imported here: the registry imports torch and the networks; it never imports this module.
+        from arch_lab.networks import check_match_config, validate_network_config
+
+        knobs = self.knobs()
+        validate_network_config(self.name, knobs)  # ConfigError passes through pydantic unchanged
+        if self.match_parameters is not None:
+            check_match_config(self.name, knobs, self.match_parameters.model_dump())
+        return self
 
 
 class FlowConfig(_Section):

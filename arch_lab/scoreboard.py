@@ -14,15 +14,12 @@ from arch_lab.data.task import build_task
 from arch_lab.methods import list_methods
 from arch_lab.networks import list_networks
 
-DEFAULT_ENTRIES = (
-    "no_change",
-    "perturbation_mean",
-    "linear_additive",
-    "latent_additive",
-    "mlp",
-    "unet1d",
-    "gene_transformer",
-)
+
+def default_entries() -> list[str]:
+    """Every registered baseline (each method but ``flow_matching``), then every registered network."""
+    return [m for m in list_methods() if m != "flow_matching"] + list_networks()
+
+
 COLUMNS = ("energy_distance", "energy_distance_pca", "cosine_logfc", "pearson_delta", "rmse_mean", "rmse_mean_rank",
            "cosine_logfc_rank", "deg_recall")  # fmt: skip
 

@@ -131,7 +131,7 @@ def _reset_peak_rss() -> bool:
 
 def available_memory_mb() -> float | None:
     """Available RAM in MiB (``MemAvailable``), None where it cannot be read."""
-    from arch_lab.networks.attention import available_memory_bytes
+    from arch_lab.networks.layers.attention import available_memory_bytes
 
     avail = available_memory_bytes("cpu")
     return None if avail is None else avail / 2**20
@@ -733,7 +733,7 @@ def write_report(
             "`gene_transformer[latent]` (latents read all genes, genes read the latents) and "
             "`gene_transformer[full]` (gene-gene self-attention). Full attention is refused before allocation "
             "where its attention weights would exceed the available memory "
-            "(`arch_lab.networks.attention.check_full_attention_memory`).",
+            "(`arch_lab.networks.layers.attention.check_full_attention_memory`).",
             "",
             _table(
                 var_df,

@@ -20,7 +20,7 @@ from arch_lab.networks import (
     normalize_time,
     register_network,
 )
-from arch_lab.networks.attention import FEW_KEYS_MAX, MultiHeadAttention, xformers_available
+from arch_lab.networks.layers.attention import FEW_KEYS_MAX, MultiHeadAttention, xformers_available
 from arch_lab.spec import PAD_TOKEN, CondBatch, DataSpec
 
 N_GENES = 37

@@ -14,12 +14,12 @@ import torch
 
 from arch_lab.errors import ConfigError
 from arch_lab.networks import build_network
-from arch_lab.networks.attention import check_full_attention_memory, full_attention_bytes
+from arch_lab.networks.layers.attention import check_full_attention_memory, full_attention_bytes
 from arch_lab.spec import CondBatch, DataSpec
 
 REPO = Path(__file__).resolve().parents[1]
 # the module, not the function of the same name that arch_lab.networks re-exports
-attention_module = importlib.import_module("arch_lab.networks.attention")
+attention_module = importlib.import_module("arch_lab.networks.layers.attention")
 
 
 def _performance_module():

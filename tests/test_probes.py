@@ -19,8 +19,13 @@ from torch import nn
 from arch_lab.config import load_experiment
 from arch_lab.errors import ConfigError
 from arch_lab.flops import forward_backward_flops, network_flops, steps_for_budget
-from arch_lab.networks import build_network, count_parameters
-from arch_lab.networks.matching import match_parameters, parameter_count_of, resolve_matched_knobs
+from arch_lab.networks import (
+    build_network,
+    count_parameters,
+    match_parameters,
+    parameter_count_of,
+    resolve_matched_knobs,
+)
 from arch_lab.spec import DataSpec
 from arch_lab.sweeps import apply_profile, export_runs, load_sweep, run_sweep, sweep_status
 

@@ -15,8 +15,7 @@ from arch_lab.config import ExperimentConfig, FlowConfig
 from arch_lab.data.task import Condition, Task
 from arch_lab.flow import generate
 from arch_lab.methods.base import Method, PredictionRequest, Validator, register_method
-from arch_lab.networks import build_network, count_parameters, network_config
-from arch_lab.networks.matching import resolve_matched_knobs
+from arch_lab.networks import build_network, count_parameters, network_config, resolve_matched_knobs
 from arch_lab.spec import CondBatch
 
 

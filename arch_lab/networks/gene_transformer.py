@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
 
 import torch
 from einops import rearrange, repeat
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from arch_lab.networks.attention import MultiHeadAttention, check_full_attention_memory
-from arch_lab.networks.conditioning import ConditionEncoder, check_expression, normalize_time
-from arch_lab.networks.registry import register_network
+from arch_lab.networks._registry import register_network
+from arch_lab.networks.layers import (
+    ConditionEncoder,
+    MultiHeadAttention,
+    check_expression,
+    check_full_attention_memory,
+    normalize_time,
+)
 from arch_lab.spec import CondBatch, DataSpec
 
 
@@ -162,6 +168,9 @@ class GeneTransformer(nn.Module):
         Data facts (gene count, vocabularies).
     """
 
+    #: Knob chosen by parameter matching when none is named.
+    match_knob: ClassVar[str] = "dim"
+
     class Config(BaseModel):
         """Knobs of :class:`GeneTransformer`."""
 
@@ -203,6 +212,13 @@ class GeneTransformer(nn.Module):
         self.head = nn.Linear(dim, 1)
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
+
+    @classmethod
+    def knob_step(cls, knob: str, knobs: Mapping[str, Any]) -> int:
+        """Granularity of ``knob`` for parameter matching: ``dim`` comes in multiples of ``heads``, else 1."""
+        if knob == "dim":
+            return int(knobs.get("heads", cls.Config.model_fields["heads"].default))
+        return 1
 
     @classmethod
     def tiny_config(cls) -> dict:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from torch import nn
 
-from arch_lab.networks.conditioning import ConditionEncoder, check_expression, normalize_time
-from arch_lab.networks.registry import register_network
+from arch_lab.networks._registry import register_network
+from arch_lab.networks.layers import ConditionEncoder, check_expression, normalize_time
 from arch_lab.spec import CondBatch, DataSpec
 
 
@@ -62,6 +62,9 @@ class ResidualMLP(nn.Module):
     spec
         Data facts (gene count, vocabularies).
     """
+
+    #: Knob chosen by parameter matching when none is named.
+    match_knob: ClassVar[str] = "width"
 
     class Config(BaseModel):
         """Knobs of :class:`ResidualMLP`."""

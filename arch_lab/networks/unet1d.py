@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -10,9 +12,8 @@ from einops import rearrange, repeat
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
-from arch_lab.networks.attention import MultiHeadAttention
-from arch_lab.networks.conditioning import ConditionEncoder, check_expression, normalize_time
-from arch_lab.networks.registry import register_network
+from arch_lab.networks._registry import register_network
+from arch_lab.networks.layers import ConditionEncoder, MultiHeadAttention, check_expression, normalize_time
 from arch_lab.spec import CondBatch, DataSpec
 
 
@@ -142,6 +143,9 @@ class UNet1D(nn.Module):
         Data facts (gene count, vocabularies).
     """
 
+    #: Knob chosen by parameter matching when none is named.
+    match_knob: ClassVar[str] = "base_channels"
+
     class Config(BaseModel):
         """Knobs of :class:`UNet1D`."""
 
@@ -232,6 +236,14 @@ class UNet1D(nn.Module):
                 self.up.append(Stage(*layers))
 
         self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(nn.Conv1d(ch, 1, c.kernel_size, padding="same")))
+
+    @classmethod
+    def knob_step(cls, knob: str, knobs: Mapping[str, Any]) -> int:
+        """Granularity of ``knob`` for parameter matching: with attention, ``base_channels`` comes in multiples of
+        ``attention_heads``; else 1."""
+        if knob == "base_channels" and (knobs.get("mid_attention", False) or knobs.get("attention_levels", ())):
+            return int(knobs.get("attention_heads", cls.Config.model_fields["attention_heads"].default))
+        return 1
 
     @classmethod
     def tiny_config(cls) -> dict:

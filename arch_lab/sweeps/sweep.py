@@ -133,23 +133,16 @@ class Sweep:
         Raises
         ------
         ConfigError
-            The resulting experiment is invalid (names the key path).
+            The resulting experiment is invalid (names the key path), including a network knob its network does
+            not have (checked by the experiment's validation).
         """
-        from arch_lab.networks import validate_network_config
-
         raw = copy.deepcopy(self.base_raw)
         overrides = self.overrides(values, replicate)
         base_network = raw.get("network") if isinstance(raw.get("network"), dict) else {}
         base_name = base_network.get("name", "mlp")
         if overrides.get("network.name", base_name) != base_name:
             raw["network"] = {"name": base_name}
-        cfg = experiment_from_dict(raw, overrides)
-        validate_network_config(cfg.network.name, cfg.network.knobs())
-        if cfg.network.match_parameters is not None:
-            from arch_lab.networks.matching import check_match_config
-
-            check_match_config(cfg.network.name, cfg.network.knobs(), cfg.network.match_parameters.model_dump())
-        return cfg
+        return experiment_from_dict(raw, overrides)
 
 
 def apply_profile(raw: dict[str, Any], profile: str, where: str = "--profile") -> dict[str, Any]:
@@ -251,7 +244,7 @@ def _check_fixed(sweep: Sweep) -> None:
     try:
         experiment_from_dict(copy.deepcopy(sweep.base_raw), sweep.spec.fixed)
     except ConfigError as err:
-        raise ConfigError(f"fixed.{err}") from None
+        raise ConfigError(_attribute(sweep, "fixed", {}, str(err))) from None
 
 
 def _check_arms(sweep: Sweep) -> None:

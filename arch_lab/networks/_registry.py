@@ -1,10 +1,18 @@
-"""Registry of velocity networks, built by name from a plain config dict.
+"""Registry of velocity networks, built by name from a plain config dict (private: use :mod:`arch_lab.networks`).
 
-A network is an ``nn.Module`` class decorated with :func:`register_network`. It defines a nested pydantic
-``Config`` (every field has a default, unknown keys are rejected), a constructor
-``__init__(self, config: Config, spec: DataSpec)`` that stores ``self.config`` and ``self.spec``, a classmethod
-``tiny_config() -> dict`` giving a very small configuration for tests, and
-``forward(x_t [B, G], t [B] | float, cond: CondBatch) -> [B, G]``.
+A network is an ``nn.Module`` class decorated with :func:`register_network`. It defines
+
+- a nested pydantic ``Config`` (every field has a default, unknown keys are rejected);
+- a constructor ``__init__(self, config: Config, spec: DataSpec)`` that stores ``self.config`` and ``self.spec``;
+- a classmethod ``tiny_config() -> dict`` giving a very small configuration for tests;
+- ``forward(x_t [B, G], t [B] | float, cond: CondBatch) -> [B, G]`` returning a tensor of ``x_t``'s dtype
+  (also under bf16 autocast).
+
+For parameter matching (``network.match_parameters``, :mod:`arch_lab.networks._matching`) it may also define
+
+- ``match_knob: ClassVar[str]``, the integer knob of ``Config`` matched when the config names none;
+- a classmethod ``knob_step(knob: str, knobs: Mapping[str, Any]) -> int``, the granularity of ``knob`` given the
+  other knobs (without it, every integer value is allowed).
 """
 
 from __future__ import annotations
@@ -34,8 +42,8 @@ def register_network(name: str) -> Callable[[NetworkClass], NetworkClass]:
     Raises
     ------
     ConfigError
-        If another class is already registered under ``name``, or the class lacks a pydantic ``Config``
-        or a ``tiny_config`` classmethod.
+        If another class is already registered under ``name``, the class lacks a pydantic ``Config`` or a
+        ``tiny_config`` classmethod, or its ``match_knob`` is not an integer knob of its ``Config``.
     """
 
     def decorate(cls: NetworkClass) -> NetworkClass:
@@ -44,6 +52,12 @@ def register_network(name: str) -> Callable[[NetworkClass], NetworkClass]:
             raise ConfigError(f"network class {cls.__qualname__} needs a nested pydantic 'Config' model")
         if not callable(getattr(cls, "tiny_config", None)):
             raise ConfigError(f"network class {cls.__qualname__} needs a 'tiny_config' classmethod")
+        knob = getattr(cls, "match_knob", None)
+        if knob is not None and knob not in integer_knobs(config_cls):
+            raise ConfigError(
+                f"network class {cls.__qualname__}: match_knob {knob!r} is not an integer knob of its Config "
+                f"(its integer knobs: {', '.join(integer_knobs(config_cls)) or 'none'})"
+            )
         existing = _REGISTRY.get(name)
         if existing is not None and _qualified_name(existing) != _qualified_name(cls):
             raise ConfigError(f"network name {name!r} is already registered by {_qualified_name(existing)}")
@@ -56,6 +70,11 @@ def register_network(name: str) -> Callable[[NetworkClass], NetworkClass]:
 
 def _qualified_name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def integer_knobs(config_cls: type[BaseModel]) -> list[str]:
+    """Names of the plain integer fields of a network ``Config``, in field order."""
+    return [k for k, f in config_cls.model_fields.items() if f.annotation in (int, "int")]
 
 
 def list_networks() -> list[str]:

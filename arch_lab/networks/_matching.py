@@ -13,6 +13,10 @@ Used to compare backbones at equal size, e.g. an MLP whose ``width`` gives it th
 The match is resolved where the network is built (:class:`arch_lab.methods.flow.FlowMatching`), against the
 task's :class:`~arch_lab.spec.DataSpec`; the chosen value and both counts are recorded in the run's
 ``metrics.json`` (``fit.parameter_matching``).
+
+Which knob is matched when none is named, and its granularity, are declared by each network class
+(``match_knob`` and ``knob_step``, see :mod:`arch_lab.networks._registry`). The public functions are exported
+from :mod:`arch_lab.networks`.
 """
 
 from __future__ import annotations
@@ -23,11 +27,15 @@ from typing import Any
 import torch
 
 from arch_lab.errors import ConfigError
-from arch_lab.networks.registry import build_network, count_parameters, get_network_class, validate_network_config
+from arch_lab.networks._registry import (
+    build_network,
+    count_parameters,
+    get_network_class,
+    integer_knobs,
+    validate_network_config,
+)
 from arch_lab.spec import DataSpec
 
-#: Default knob matched per network (the one that scales its size most smoothly).
-DEFAULT_KNOB = {"mlp": "width", "gene_transformer": "dim", "unet1d": "base_channels"}
 _MAX_DOUBLINGS = 24
 
 
@@ -48,17 +56,19 @@ def parameter_count_of(name: str, knobs: Mapping[str, Any] | None, spec: DataSpe
     return count_parameters(net)
 
 
+def default_knob(name: str) -> str | None:
+    """The knob network ``name`` matches when none is named: its class's ``match_knob`` (None if undeclared)."""
+    return getattr(get_network_class(name), "match_knob", None)
+
+
 def knob_step(name: str, knob: str, knobs: Mapping[str, Any]) -> int:
-    """The granularity of ``knob``: values are multiples of it (``heads`` for a transformer's ``dim``, the
-    attention heads for an attending U-Net's ``base_channels``, else 1)."""
-    if name == "gene_transformer" and knob == "dim":
-        return int(knobs.get("heads", get_network_class(name).Config.model_fields["heads"].default))
-    if name == "unet1d" and knob == "base_channels":
-        fields = get_network_class(name).Config.model_fields
-        attends = knobs.get("mid_attention", False) or knobs.get("attention_levels", ())
-        if attends:
-            return int(knobs.get("attention_heads", fields["attention_heads"].default))
-    return 1
+    """The granularity of ``knob`` of network ``name``: values are multiples of it.
+
+    Asks the network class's ``knob_step(knob, knobs)`` classmethod (e.g. the heads for a transformer's width);
+    1 for a class without one.
+    """
+    step = getattr(get_network_class(name), "knob_step", None)
+    return 1 if step is None else int(step(knob, knobs))
 
 
 def match_parameters(
@@ -83,7 +93,7 @@ def match_parameters(
     target
         Parameter count to reach.
     knob
-        Integer knob to choose (default: :data:`DEFAULT_KNOB` of the network).
+        Integer knob to choose (default: the network class's ``match_knob``).
     base_knobs
         The other knobs, held fixed (must not set ``knob``).
     tolerance
@@ -97,12 +107,12 @@ def match_parameters(
     Raises
     ------
     ConfigError
-        Unknown knob, a knob that is not an integer, or no value lands within tolerance (one line, naming the
-        closest value found).
+        Unknown knob, a knob that is not an integer, no knob given for a network that declares no ``match_knob``,
+        or no value lands within tolerance (one line, naming the closest value found).
     """
-    knob = knob or DEFAULT_KNOB.get(name)
     base = dict(base_knobs or {})
     check_match_config(name, base, {"knob": knob})
+    knob = str(knob or default_knob(name))  # check_match_config refused a missing knob
     if target <= 0:
         raise ConfigError(f"network.match_parameters: target must be a positive parameter count (got {target})")
     step = knob_step(name, knob, base)
@@ -171,7 +181,7 @@ def resolve_matched_knobs(
     else:
         target = int(spec_["target"])
         ref_record = None
-    knob = spec_.get("knob") or DEFAULT_KNOB.get(name)
+    knob = spec_.get("knob") or default_knob(name)
     resolved = match_parameters(name, spec, target, knob, knobs, float(spec_.get("tolerance", 0.05)))
     count = parameter_count_of(name, resolved, spec)
     record = {
@@ -192,7 +202,8 @@ def check_match_config(name: str, knobs: Mapping[str, Any], match: Mapping[str, 
     Raises
     ------
     ConfigError
-        An unknown reference network or knob, a knob that is not an integer, or a matched knob also set.
+        An unknown reference network or knob, a knob that is not an integer, no knob given for a network that
+        declares no ``match_knob``, or a matched knob also set.
     """
     reference = match.get("reference")
     if reference is not None:
@@ -202,9 +213,13 @@ def check_match_config(name: str, knobs: Mapping[str, Any], match: Mapping[str, 
             validate_network_config(str(ref_name), ref)
         except ConfigError as err:
             raise ConfigError(f"network.match_parameters.reference: {err}") from None
-    knob = match.get("knob") or DEFAULT_KNOB.get(name)
-    fields = get_network_class(name).Config.model_fields
-    integer = [k for k, f in fields.items() if f.annotation in (int, "int")]
+    integer = integer_knobs(get_network_class(name).Config)
+    knob = match.get("knob") or default_knob(name)
+    if knob is None:
+        raise ConfigError(
+            f"network.match_parameters.knob: required for {name}, which declares no default knob (match_knob); "
+            f"name one of its integer knobs: {', '.join(integer) or 'none'}"
+        )
     if knob not in integer:
         raise ConfigError(
             f"network.match_parameters.knob: {knob!r} is not an integer knob of {name} (its integer knobs: "
