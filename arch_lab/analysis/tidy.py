@@ -11,17 +11,16 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import METRICS
-from arch_lab.runs import is_run_dir, read_status
+from arch_lab.rundir import RunDir, is_run_dir
 
 if TYPE_CHECKING:
     import optuna
@@ -32,6 +31,8 @@ ID_COLUMNS: tuple[str, ...] = ("run_dir", "experiment", "backbone", "method", "n
 TRIAL_ID_COLUMNS: tuple[str, ...] = ("study", "trial")
 #: Where a bare study name is looked up.
 DEFAULT_STORAGE = "sqlite:///runs/sweeps/{name}.db"
+#: What makes a directory a run directory (for messages).
+_RUN_FILES = f"a run has {RunDir.CONFIG} and {RunDir.STATUS}"
 _PathLike = str | Path
 
 
@@ -56,9 +57,9 @@ def find_run_dirs(paths: _PathLike | Iterable[_PathLike]) -> list[Path]:
         if is_run_dir(p):
             found.append(p)
             continue
-        inside = sorted(s.parent for s in p.rglob("status.json") if is_run_dir(s.parent)) if p.is_dir() else []
+        inside = [run.path for run in RunDir.find(p)] if p.is_dir() else []
         if not inside:
-            raise ArchLabError(f"{p}: not a run directory and holds none (a run has config.yaml and status.json)")
+            raise ArchLabError(f"{p}: not a run directory and holds none ({_RUN_FILES})")
         found.extend(inside)
     unique: dict[str, Path] = {}
     for d in found:
@@ -92,17 +93,15 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
     Raises
     ------
     ArchLabError
-        Not a run directory, or a run without ``metrics.json``.
+        Not a run directory, or a run without its metrics summary (it did not complete).
     """
-    run_dir = Path(run_dir)
-    if not is_run_dir(run_dir):
-        raise ArchLabError(f"{run_dir}: not a run directory (a run has config.yaml and status.json)")
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise ArchLabError(f"{run_dir}: no metrics.json; the run did not complete")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    metrics = json.loads(metrics_path.read_text())
-    meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").is_file() else {}
+    run = RunDir(run_dir)
+    run_dir = run.path
+    if not is_run_dir(run):
+        raise ArchLabError(f"{run_dir}: not a run directory ({_RUN_FILES})")
+    metrics = run.read_metrics()
+    cfg = run.read_config_dict()
+    meta = run.read_meta()
     method = metrics.get("method") or cfg.get("method", {}).get("name")
     network = metrics.get("network") if method == "flow_matching" else None
     fit = metrics.get("fit") or {}
@@ -151,8 +150,9 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
 def _completed(dirs: Iterable[Path]) -> list[Path]:
     keep = []
     for d in dirs:
-        status = read_status(d)
-        if status.get("status") != "completed" or not (d / "metrics.json").is_file():
+        run = RunDir(d)
+        if not run.is_completed():
+            status = run.read_status()
             reason = f" ({status['reason']})" if status.get("reason") else ""
             warnings.warn(f"{d}: skipped, status {status.get('status')!r}{reason}", RunSkipped, stacklevel=3)
             continue
@@ -212,12 +212,11 @@ def _id_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[cols].drop_duplicates("run_dir")
 
 
-def _read_per_run(runs: pd.DataFrame, filename: str, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
+def _read_per_run(runs: pd.DataFrame, read: Callable[[RunDir], pd.DataFrame | None]) -> pd.DataFrame:
     frames = []
     for ids in _id_frame(runs).to_dict("records"):
-        p = Path(ids["run_dir"]) / filename
-        if p.is_file():
-            df = pd.read_csv(p, dtype=dtype)
+        df = read(RunDir(ids["run_dir"]))
+        if df is not None:
             frames.append(df.assign(**ids))
     if not frames:
         return pd.DataFrame(columns=list(_id_frame(runs).columns))
@@ -233,7 +232,7 @@ def _with_condition(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_per_condition(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every run's ``metrics_per_condition.csv``, stacked, with the run's identifying columns.
+    """Every run's metrics per condition, stacked, with the run's identifying columns.
 
     Parameters
     ----------
@@ -247,23 +246,21 @@ def load_per_condition(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> 
         ``perturbation``, the cell counts and one column per metric.
     """
     runs = _as_runs(runs)
-    return _with_condition(_read_per_run(runs, "metrics_per_condition.csv", dtype={"state": str, "perturbation": str}))
+    return _with_condition(_read_per_run(runs, RunDir.read_per_condition))
 
 
 def load_reference(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every run's ``reference_per_condition.csv`` (floor ``no_change`` and ceiling ``split_half`` per condition)."""
+    """Every run's reference points per condition (floor ``no_change`` and ceiling ``split_half``), stacked."""
     runs = _as_runs(runs)
-    return _with_condition(
-        _read_per_run(runs, "reference_per_condition.csv", dtype={"state": str, "perturbation": str})
-    )
+    return _with_condition(_read_per_run(runs, RunDir.read_reference_per_condition))
 
 
 def load_history(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every flow run's ``history.csv`` (``step``, ``train_*``, ``val_<metric>``), with the id columns.
+    """Every flow run's training curve (``step``, ``train_*``, ``val_<metric>``), with the id columns.
 
     Runs without a history (closed-form baselines) contribute no rows.
     """
-    return _read_per_run(_as_runs(runs), "history.csv")
+    return _read_per_run(_as_runs(runs), RunDir.read_history)
 
 
 def long_metrics(runs: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:

@@ -166,7 +166,7 @@ def _load(name: str, backend: BaseStorage, storage: StorageSpec) -> optuna.Study
 def _initialise(handle: StudyHandle, sweep: Sweep) -> None:
     import optuna
 
-    from arch_lab.runs import git_sha
+    from arch_lab.provenance import git_sha
 
     study = handle.study
     study.set_user_attr(HASH_ATTR, sweep.space_hash())
