@@ -1,9 +1,11 @@
 """Tidy tables of runs and sweeps.
 
-:func:`load_runs` reads run directories into one row per run; :func:`load_study` opens an Optuna study and
-:func:`study_runs` joins its trials (parameters, state, objective, per-seed values, user attributes) with the runs
-each trial recorded, one row per (trial, replicate seed). :func:`load_per_condition`, :func:`load_reference` and
-:func:`load_history` add the per-condition scores, the per-condition floor and ceiling, and the training curves.
+:func:`load_runs` reads run directories into one row per run; :func:`study_runs` joins the trials of an Optuna
+study (parameters, state, objective, per-seed values, user attributes) with the runs each trial recorded, one row
+per (trial, replicate seed). Studies are opened and their trials tabulated by :mod:`arch_lab.sweeps.study`
+(:func:`~arch_lab.sweeps.study.load_study`, :func:`~arch_lab.sweeps.study.trials_table`).
+:func:`load_per_condition`, :func:`load_reference` and :func:`load_history` add the per-condition scores, the
+per-condition floor and ceiling, and the training curves.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pandas as pd
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import METRICS
 from arch_lab.rundir import RunDir, is_run_dir
+from arch_lab.sweeps.study import trials_table
 
 if TYPE_CHECKING:
     import optuna
@@ -29,8 +32,6 @@ if TYPE_CHECKING:
 ID_COLUMNS: tuple[str, ...] = ("run_dir", "experiment", "backbone", "method", "network", "seed")
 #: Trial columns carried into derived tables when the runs come from a study.
 TRIAL_ID_COLUMNS: tuple[str, ...] = ("study", "trial")
-#: Where a bare study name is looked up.
-DEFAULT_STORAGE = "sqlite:///runs/sweeps/{name}.db"
 #: What makes a directory a run directory (for messages).
 _RUN_FILES = f"a run has {RunDir.CONFIG} and {RunDir.STATUS}"
 _PathLike = str | Path
@@ -289,138 +290,6 @@ def require_metric(df: pd.DataFrame, metric: str, prefix: str = "") -> str:
 
 
 # -------------------------------------------------------------------------------------------------- studies
-def _sqlite_path(url: str) -> Path | None:
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-
-
-def _storage_and_name(source: str, storage: str | None) -> tuple[str, str | None, bool]:
-    """(storage URL, study name or None, whether the URL is the default one for the name)."""
-    if storage is not None:
-        return storage, source, False
-    if "://" in source or source.startswith("journal:"):
-        url, _, name = source.partition("#")
-        return url, name or None, False
-    p = Path(source)
-    if p.is_file() and p.suffix in {".db", ".sqlite", ".sqlite3"}:
-        return f"sqlite:///{p}", None, False
-    if p.is_file() and p.suffix in {".log", ".journal"}:
-        return f"journal:{p}", None, False
-    return DEFAULT_STORAGE.format(name=source), source, True
-
-
-def _open_storage(url: str) -> Any:
-    import optuna
-
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        if not path.is_file():
-            raise ArchLabError(f"{url}: journal file not found")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    sqlite = _sqlite_path(url)
-    if sqlite is not None and not sqlite.is_file():
-        raise ArchLabError(f"{url}: database file {sqlite} not found")
-    return url
-
-
-def load_study(name_or_storage: str | Path, storage: str | None = None) -> optuna.Study:
-    """Open an Optuna study without creating anything.
-
-    Parameters
-    ----------
-    name_or_storage
-        A study name (looked up in ``storage``, default ``sqlite:///runs/sweeps/<name>.db``); a storage URL
-        (``sqlite:///…``, ``postgresql://…``, ``journal:PATH``) holding one study, or ``URL#NAME`` to pick one;
-        or the path of a ``.db`` file.
-    storage
-        Storage URL for a bare study name.
-
-    Returns
-    -------
-    optuna.Study
-
-    Raises
-    ------
-    ArchLabError
-        The storage is missing or unreachable, holds no study, several studies and none was named, or not the
-        named one.
-    """
-    import optuna
-
-    source = str(name_or_storage)
-    url, name, default = _storage_and_name(source, storage)
-    if default and not _sqlite_path(url).is_file():  # type: ignore[union-attr]
-        raise ArchLabError(
-            f"{source}: not a run directory, a folder of runs, or a study (no {_sqlite_path(url)}); "
-            "pass a path, a study name with --storage, or a storage URL"
-        )
-    handle = _open_storage(url)
-    try:
-        names = optuna.get_all_study_names(handle)
-    except Exception as exc:  # storages raise many types (sqlalchemy, OSError, ...)
-        raise ArchLabError(
-            f"{url}: cannot open the study storage ({type(exc).__name__}: {exc})".splitlines()[0]
-        ) from None
-    if not names:
-        raise ArchLabError(f"{url}: holds no study")
-    if name is None or (default and name not in names and len(names) == 1):
-        if len(names) > 1:
-            raise ArchLabError(f"{url}: holds several studies ({', '.join(sorted(names))}); pick one with URL#NAME")
-        name = names[0]
-    if name not in names:
-        raise ArchLabError(f"{url}: no study named {name!r}; it holds {', '.join(sorted(names))}")
-    return optuna.load_study(study_name=name, storage=handle)
-
-
-def _trial_backbone(params: dict[str, Any]) -> str | None:
-    if "network.name" in params and params.get("method.name", "flow_matching") == "flow_matching":
-        return str(params["network.name"])
-    if "method.name" in params:
-        return str(params["method.name"])
-    return None
-
-
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of ``study``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``study``, ``trial`` (number), ``state`` (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``),
-        ``direction``, ``value`` (objective; ``value_<i>`` for several objectives), ``duration_seconds``,
-        ``backbone`` (from the ``network.name``/``method.name`` parameters when present), ``params_<key>`` per
-        parameter and ``user_attrs_<key>`` per user attribute (``run_dirs``, ``seeds``, ``values_per_seed``,
-        ``parameter_count``, ``wall_seconds``, ``git_sha``, ``space_hash``, ``reason``).
-
-    Raises
-    ------
-    ArchLabError
-        The study has no trials.
-    """
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
-        raise ArchLabError(f"study {study.study_name!r} has no trials; run the sweep first")
-    directions = [d.name.lower() for d in study.directions]
-    rows = []
-    for t in trials:
-        row: dict[str, Any] = {
-            "study": study.study_name,
-            "trial": t.number,
-            "state": t.state.name.lower(),
-            "direction": directions[0] if len(directions) == 1 else ",".join(directions),
-        }
-        if len(directions) == 1:
-            row["value"] = _num(t.values[0]) if t.values else math.nan
-        else:
-            for i in range(len(directions)):
-                row[f"value_{i}"] = _num(t.values[i]) if t.values else math.nan
-        row["duration_seconds"] = t.duration.total_seconds() if t.duration is not None else math.nan
-        row["backbone"] = _trial_backbone(t.params)
-        row.update({f"params_{k}": v for k, v in t.params.items()})
-        row.update({f"user_attrs_{k}": v for k, v in t.user_attrs.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list | tuple):
         return list(value)
@@ -461,7 +330,7 @@ def study_runs(study: optuna.Study, base_dir: _PathLike | None = None) -> pd.Dat
         dirs = _as_list(rec.get("user_attrs_run_dirs"))
         per_seed = _as_list(rec.get("user_attrs_values_per_seed"))
         scalars = {
-            k: v
+            k: None if v is pd.NA else v
             for k, v in rec.items()
             if k.startswith("params_") or (k.startswith("user_attrs_") and not isinstance(v, list | tuple | dict))
         }
