@@ -5,7 +5,6 @@ The CLI is a thin layer over these functions; tests and sweeps call them directl
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -14,15 +13,14 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
-from arch_lab.config import ExperimentConfig, experiment_from_dict, load_yaml
-from arch_lab.data.splits import save_split
+from arch_lab.config import ExperimentConfig
 from arch_lab.data.task import Condition, Task, build_task
 from arch_lab.errors import ArchLabError, DataError
-from arch_lab.harness import EvalResult, evaluate, make_requests, make_validator, predictions_to_anndata
+from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method
-from arch_lab.runs import new_run_dir, read_status, set_status, update_meta, write_json, write_run_header
+from arch_lab.recording import record_results, start_run
+from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
 
 
@@ -38,36 +36,6 @@ class RunResult:
     val_summary: dict[str, float] | None = None
     #: Rank of the process under torchrun; only rank 0 evaluates and writes (other ranks get empty results).
     rank: int = 0
-
-
-def _write_results(
-    run_dir: Path,
-    method: Method,
-    result: EvalResult,
-    val_summary: dict[str, float] | None,
-    fit_summary: dict[str, Any],
-    elapsed: float,
-) -> None:
-    result.predictions.write_h5ad(run_dir / "predictions.h5ad")
-    result.per_condition.to_csv(run_dir / "metrics_per_condition.csv", index=False)
-    if result.reference_per_condition is not None:
-        result.reference_per_condition.to_csv(run_dir / "reference_per_condition.csv", index=False)
-    history = fit_summary.pop("history", None)
-    if history:
-        pd.DataFrame(history).to_csv(run_dir / "history.csv", index=False)
-    torch.save({"method": method.name, "state": method.state_dict()}, run_dir / "model.pt")
-    metrics = {
-        "method": method.name,
-        "network": method.cfg.network.name if method.name == "flow_matching" else None,
-        "split": method.cfg.eval.split,
-        "metrics": result.summary,
-        "val_metrics": val_summary,
-        "reference": result.reference_summary,
-        "parameter_count": method.parameter_count(),
-        "fit": fit_summary,
-        "wall_seconds": elapsed,
-    }
-    write_json(run_dir / "metrics.json", metrics)
 
 
 def train(
@@ -107,22 +75,18 @@ def train(
     with distributed.session() as info:
         task = task if task is not None else build_task(cfg)
         method = build_method(cfg, task)
+        created = None
         if info.is_main:
-            if run_dir is None:
-                run_dir = new_run_dir(cfg)
-            else:
-                run_dir = Path(run_dir)
-                run_dir.mkdir(parents=True, exist_ok=True)
+            run = RunDir.new(cfg) if run_dir is None else RunDir.create(run_dir)
             extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info)}
-            write_run_header(run_dir, cfg, extra)
-            save_split(task.split, run_dir / "split.csv")
-            set_status(run_dir, "running")
-        run_dir = Path(distributed.broadcast_object(str(run_dir) if info.is_main else None, info))
+            start_run(run, cfg, task.split, extra)
+            created = str(run.path)
+        run_dir = Path(distributed.broadcast_object(created, info))
         return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
 
 
 def _dist_meta(info: distributed.DistInfo) -> dict[str, Any]:
-    """What ``meta.json`` records about the process layout."""
+    """What the run's meta records about the process layout."""
     return {"world_size": info.world_size, "backend": info.backend}
 
 
@@ -138,39 +102,29 @@ def _fit_and_finish(
     if not info.is_main:  # other ranks train their shard; rank 0 evaluates and records
         fit_summary = method.fit(run_dir, callbacks, validate=make_validator(task, cfg))
         return RunResult(run_dir, {}, pd.DataFrame(), None, fit_summary, rank=info.rank)
+    run = RunDir(run_dir)
     start = time.perf_counter()
     try:
         fit_summary = method.fit(run_dir, callbacks, validate=make_validator(task, cfg))
-        update_meta(run_dir, parameter_count=method.parameter_count())
+        run.update_meta(parameter_count=method.parameter_count())
         result = evaluate(task, method, cfg.eval, cfg.seed)
         val_summary = None
         if cfg.eval.split != "val" and task.conditions("val"):
             val_cfg = cfg.eval.model_copy(update={"reference_points": False})
             val_summary = evaluate(task, method, val_cfg, cfg.seed, split="val").summary
-        _write_results(run_dir, method, result, val_summary, dict(fit_summary), time.perf_counter() - start)
+        record_results(run, method, result, val_summary, fit_summary, time.perf_counter() - start)
     except BaseException as exc:
-        kind = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
-        reason = str(exc) if isinstance(exc, ArchLabError) else f"{type(exc).__name__}: {exc}"
-        set_status(run_dir, kind, reason=reason.splitlines()[0] if reason else type(exc).__name__)
+        run.mark_failed(exc)
         raise
-    set_status(run_dir, "completed")
+    run.set_status("completed")
     return RunResult(run_dir, result.summary, result.per_condition, result.reference_summary, fit_summary, val_summary)
 
 
-def load_run_config(run_dir: Path) -> ExperimentConfig:
-    """The resolved config recorded in a run directory."""
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise ArchLabError(f"{run_dir}: not a run directory (no config.yaml); pass the folder arch-lab train created")
-    return experiment_from_dict(load_yaml(run_dir / "config.yaml"))
-
-
-def load_run_task(run_dir: Path, cfg: ExperimentConfig | None = None) -> Task:
-    """Rebuild a run's task with the split recorded in its ``split.csv``."""
-    cfg = cfg or load_run_config(run_dir)
-    cfg = cfg.model_copy(
-        update={"task": cfg.task.model_copy(update={"split_file": str(Path(run_dir).resolve() / "split.csv")})}
-    )
+def load_run_task(run_dir: Path | RunDir, cfg: ExperimentConfig | None = None) -> Task:
+    """Rebuild a run's task with the split the run recorded."""
+    run = RunDir(run_dir)
+    cfg = cfg or run.read_config()
+    cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"split_file": str(run.split.resolve())})})
     return build_task(cfg)
 
 
@@ -180,33 +134,31 @@ def resume(run_dir: Path, callbacks: list[Callable[[int, dict], None]] | None = 
     Any number of processes may resume a checkpoint written by any number (``docs/distributed.md``); every rank
     reads the run directory, so under multi-node ``torchrun`` it must be on a shared filesystem.
     """
-    run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     with distributed.session() as info:
-        cfg = load_run_config(run_dir)
-        status = read_status(run_dir)["status"]
+        cfg = run.read_config()
+        status = run.read_status()["status"]
         if status == "completed":
             raise ArchLabError(f"{run_dir}: run already completed; start a new run instead of --resume")
-        task = load_run_task(run_dir, cfg)
+        task = load_run_task(run, cfg)
         method = build_method(cfg, task)
         if not hasattr(method, "resume"):
             raise ArchLabError(f"{run_dir}: method {cfg.method.name!r} has no checkpoints to resume; rerun it")
         method.resume = True
         distributed.barrier(info)  # every rank has read the status before rank 0 rewrites it
         if info.is_main:
-            set_status(run_dir, "running", resumed=True)
-            update_meta(run_dir, distributed=_dist_meta(info))
-        return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
+            run.set_status("running", resumed=True)
+            run.update_meta(distributed=_dist_meta(info))
+        return _fit_and_finish(cfg, task, method, run.path, callbacks, info)
 
 
 def load_method(run_dir: Path) -> tuple[ExperimentConfig, Task, Method]:
     """Rebuild a completed run's method with its trained state."""
-    run_dir = Path(run_dir)
-    cfg = load_run_config(run_dir)
-    if read_status(run_dir)["status"] != "completed" or not (run_dir / "model.pt").is_file():
-        raise ArchLabError(f"{run_dir}: run is not completed; finish it (arch-lab train --resume) before predicting")
-    task = load_run_task(run_dir, cfg)
+    run = RunDir(run_dir)
+    cfg = run.read_config()
+    saved = run.load_model()
+    task = load_run_task(run, cfg)
     method = build_method(cfg, task)
-    saved = torch.load(run_dir / "model.pt", map_location="cpu", weights_only=False)
     method.load_state_dict(saved["state"])
     return cfg, task, method
 
@@ -240,11 +192,3 @@ def predict(run_dir: Path, conditions_csv: Path, out: Path, n_cells: int = 100, 
     out.parent.mkdir(parents=True, exist_ok=True)
     adata.write_h5ad(out)
     return adata
-
-
-def read_metrics(run_dir: Path) -> dict[str, Any]:
-    """A completed run's ``metrics.json``."""
-    p = Path(run_dir) / "metrics.json"
-    if not p.is_file():
-        raise ArchLabError(f"{run_dir}: no metrics.json (run not completed)")
-    return json.loads(p.read_text())

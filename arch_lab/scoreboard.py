@@ -13,6 +13,7 @@ from arch_lab.config import load_experiment
 from arch_lab.data.task import build_task
 from arch_lab.methods import list_methods
 from arch_lab.networks import list_networks
+from arch_lab.rundir import RunDir
 
 
 def default_entries() -> list[str]:
@@ -45,8 +46,6 @@ def run_scoreboard(
     pandas.DataFrame
         One row per (task, entry, seed), plus ``floor (no_change)`` and ``ceiling (split-half)`` rows per task.
     """
-    import json
-
     from arch_lab.api import train
 
     for e in entries:
@@ -69,7 +68,7 @@ def run_scoreboard(
         if exp not in tasks:
             tasks[exp] = build_task(cfg)
         res = train(cfg, task=tasks[exp])
-        meta = json.loads((res.run_dir / "metrics.json").read_text())
+        meta = RunDir(res.run_dir).read_metrics()
         rows.append({"task": cfg.name, "entry": entry, "seed": seed, **{k: res.summary.get(k, np.nan) for k in COLUMNS},
                      "parameters": meta["parameter_count"], "seconds": meta["wall_seconds"], "run_dir": str(res.run_dir)})  # fmt: skip
         if res.reference and not any(r["task"] == cfg.name and str(r["entry"]).startswith("floor") for r in rows):

@@ -16,7 +16,7 @@ import yaml
 from conftest import experiment_dict
 
 from arch_lab.errors import ConfigError
-from arch_lab.runs import read_status
+from arch_lab.rundir import RunDir
 from arch_lab.training.distributed import DistInfo, shard_rows
 
 pytestmark = pytest.mark.skipif(not torch.distributed.is_available(), reason="torch.distributed unavailable")
@@ -70,7 +70,7 @@ def _interrupted(path: Path, run_dir: Path, nproc: int | None, tmp_path: Path) -
     script.write_text(STOP_AT_10)
     proc = _launch([str(script), str(path), str(run_dir)], nproc, ok=False)
     assert "interrupted at step 10" in proc.stderr, proc.stderr[-4000:]
-    assert read_status(run_dir)["status"] == "failed"
+    assert RunDir(run_dir).read_status()["status"] == "failed"
     assert torch.load(run_dir / "checkpoint.pt", weights_only=False)["state"]["step"] == 10
 
 
@@ -124,7 +124,7 @@ def test_two_processes_match_one_and_resume_across(synthetic_h5ad, tmp_path):
     names = {p.name for p in double.iterdir()}
     assert not any(n.startswith(".") for n in names), names
     assert names == {p.name for p in single.iterdir()}
-    assert read_status(double)["status"] == "completed"
+    assert RunDir(double).read_status()["status"] == "completed"
 
     ck = torch.load(double / "checkpoint.pt", weights_only=False)
     assert not any(k.startswith("module.") for k in ck["network"])  # the bare network, not the DDP wrapper
@@ -144,4 +144,4 @@ def test_two_processes_match_one_and_resume_across(synthetic_h5ad, tmp_path):
     _cli(["train", "--resume", str(cut)], 2)
     resumed = pd.read_csv(cut / "history.csv")
     pd.testing.assert_series_equal(resumed["train_loss"], one["train_loss"], rtol=1e-4, atol=1e-6)
-    assert read_status(cut)["status"] == "completed"
+    assert RunDir(cut).read_status()["status"] == "completed"

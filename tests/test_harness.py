@@ -23,7 +23,7 @@ from arch_lab.harness import evaluate, make_validator, perturbation_column
 from arch_lab.methods import build_method, list_methods
 from arch_lab.metrics import energy_distance
 from arch_lab.networks import list_networks
-from arch_lab.runs import read_status
+from arch_lab.rundir import RunDir
 
 runner = CliRunner()
 RUN_FILES = ("config.yaml", "meta.json", "split.csv", "status.json", "predictions.h5ad", "metrics.json",
@@ -137,7 +137,7 @@ def test_train_writes_complete_run_directory(synthetic_h5ad, tmp_path):
     (run_dir,) = (tmp_path / "runs" / "synthetic").iterdir()
     for name in RUN_FILES:
         assert (run_dir / name).is_file(), name
-    assert read_status(run_dir)["status"] == "completed"
+    assert RunDir(run_dir).read_status()["status"] == "completed"
     meta = json.loads((run_dir / "meta.json").read_text())
     assert meta["seed"] == 3 and meta["git_sha"] and meta["packages"]["torch"] and "torch_threads" in meta["device"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -164,7 +164,7 @@ def test_diverged_run_is_marked_failed_not_complete(synthetic_h5ad, tmp_path):
     with pytest.raises(TrainingDiverged, match="training diverged: loss is"):
         api.train(cfg)
     (run_dir,) = (tmp_path / "runs" / "synthetic").iterdir()
-    status = read_status(run_dir)
+    status = RunDir(run_dir).read_status()
     assert status["status"] == "failed" and "diverged" in status["reason"]
     assert not (run_dir / "metrics.json").exists()
 
@@ -195,7 +195,7 @@ def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path, ema_every, c
 
     with pytest.raises(Interrupt):
         api.train(cfg, run_dir=tmp_path / "cut", callbacks=[crash])
-    assert read_status(tmp_path / "cut")["status"] == "failed"
+    assert RunDir(tmp_path / "cut").read_status()["status"] == "failed"
     assert not (tmp_path / "cut" / "metrics.json").exists()
     ck = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)
     assert ck["state"]["step"] == 20 // checkpoint_every * checkpoint_every

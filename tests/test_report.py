@@ -26,7 +26,7 @@ from arch_lab.data import build_task
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import METRICS
 from arch_lab.networks import get_network_class
-from arch_lab.runs import set_status
+from arch_lab.rundir import RunDir
 
 matplotlib.use("Agg")
 runner = CliRunner()
@@ -77,7 +77,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
         )
     pruned = root / "sweep" / "t3-s0"
     shutil.copytree(root / "sweep" / "t0-s0", pruned)
-    set_status(pruned, "pruned", reason="pruned at step 10")
+    RunDir(pruned).set_status("pruned", reason="pruned at step 10")
     study.add_trial(optuna.trial.create_trial(
         params={"network.name": "mlp", "flow.guidance": 1.5}, distributions=DISTRIBUTIONS,
         state=optuna.trial.TrialState.PRUNED, user_attrs={"run_dirs": [str(pruned)], "reason": "pruned"},
@@ -92,7 +92,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> dict:
     torch.set_num_threads(threads)
     broken = root / "baselines" / "broken"
     shutil.copytree(root / "baselines" / "pm-s0", broken)
-    set_status(broken, "failed", reason="boom")
+    RunDir(broken).set_status("failed", reason="boom")
     with pytest.warns(A.RunSkipped):
         sweep_runs = A.study_runs(A.load_study(storage))
     with pytest.warns(A.RunSkipped):

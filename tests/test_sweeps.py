@@ -35,9 +35,9 @@ from arch_lab.sweeps import (
     run_worker,
     sweep_status,
 )
-from arch_lab.sweeps.report import trial_reason
 from arch_lab.sweeps.runner import TrialRunner
 from arch_lab.sweeps.schema import ObjectiveSection
+from arch_lab.sweeps.study import trial_reason
 
 cli = CliRunner()
 LRS = [1e-3, 2e-3]

@@ -1,8 +1,10 @@
 """Results analysis (library): tidy tables of runs and sweeps, gaps and intervals, summaries, figures, the report.
 
-Tables come from :mod:`~arch_lab.analysis.tidy`, gaps between arms and every bootstrap interval from
-:mod:`~arch_lab.analysis.gaps`, per-group summaries and fronts from :mod:`~arch_lab.analysis.stats`, cell and gene
-tables from :mod:`~arch_lab.analysis.cells`, figures from :mod:`~arch_lab.analysis.figures` (styled by
+Tables come from :mod:`~arch_lab.analysis.tidy` (studies are opened and their trials tabulated by
+:mod:`arch_lab.sweeps.study`, re-exported here as ``load_study`` and ``trials_table``), gaps between arms and
+every bootstrap interval from :mod:`~arch_lab.analysis.gaps`, per-group summaries and fronts from
+:mod:`~arch_lab.analysis.stats`, cell and gene tables from :mod:`~arch_lab.analysis.cells`, figures from
+:mod:`~arch_lab.analysis.figures` (styled by
 :mod:`~arch_lab.analysis.style`), and the whole report from :mod:`~arch_lab.analysis.report`.
 
 This is the library package; nothing in it knows a particular study. The repository's top-level ``analysis/``
@@ -54,13 +56,12 @@ from arch_lab.analysis.tidy import (
     load_per_condition,
     load_reference,
     load_runs,
-    load_study,
     long_metrics,
     read_run,
     require_metric,
     study_runs,
-    trials_table,
 )
+from arch_lab.sweeps.study import load_study, trials_table
 
 __all__ = [
     "HEADLINE_METRICS",

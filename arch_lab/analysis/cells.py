@@ -16,6 +16,7 @@ from arch_lab.errors import ArchLabError
 from arch_lab.harness import perturbation_column
 from arch_lab.metrics.deg import de_scores
 from arch_lab.metrics.pseudobulk import logfc
+from arch_lab.rundir import RunDir
 
 _PathLike = str | Path
 
@@ -47,10 +48,7 @@ def _load(run_dirs: Sequence[_PathLike]) -> tuple[list[dict], Task]:
 
 
 def _predicted(run_dir: _PathLike, task: Task) -> ad.AnnData:
-    p = Path(run_dir) / "predictions.h5ad"
-    if not p.is_file():
-        raise ArchLabError(f"{run_dir}: no predictions.h5ad")
-    pred = ad.read_h5ad(p)
+    pred = RunDir(run_dir).read_predictions()
     if list(pred.var_names) != list(task.data.genes):
         raise ArchLabError(f"{run_dir}: predicted genes differ from the task's genes; the data file changed")
     return pred

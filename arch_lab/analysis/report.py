@@ -23,17 +23,10 @@ from arch_lab.analysis.stats import (
     summarize,
 )
 from arch_lab.analysis.style import backbone_order, save_figure
-from arch_lab.analysis.tidy import (
-    load_history,
-    load_per_condition,
-    load_runs,
-    load_study,
-    require_metric,
-    study_runs,
-    trials_table,
-)
+from arch_lab.analysis.tidy import load_history, load_per_condition, load_runs, require_metric, study_runs
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import METRICS
+from arch_lab.sweeps.study import load_study, trials_table
 
 if TYPE_CHECKING:
     import optuna
@@ -80,7 +73,7 @@ def load_sources(
     ----------
     sources
         Each a run directory, a folder of run directories, or a study (name, storage URL, ``URL#NAME`` or a
-        ``.db`` file; see :func:`arch_lab.analysis.load_study`).
+        ``.db`` file; see :func:`arch_lab.sweeps.study.load_study`).
     storage
         Storage URL for bare study names (an existing directory is still read as runs).
     base_dir

@@ -1,9 +1,11 @@
 """Tidy tables of runs and sweeps.
 
-:func:`load_runs` reads run directories into one row per run; :func:`load_study` opens an Optuna study and
-:func:`study_runs` joins its trials (parameters, state, objective, per-seed values, user attributes) with the runs
-each trial recorded, one row per (trial, replicate seed). :func:`load_per_condition`, :func:`load_reference` and
-:func:`load_history` add the per-condition scores, the per-condition floor and ceiling, and the training curves.
+:func:`load_runs` reads run directories into one row per run; :func:`study_runs` joins the trials of an Optuna
+study (parameters, state, objective, per-seed values, user attributes) with the runs each trial recorded, one row
+per (trial, replicate seed). Studies are opened and their trials tabulated by :mod:`arch_lab.sweeps.study`
+(:func:`~arch_lab.sweeps.study.load_study`, :func:`~arch_lab.sweeps.study.trials_table`).
+:func:`load_per_condition`, :func:`load_reference` and :func:`load_history` add the per-condition scores, the
+per-condition floor and ceiling, and the training curves.
 """
 
 from __future__ import annotations
@@ -11,17 +13,17 @@ from __future__ import annotations
 import json
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import METRICS
-from arch_lab.runs import is_run_dir, read_status
+from arch_lab.rundir import RunDir, is_run_dir
+from arch_lab.sweeps.study import trials_table
 
 if TYPE_CHECKING:
     import optuna
@@ -30,8 +32,8 @@ if TYPE_CHECKING:
 ID_COLUMNS: tuple[str, ...] = ("run_dir", "experiment", "backbone", "method", "network", "seed")
 #: Trial columns carried into derived tables when the runs come from a study.
 TRIAL_ID_COLUMNS: tuple[str, ...] = ("study", "trial")
-#: Where a bare study name is looked up.
-DEFAULT_STORAGE = "sqlite:///runs/sweeps/{name}.db"
+#: What makes a directory a run directory (for messages).
+_RUN_FILES = f"a run has {RunDir.CONFIG} and {RunDir.STATUS}"
 _PathLike = str | Path
 
 
@@ -56,9 +58,9 @@ def find_run_dirs(paths: _PathLike | Iterable[_PathLike]) -> list[Path]:
         if is_run_dir(p):
             found.append(p)
             continue
-        inside = sorted(s.parent for s in p.rglob("status.json") if is_run_dir(s.parent)) if p.is_dir() else []
+        inside = [run.path for run in RunDir.find(p)] if p.is_dir() else []
         if not inside:
-            raise ArchLabError(f"{p}: not a run directory and holds none (a run has config.yaml and status.json)")
+            raise ArchLabError(f"{p}: not a run directory and holds none ({_RUN_FILES})")
         found.extend(inside)
     unique: dict[str, Path] = {}
     for d in found:
@@ -92,17 +94,15 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
     Raises
     ------
     ArchLabError
-        Not a run directory, or a run without ``metrics.json``.
+        Not a run directory, or a run without its metrics summary (it did not complete).
     """
-    run_dir = Path(run_dir)
-    if not is_run_dir(run_dir):
-        raise ArchLabError(f"{run_dir}: not a run directory (a run has config.yaml and status.json)")
-    metrics_path = run_dir / "metrics.json"
-    if not metrics_path.is_file():
-        raise ArchLabError(f"{run_dir}: no metrics.json; the run did not complete")
-    cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    metrics = json.loads(metrics_path.read_text())
-    meta = json.loads((run_dir / "meta.json").read_text()) if (run_dir / "meta.json").is_file() else {}
+    run = RunDir(run_dir)
+    run_dir = run.path
+    if not is_run_dir(run):
+        raise ArchLabError(f"{run_dir}: not a run directory ({_RUN_FILES})")
+    metrics = run.read_metrics()
+    cfg = run.read_config_dict()
+    meta = run.read_meta()
     method = metrics.get("method") or cfg.get("method", {}).get("name")
     network = metrics.get("network") if method == "flow_matching" else None
     fit = metrics.get("fit") or {}
@@ -151,8 +151,9 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
 def _completed(dirs: Iterable[Path]) -> list[Path]:
     keep = []
     for d in dirs:
-        status = read_status(d)
-        if status.get("status") != "completed" or not (d / "metrics.json").is_file():
+        run = RunDir(d)
+        if not run.is_completed():
+            status = run.read_status()
             reason = f" ({status['reason']})" if status.get("reason") else ""
             warnings.warn(f"{d}: skipped, status {status.get('status')!r}{reason}", RunSkipped, stacklevel=3)
             continue
@@ -212,12 +213,11 @@ def _id_frame(runs: pd.DataFrame) -> pd.DataFrame:
     return runs[cols].drop_duplicates("run_dir")
 
 
-def _read_per_run(runs: pd.DataFrame, filename: str, dtype: dict[str, Any] | None = None) -> pd.DataFrame:
+def _read_per_run(runs: pd.DataFrame, read: Callable[[RunDir], pd.DataFrame | None]) -> pd.DataFrame:
     frames = []
     for ids in _id_frame(runs).to_dict("records"):
-        p = Path(ids["run_dir"]) / filename
-        if p.is_file():
-            df = pd.read_csv(p, dtype=dtype)
+        df = read(RunDir(ids["run_dir"]))
+        if df is not None:
             frames.append(df.assign(**ids))
     if not frames:
         return pd.DataFrame(columns=list(_id_frame(runs).columns))
@@ -233,7 +233,7 @@ def _with_condition(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def load_per_condition(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every run's ``metrics_per_condition.csv``, stacked, with the run's identifying columns.
+    """Every run's metrics per condition, stacked, with the run's identifying columns.
 
     Parameters
     ----------
@@ -247,23 +247,21 @@ def load_per_condition(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> 
         ``perturbation``, the cell counts and one column per metric.
     """
     runs = _as_runs(runs)
-    return _with_condition(_read_per_run(runs, "metrics_per_condition.csv", dtype={"state": str, "perturbation": str}))
+    return _with_condition(_read_per_run(runs, RunDir.read_per_condition))
 
 
 def load_reference(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every run's ``reference_per_condition.csv`` (floor ``no_change`` and ceiling ``split_half`` per condition)."""
+    """Every run's reference points per condition (floor ``no_change`` and ceiling ``split_half``), stacked."""
     runs = _as_runs(runs)
-    return _with_condition(
-        _read_per_run(runs, "reference_per_condition.csv", dtype={"state": str, "perturbation": str})
-    )
+    return _with_condition(_read_per_run(runs, RunDir.read_reference_per_condition))
 
 
 def load_history(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every flow run's ``history.csv`` (``step``, ``train_*``, ``val_<metric>``), with the id columns.
+    """Every flow run's training curve (``step``, ``train_*``, ``val_<metric>``), with the id columns.
 
     Runs without a history (closed-form baselines) contribute no rows.
     """
-    return _read_per_run(_as_runs(runs), "history.csv")
+    return _read_per_run(_as_runs(runs), RunDir.read_history)
 
 
 def long_metrics(runs: pd.DataFrame, metrics: Iterable[str] | None = None) -> pd.DataFrame:
@@ -292,138 +290,6 @@ def require_metric(df: pd.DataFrame, metric: str, prefix: str = "") -> str:
 
 
 # -------------------------------------------------------------------------------------------------- studies
-def _sqlite_path(url: str) -> Path | None:
-    return Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None
-
-
-def _storage_and_name(source: str, storage: str | None) -> tuple[str, str | None, bool]:
-    """(storage URL, study name or None, whether the URL is the default one for the name)."""
-    if storage is not None:
-        return storage, source, False
-    if "://" in source or source.startswith("journal:"):
-        url, _, name = source.partition("#")
-        return url, name or None, False
-    p = Path(source)
-    if p.is_file() and p.suffix in {".db", ".sqlite", ".sqlite3"}:
-        return f"sqlite:///{p}", None, False
-    if p.is_file() and p.suffix in {".log", ".journal"}:
-        return f"journal:{p}", None, False
-    return DEFAULT_STORAGE.format(name=source), source, True
-
-
-def _open_storage(url: str) -> Any:
-    import optuna
-
-    if url.startswith("journal:"):
-        path = Path(url.removeprefix("journal:"))
-        if not path.is_file():
-            raise ArchLabError(f"{url}: journal file not found")
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
-    sqlite = _sqlite_path(url)
-    if sqlite is not None and not sqlite.is_file():
-        raise ArchLabError(f"{url}: database file {sqlite} not found")
-    return url
-
-
-def load_study(name_or_storage: str | Path, storage: str | None = None) -> optuna.Study:
-    """Open an Optuna study without creating anything.
-
-    Parameters
-    ----------
-    name_or_storage
-        A study name (looked up in ``storage``, default ``sqlite:///runs/sweeps/<name>.db``); a storage URL
-        (``sqlite:///…``, ``postgresql://…``, ``journal:PATH``) holding one study, or ``URL#NAME`` to pick one;
-        or the path of a ``.db`` file.
-    storage
-        Storage URL for a bare study name.
-
-    Returns
-    -------
-    optuna.Study
-
-    Raises
-    ------
-    ArchLabError
-        The storage is missing or unreachable, holds no study, several studies and none was named, or not the
-        named one.
-    """
-    import optuna
-
-    source = str(name_or_storage)
-    url, name, default = _storage_and_name(source, storage)
-    if default and not _sqlite_path(url).is_file():  # type: ignore[union-attr]
-        raise ArchLabError(
-            f"{source}: not a run directory, a folder of runs, or a study (no {_sqlite_path(url)}); "
-            "pass a path, a study name with --storage, or a storage URL"
-        )
-    handle = _open_storage(url)
-    try:
-        names = optuna.get_all_study_names(handle)
-    except Exception as exc:  # storages raise many types (sqlalchemy, OSError, ...)
-        raise ArchLabError(
-            f"{url}: cannot open the study storage ({type(exc).__name__}: {exc})".splitlines()[0]
-        ) from None
-    if not names:
-        raise ArchLabError(f"{url}: holds no study")
-    if name is None or (default and name not in names and len(names) == 1):
-        if len(names) > 1:
-            raise ArchLabError(f"{url}: holds several studies ({', '.join(sorted(names))}); pick one with URL#NAME")
-        name = names[0]
-    if name not in names:
-        raise ArchLabError(f"{url}: no study named {name!r}; it holds {', '.join(sorted(names))}")
-    return optuna.load_study(study_name=name, storage=handle)
-
-
-def _trial_backbone(params: dict[str, Any]) -> str | None:
-    if "network.name" in params and params.get("method.name", "flow_matching") == "flow_matching":
-        return str(params["network.name"])
-    if "method.name" in params:
-        return str(params["method.name"])
-    return None
-
-
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial of ``study``.
-
-    Returns
-    -------
-    pandas.DataFrame
-        ``study``, ``trial`` (number), ``state`` (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``),
-        ``direction``, ``value`` (objective; ``value_<i>`` for several objectives), ``duration_seconds``,
-        ``backbone`` (from the ``network.name``/``method.name`` parameters when present), ``params_<key>`` per
-        parameter and ``user_attrs_<key>`` per user attribute (``run_dirs``, ``seeds``, ``values_per_seed``,
-        ``parameter_count``, ``wall_seconds``, ``git_sha``, ``space_hash``, ``reason``).
-
-    Raises
-    ------
-    ArchLabError
-        The study has no trials.
-    """
-    trials = study.get_trials(deepcopy=False)
-    if not trials:
-        raise ArchLabError(f"study {study.study_name!r} has no trials; run the sweep first")
-    directions = [d.name.lower() for d in study.directions]
-    rows = []
-    for t in trials:
-        row: dict[str, Any] = {
-            "study": study.study_name,
-            "trial": t.number,
-            "state": t.state.name.lower(),
-            "direction": directions[0] if len(directions) == 1 else ",".join(directions),
-        }
-        if len(directions) == 1:
-            row["value"] = _num(t.values[0]) if t.values else math.nan
-        else:
-            for i in range(len(directions)):
-                row[f"value_{i}"] = _num(t.values[i]) if t.values else math.nan
-        row["duration_seconds"] = t.duration.total_seconds() if t.duration is not None else math.nan
-        row["backbone"] = _trial_backbone(t.params)
-        row.update({f"params_{k}": v for k, v in t.params.items()})
-        row.update({f"user_attrs_{k}": v for k, v in t.user_attrs.items()})
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
 def _as_list(value: Any) -> list[Any]:
     if isinstance(value, list | tuple):
         return list(value)
@@ -464,7 +330,7 @@ def study_runs(study: optuna.Study, base_dir: _PathLike | None = None) -> pd.Dat
         dirs = _as_list(rec.get("user_attrs_run_dirs"))
         per_seed = _as_list(rec.get("user_attrs_values_per_seed"))
         scalars = {
-            k: v
+            k: None if v is pd.NA else v
             for k, v in rec.items()
             if k.startswith("params_") or (k.startswith("user_attrs_") and not isinstance(v, list | tuple | dict))
         }

@@ -2,8 +2,9 @@
 
 A sweep names a base experiment, fixed overrides, a (conditional) search space, an objective, a sampler, a pruner
 and a budget. :func:`load_sweep` validates all of it before any storage is touched; :func:`run_sweep` runs the
-study locally with N worker processes; :func:`run_worker` joins it from anywhere; :func:`sweep_status` and
-:func:`export_trials` read it back. See ``docs/sweeps.md``.
+study locally with N worker processes; :func:`run_worker` joins it from anywhere; :func:`load_study` opens it
+read-only, :func:`trials_table` tabulates its trials, and :func:`sweep_status` and :func:`export_trials` report
+on it. See ``docs/sweeps.md``.
 
 Names are imported on first use, so ``import arch_lab.sweeps`` (and the CLI) stays light.
 """
@@ -16,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from arch_lab.sweeps.launch import SweepRun, resolve_storage, run_sweep
     from arch_lab.sweeps.objective import Objective
-    from arch_lab.sweeps.report import SweepStatus, export_runs, export_trials, runs_table, sweep_status, trials_table
+    from arch_lab.sweeps.report import SweepStatus, export_runs, export_trials, runs_table, sweep_status
     from arch_lab.sweeps.space import SearchSpace
     from arch_lab.sweeps.storage import StorageSpec, parse_storage
-    from arch_lab.sweeps.study import StudyHandle, open_study
+    from arch_lab.sweeps.study import StudyHandle, load_study, open_study, trials_table
     from arch_lab.sweeps.sweep import Sweep, apply_profile, load_sweep
     from arch_lab.sweeps.worker import WorkerReport, run_worker
 
@@ -35,6 +36,7 @@ _EXPORTS = {
     "apply_profile": "sweep",
     "export_runs": "report",
     "export_trials": "report",
+    "load_study": "study",
     "load_sweep": "sweep",
     "open_study": "study",
     "parse_storage": "storage",
@@ -43,7 +45,7 @@ _EXPORTS = {
     "run_worker": "worker",
     "runs_table": "report",
     "sweep_status": "report",
-    "trials_table": "report",
+    "trials_table": "study",
 }
 
 __all__ = [
@@ -58,6 +60,7 @@ __all__ = [
     "apply_profile",
     "export_runs",
     "export_trials",
+    "load_study",
     "load_sweep",
     "open_study",
     "parse_storage",

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from arch_lab.errors import ArchLabError
-from arch_lab.sweeps.report import SweepStatus, load_existing, sweep_status
+from arch_lab.sweeps.report import SweepStatus, sweep_status
 from arch_lab.sweeps.storage import StorageSpec, default_storage_url, parse_storage
-from arch_lab.sweeps.study import issue_slots, open_study
+from arch_lab.sweeps.study import issue_slots, load_study, open_study
 from arch_lab.sweeps.sweep import Sweep, load_sweep
 from arch_lab.sweeps.worker import counted_failures, run_worker
 
@@ -98,7 +98,7 @@ def run_sweep(
     limit = sweep.spec.budget.max_failures
     status = sweep_status(path, spec.url, profile=profile)
     if limit is not None and status.finished < status.slots:
-        failed = counted_failures(load_existing(path, spec.url, profile).get_trials(deepcopy=False))
+        failed = counted_failures(load_study(path, spec.url, profile).get_trials(deepcopy=False))
         if failed >= limit:
             raise ArchLabError(
                 f"stopped after {failed} failed trials (budget.max_failures: {limit}); see arch-lab sweep status "

@@ -1,4 +1,4 @@
-"""Reading a study back: progress, best trials, failures with reasons, and a tidy per-trial table."""
+"""Reports on a study: progress, best trials and failures with reasons, and the trials and runs as CSV."""
 
 from __future__ import annotations
 
@@ -7,162 +7,62 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from arch_lab.errors import ArchLabError
-from arch_lab.sweeps.storage import StorageSpec, default_storage_url, parse_storage
-from arch_lab.sweeps.study import SLOT_ATTR, is_retry
+from arch_lab.sweeps.study import SLOT_ATTR, is_retry, load_study, locate_study, retried_by, trial_reason, trials_table
 
 if TYPE_CHECKING:
     import optuna
     import pandas as pd
-    from optuna.trial import FrozenTrial
 
 
-def locate_study(
-    name_or_yaml: str | Path, storage: str | None = None, profile: str | None = None
-) -> tuple[str, StorageSpec]:
-    """The study name and storage of a sweep YAML or a study name.
+#: Columns of the CSV ``arch-lab sweep export`` writes, after the ``params_<key>`` and ``value_seed_<s>`` ones.
+EXPORT_TAIL = (
+    "seeds",
+    "run_dirs",
+    "wall_seconds",
+    "parameter_count",
+    "reason",
+    "retry_of",
+    "slot",
+    "worker",
+    "git_sha",
+    "datetime_start",
+    "datetime_complete",
+)
 
-    Parameters
-    ----------
-    name_or_yaml
-        A sweep YAML (its ``study`` section is used) or a study name.
-    storage
-        Overrides the storage (default: the YAML's, or ``sqlite:///runs/sweeps/<name>.db`` for a name).
-    profile
-        A profile of the YAML (its study is ``<name>_<profile>``); with a study name, appended to it.
+
+def export_layout(trials: pd.DataFrame) -> pd.DataFrame:
+    """:func:`~arch_lab.sweeps.study.trials_table` in the layout of ``arch-lab sweep export``.
+
+    ``number``, ``state`` (upper case, as Optuna names it), ``value``, ``params_<key>``, ``value_seed_<s>``,
+    ``seeds`` and ``run_dirs`` (``;``-separated), ``wall_seconds``, ``parameter_count``, ``reason``, ``retry_of``,
+    ``slot``, ``worker``, ``git_sha``, ``datetime_start``, ``datetime_complete``.
     """
-    p = Path(name_or_yaml)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        from arch_lab.sweeps.sweep import load_sweep
+    import pandas as pd
 
-        sweep = load_sweep(p, profile)
-        st = sweep.spec.study
-        return sweep.name, parse_storage(storage or st.storage or default_storage_url(st.name, st.output_dir))
-    name = f"{name_or_yaml}_{profile}" if profile else str(name_or_yaml)
-    return name, parse_storage(storage or default_storage_url(name))
-
-
-def load_existing(name_or_yaml: str | Path, storage: str | None = None, profile: str | None = None) -> optuna.Study:
-    """Open an existing study read-only (nothing is created when it is missing).
-
-    Raises
-    ------
-    ArchLabError
-        No storage file, or no study of that name in it.
-    """
-    import optuna
-
-    name, spec = locate_study(name_or_yaml, storage, profile)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    backend = spec.open(create=False)
-    try:
-        return optuna.load_study(study_name=name, storage=backend)
-    except KeyError:
-        names = [s.study_name for s in optuna.get_all_study_summaries(backend)]
-        raise ArchLabError(
-            f"no study named {name!r} in {spec.describe()} (studies there: {names or 'none'}); check the name or --storage"
-        ) from None
-
-
-def _retried_by(trials: list[FrozenTrial]) -> dict[int, int]:
-    out: dict[int, int] = {}
-    for t in trials:
-        if is_retry(t):
-            history = t.system_attrs.get("retry_history", [])
-            if history:
-                out[history[-1]] = t.number
+    if trials.empty:
+        return pd.DataFrame()
+    out = pd.DataFrame({"number": trials["trial"], "state": trials["state"].str.upper()})
+    for c in trials.columns:
+        if c == "value" or c.startswith(("value_", "params_")):
+            out[c] = trials[c]
+    n = len(trials)
+    for c in EXPORT_TAIL:
+        attr = f"user_attrs_{c}"
+        if c in ("seeds", "run_dirs"):
+            lists = trials[attr] if attr in trials else pd.Series([None] * n, index=trials.index)
+            out[c] = [";".join(str(v) for v in x) if isinstance(x, list | tuple) else "" for x in lists]
+        elif c in trials.columns:
+            out[c] = trials[c]
+        else:
+            out[c] = trials[attr] if attr in trials else pd.Series([None] * n, index=trials.index, dtype=object)
     return out
-
-
-def trial_reason(trial: FrozenTrial, retried_by: dict[int, int]) -> str | None:
-    """Why a trial failed or was pruned (None for others)."""
-    from optuna.trial import TrialState
-
-    if trial.state not in (TrialState.FAIL, TrialState.PRUNED):
-        return None
-    reason = trial.user_attrs.get("reason")
-    if trial.number in retried_by:
-        base = reason or "worker lost (no heartbeat within the grace period)"
-        return f"{base}; retried as trial {retried_by[trial.number]}"
-    if reason:
-        return reason
-    if trial.state == TrialState.FAIL:
-        return "worker lost (no heartbeat within the grace period); retries exhausted"
-    return "pruned"
-
-
-def trials_table(study: optuna.Study) -> pd.DataFrame:
-    """One row per trial: number, state, value, ``params_*``, per-seed values, run directories, wall time,
-    parameter count, fail/prune reason, retry link and worker.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Sorted by trial number; ``value_seed_<s>`` holds replicate ``s``'s objective.
-    """
-    import pandas as pd
-
-    trials = study.get_trials(deepcopy=False)
-    retried_by = _retried_by(trials)
-    rows: list[dict[str, Any]] = []
-    for t in trials:
-        ua = t.user_attrs
-        params = ua.get("params") or t.params
-        row: dict[str, Any] = {"number": t.number, "state": t.state.name, "value": t.value}
-        row.update({f"params_{k}": _cell(v) for k, v in params.items()})
-        for s, v in enumerate(ua.get("values_per_seed") or []):
-            row[f"value_seed_{s}"] = v
-        row.update(
-            {
-                "seeds": ";".join(str(s) for s in ua.get("seeds") or []),
-                "run_dirs": ";".join(ua.get("run_dirs") or []),
-                "wall_seconds": ua.get("wall_seconds"),
-                "parameter_count": ua.get("parameter_count"),
-                "reason": trial_reason(t, retried_by),
-                "retry_of": (t.system_attrs.get("retry_history") or [None])[-1],
-                "slot": ua.get(SLOT_ATTR),
-                "worker": ua.get("worker"),
-                "git_sha": ua.get("git_sha"),
-                "datetime_start": t.datetime_start,
-                "datetime_complete": t.datetime_complete,
-            }
-        )
-        rows.append(row)
-    df = pd.DataFrame(rows)
-    if df.empty:
-        return df
-    for c in df.columns:  # keep ints as ints where some trials lack the value (pandas would make them floats)
-        if c.startswith("params_") or c in ("parameter_count", "slot", "retry_of"):
-            df[c] = _column([row.get(c) for row in rows])
-    first = ["number", "state", "value"]
-    params = sorted(c for c in df.columns if c.startswith("params_"))
-    seeds = sorted((c for c in df.columns if c.startswith("value_seed_")), key=lambda c: int(c.rsplit("_", 1)[1]))
-    rest = [c for c in df.columns if c not in first + params + seeds]
-    return df[first + params + seeds + rest].sort_values("number").reset_index(drop=True)
-
-
-def _column(values: list[Any]) -> pd.Series:
-    import pandas as pd
-
-    present = [v for v in values if v is not None]
-    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
-        return pd.Series(values, dtype="Int64")
-    return pd.Series(values, dtype=object).infer_objects()
-
-
-def _cell(value: Any) -> Any:
-    if isinstance(value, list | dict):
-        import json
-
-        return json.dumps(value)
-    return value
 
 
 def export_trials(
     name_or_yaml: str | Path, out: str | Path, storage: str | None = None, profile: str | None = None
 ) -> pd.DataFrame:
-    """Write the trials table of a study as CSV and return it."""
-    df = trials_table(load_existing(name_or_yaml, storage, profile))
+    """Write the trials of a study as CSV (:func:`export_layout`) and return the written table."""
+    df = export_layout(trials_table(load_study(name_or_yaml, storage, profile), allow_empty=True))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)
@@ -207,12 +107,12 @@ def sweep_status(
     """Progress, the best trials and the failures of a study."""
     from optuna.trial import TrialState
 
-    name, spec = locate_study(name_or_yaml, storage, profile)
-    study = load_existing(name_or_yaml, storage, profile)
+    spec = locate_study(name_or_yaml, storage, profile).storage
+    study = load_study(name_or_yaml, storage, profile)
     trials = study.get_trials(deepcopy=False)
-    retried_by = _retried_by(trials)
+    retried = retried_by(trials)
     counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
-    finished = sum(1 for t in trials if t.state.is_finished() and t.number not in retried_by)
+    finished = sum(1 for t in trials if t.state.is_finished() and t.number not in retried)
     slots = sum(1 for t in trials if SLOT_ATTR in t.user_attrs and not is_retry(t))
     direction = study.direction.name.lower()
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
@@ -227,7 +127,7 @@ def sweep_status(
         for t in complete[:top]
     ]
     failures = [
-        {"number": t.number, "state": t.state.name, "reason": trial_reason(t, retried_by)}
+        {"number": t.number, "state": t.state.name, "reason": trial_reason(t, retried)}
         for t in trials
         if t.state in (TrialState.FAIL, TrialState.PRUNED)
     ]
@@ -235,7 +135,7 @@ def sweep_status(
         {"number": t.number, "worker": t.user_attrs.get("worker")} for t in trials if t.state == TrialState.RUNNING
     ]
     return SweepStatus(
-        name=name,
+        name=study.study_name,
         storage=spec.describe(),
         direction=direction,
         objective=f"{study.user_attrs.get('objective_split', '?')} {study.user_attrs.get('objective', '?')}",
@@ -306,7 +206,7 @@ def export_runs(
         from arch_lab.sweeps.sweep import load_sweep
 
         arm_keys = tuple(a.key for a in load_sweep(p, profile).space.arms()) or arm_keys
-    df = runs_table(load_existing(name_or_yaml, storage, profile), arm_keys)
+    df = runs_table(load_study(name_or_yaml, storage, profile), arm_keys)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     df.to_csv(out, index=False)

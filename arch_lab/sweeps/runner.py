@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
+from arch_lab.rundir import RunDir
 from arch_lab.sweeps.sweep import Sweep
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ class TrialRunner:
             result = self._train(cfg, run_dir, callbacks)
             per_seed.append(self._score(result, cfg))
             trial.set_user_attr("values_per_seed", per_seed)
-            record = _read_json(run_dir / "metrics.json")
+            record = _read_metrics(run_dir)
             if "parameter_count" in record:
                 trial.set_user_attr("parameter_count", record["parameter_count"])
             trial.set_user_attr("wall_seconds", time.perf_counter() - started)
@@ -159,8 +160,8 @@ class TrialRunner:
         return report
 
 
-def _read_json(path: Path) -> dict[str, Any]:
+def _read_metrics(run_dir: Path) -> dict[str, Any]:
     try:
-        return json.loads(path.read_text())
-    except (OSError, ValueError):
+        return RunDir(run_dir).read_metrics()
+    except (ArchLabError, OSError, ValueError):
         return {}

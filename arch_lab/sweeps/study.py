@@ -1,4 +1,4 @@
-"""Creating, joining and budgeting a study.
+"""Studies: creating, joining and budgeting one (workers), and opening one read-only and tabulating its trials.
 
 The budget is a queue. Whoever creates the study enqueues exactly ``n_trials`` trials ("slots": the ``enqueue``
 configurations first, then empty slots the sampler fills, or every grid combination), and workers only ever run
@@ -7,23 +7,30 @@ lost (heartbeat) or interrupted takes over its slot instead of adding one.
 
 The study records a hash of its search space, fixed overrides, objective and replicates; joining it with a
 different one is refused.
+
+Readers (``arch-lab sweep status``/``export``, ``arch-lab report``, :mod:`arch_lab.analysis`) find a study from a
+sweep YAML, a study name or a storage URL with :func:`load_study`, which never creates anything, and tabulate it
+with :func:`trials_table`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 import warnings
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from arch_lab.errors import ArchLabError, ConfigError
-from arch_lab.sweeps.storage import StorageSpec
+from arch_lab.sweeps.storage import JOURNAL_PREFIX, StorageSpec, default_storage_url, parse_storage
 from arch_lab.sweeps.sweep import Sweep
 
 if TYPE_CHECKING:
     import optuna
+    import pandas as pd
     from optuna.storages import BaseStorage
     from optuna.trial import FrozenTrial
 
@@ -166,7 +173,7 @@ def _load(name: str, backend: BaseStorage, storage: StorageSpec) -> optuna.Study
 def _initialise(handle: StudyHandle, sweep: Sweep) -> None:
     import optuna
 
-    from arch_lab.runs import git_sha
+    from arch_lab.provenance import git_sha
 
     study = handle.study
     study.set_user_attr(HASH_ATTR, sweep.space_hash())
@@ -242,3 +249,254 @@ def issue_slots(handle: StudyHandle, sweep: Sweep) -> int:
 
 def _key(params: dict[str, Any]) -> str:
     return json.dumps(params, sort_keys=True, default=str)
+
+
+# ------------------------------------------------------------------------------------------ reading back
+#: Files read as a SQLite storage or a journal storage when given as a study.
+SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+JOURNAL_SUFFIXES = (".log", ".journal")
+
+
+class StudyLocation(NamedTuple):
+    """Where :func:`locate_study` found a study.
+
+    Parameters
+    ----------
+    name
+        The study name (None: the one study the storage holds).
+    storage
+        Its storage.
+    default
+        True when the storage was derived from a bare study name (``sqlite:///runs/sweeps/<name>.db``).
+    """
+
+    name: str | None
+    storage: StorageSpec
+    default: bool
+
+
+def locate_study(source: str | Path, storage: str | None = None, profile: str | None = None) -> StudyLocation:
+    """The name and storage a study argument stands for; nothing is opened.
+
+    Parameters
+    ----------
+    source
+        A sweep YAML (its ``study`` section is used); a storage URL (``sqlite:///...``, ``postgresql://...``,
+        ``journal:PATH``) holding one study, or ``URL#NAME`` to pick one; the path of a ``.db`` or journal
+        (``.log``) file; or a study name (looked up in ``storage``, default ``sqlite:///runs/sweeps/<name>.db``).
+    storage
+        Overrides the storage of a sweep YAML or a study name.
+    profile
+        A profile of the sweep YAML (its study is ``<name>_<profile>``); with a study name, appended to it.
+
+    Raises
+    ------
+    ConfigError
+        A malformed storage URL or sweep YAML.
+    """
+    text = str(source)
+    p = Path(text)
+    if p.suffix in (".yaml", ".yml") or (p.is_file() and p.suffix not in SQLITE_SUFFIXES + JOURNAL_SUFFIXES):
+        from arch_lab.sweeps.sweep import load_sweep
+
+        sweep = load_sweep(p, profile)
+        st = sweep.spec.study
+        return StudyLocation(
+            sweep.name, parse_storage(storage or st.storage or default_storage_url(st.name, st.output_dir)), False
+        )
+    if storage is not None:
+        return StudyLocation(f"{text}_{profile}" if profile else text, parse_storage(storage), False)
+    if "://" in text or text.startswith(JOURNAL_PREFIX):
+        url, _, name = text.partition("#")
+        return StudyLocation(name or None, parse_storage(url), False)
+    if p.is_file() and p.suffix in SQLITE_SUFFIXES:
+        return StudyLocation(None, parse_storage(f"sqlite:///{p}"), False)
+    if p.is_file() and p.suffix in JOURNAL_SUFFIXES:
+        return StudyLocation(None, parse_storage(f"{JOURNAL_PREFIX}{p}"), False)
+    name = f"{text}_{profile}" if profile else text
+    return StudyLocation(name, parse_storage(default_storage_url(name)), True)
+
+
+def load_study(source: str | Path, storage: str | None = None, profile: str | None = None) -> optuna.Study:
+    """Open an existing study read-only: nothing is created when it is missing.
+
+    Parameters
+    ----------
+    source, storage, profile
+        See :func:`locate_study`.
+
+    Returns
+    -------
+    optuna.Study
+
+    Raises
+    ------
+    ArchLabError
+        The storage is missing or unreachable, holds no study, several studies and none was named, or not the
+        named one.
+    """
+    import optuna
+
+    name, spec, default = locate_study(source, storage, profile)
+    if not spec.exists():
+        if default:
+            raise ArchLabError(
+                f"{source}: not a run directory, a folder of runs, or a study (no such file {spec.path}); pass a "
+                "sweep YAML, a study name with --storage, or a storage URL"
+            )
+        kind = "journal" if spec.kind == "journal" else "database"
+        raise ArchLabError(f"{spec.describe()}: {kind} file not found; check the path or pass --storage")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    backend = spec.open(create=False)
+    try:
+        names = optuna.get_all_study_names(backend)
+    except Exception as exc:  # storages raise many types (sqlalchemy, OSError, ...)
+        raise ArchLabError(
+            f"{spec.describe()}: cannot open the study storage ({type(exc).__name__}: {exc})".splitlines()[0]
+        ) from None
+    if not names:
+        raise ArchLabError(f"{spec.describe()}: holds no study")
+    if name is None or (default and name not in names and len(names) == 1):
+        if len(names) > 1:
+            raise ArchLabError(
+                f"{spec.describe()}: holds several studies ({', '.join(sorted(names))}); pick one with URL#NAME"
+            )
+        name = names[0]
+    if name not in names:
+        raise ArchLabError(
+            f"{spec.describe()}: no study named {name!r}; it holds {', '.join(sorted(names))}; check the name or "
+            "--storage"
+        )
+    return optuna.load_study(study_name=name, storage=backend)
+
+
+def retried_by(trials: list[FrozenTrial]) -> dict[int, int]:
+    """Trial number -> the number of the trial that retried it (for trials whose worker was lost)."""
+    out: dict[int, int] = {}
+    for t in trials:
+        if is_retry(t):
+            history = t.system_attrs.get("retry_history", [])
+            if history:
+                out[history[-1]] = t.number
+    return out
+
+
+def trial_reason(trial: FrozenTrial, retried: dict[int, int]) -> str | None:
+    """Why a trial failed or was pruned (None for others); ``retried`` comes from :func:`retried_by`."""
+    from optuna.trial import TrialState
+
+    if trial.state not in (TrialState.FAIL, TrialState.PRUNED):
+        return None
+    reason = trial.user_attrs.get("reason")
+    if trial.number in retried:
+        base = reason or "worker lost (no heartbeat within the grace period)"
+        return f"{base}; retried as trial {retried[trial.number]}"
+    if reason:
+        return reason
+    if trial.state == TrialState.FAIL:
+        return "worker lost (no heartbeat within the grace period); retries exhausted"
+    return "pruned"
+
+
+def trials_table(study: optuna.Study, *, allow_empty: bool = False) -> pd.DataFrame:
+    """One row per trial of ``study``, sorted by trial number.
+
+    Parameters
+    ----------
+    study
+        The study.
+    allow_empty
+        Return an empty table for a study without trials instead of raising.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``study``, ``trial`` (number), ``state`` (``complete``, ``pruned``, ``fail``, ``running``, ``waiting``),
+        ``direction``, ``value`` (objective; NaN until complete; ``value_<i>`` for several objectives),
+        ``duration_seconds``, ``backbone`` (from the ``network.name``/``method.name`` parameters when present),
+        ``params_<key>`` per sampled value (lists and mappings as JSON text), ``value_seed_<s>`` (replicate
+        ``s``'s objective), ``reason`` (why it failed or was pruned, retries included), ``retry_of`` (the trial it
+        retried), ``datetime_start``, ``datetime_complete``, and ``user_attrs_<key>`` per user attribute
+        (``run_dirs``, ``seeds``, ``values_per_seed``, ``parameter_count``, ``wall_seconds``, ``slot``,
+        ``worker``, ``git_sha``, ``space_hash``, ``reason``...). Integer columns stay integers where some trials
+        lack the value.
+
+    Raises
+    ------
+    ArchLabError
+        The study has no trials (unless ``allow_empty``).
+    """
+    import pandas as pd
+
+    trials = study.get_trials(deepcopy=False)
+    if not trials and not allow_empty:
+        raise ArchLabError(f"study {study.study_name!r} has no trials; run the sweep first")
+    directions = [d.name.lower() for d in study.directions]
+    retried = retried_by(trials)
+    rows: list[dict[str, Any]] = []
+    for t in trials:
+        ua = t.user_attrs
+        params = ua.get("params") or t.params
+        row: dict[str, Any] = {
+            "study": study.study_name,
+            "trial": t.number,
+            "state": t.state.name.lower(),
+            "direction": directions[0] if len(directions) == 1 else ",".join(directions),
+        }
+        if len(directions) == 1:
+            row["value"] = _num(t.values[0]) if t.values else math.nan
+        else:
+            for i in range(len(directions)):
+                row[f"value_{i}"] = _num(t.values[i]) if t.values else math.nan
+        row["duration_seconds"] = t.duration.total_seconds() if t.duration is not None else math.nan
+        row["backbone"] = _trial_backbone(params)
+        row.update({f"params_{k}": _cell(v) for k, v in params.items()})
+        for i, v in enumerate(ua.get("values_per_seed") or []):
+            row[f"value_seed_{i}"] = v
+        row["reason"] = trial_reason(t, retried)
+        row["retry_of"] = (t.system_attrs.get("retry_history") or [None])[-1]
+        row["datetime_start"] = t.datetime_start
+        row["datetime_complete"] = t.datetime_complete
+        row.update({f"user_attrs_{k}": v for k, v in ua.items()})
+        rows.append(row)
+    df = pd.DataFrame(rows)
+    if df.empty:
+        return df
+    for c in df.columns:  # keep ints as ints where some trials lack the value (pandas would make them floats)
+        if c.startswith(("params_", "user_attrs_")) or c == "retry_of":
+            df[c] = _column([row.get(c) for row in rows])
+    params = sorted(c for c in df.columns if c.startswith("params_"))
+    seeds = sorted((c for c in df.columns if c.startswith("value_seed_")), key=lambda c: int(c.rsplit("_", 1)[1]))
+    attrs = [c for c in df.columns if c.startswith("user_attrs_")]
+    head = [c for c in df.columns if c not in params + seeds + attrs]
+    tail = ["reason", "retry_of", "datetime_start", "datetime_complete"]
+    head = [c for c in head if c not in tail]
+    return df[head + params + seeds + tail + attrs].sort_values("trial").reset_index(drop=True)
+
+
+def _num(value: Any) -> float:
+    try:
+        return float(value) if value is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _trial_backbone(params: dict[str, Any]) -> str | None:
+    if "network.name" in params and params.get("method.name", "flow_matching") == "flow_matching":
+        return str(params["network.name"])
+    if "method.name" in params:
+        return str(params["method.name"])
+    return None
+
+
+def _column(values: list[Any]) -> pd.Series:
+    import pandas as pd
+
+    present = [v for v in values if v is not None]
+    if present and all(isinstance(v, int) and not isinstance(v, bool) for v in present):
+        return pd.Series(values, dtype="Int64")
+    return pd.Series(values, dtype=object).infer_objects()
+
+
+def _cell(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value

@@ -159,7 +159,7 @@ def run_worker(
     """
     from optuna.trial import TrialState
 
-    from arch_lab.runs import git_sha
+    from arch_lab.provenance import git_sha
 
     handle = open_study(sweep, storage, create=create, seed_offset=seed_offset)
     runner = TrialRunner(sweep, git_sha())

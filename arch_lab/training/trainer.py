@@ -14,7 +14,6 @@ Rank 0 alone validates and writes; its decisions are broadcast so the ranks stay
 from __future__ import annotations
 
 import math
-import os
 import time
 import weakref
 from collections.abc import Callable
@@ -35,12 +34,11 @@ from arch_lab.errors import ArchLabError, TrainingDiverged
 from arch_lab.flow import FlowMatchingObjective, StraightPath, make_coupling, make_time_sampler
 from arch_lab.flow._random import Shard
 from arch_lab.metrics import METRICS
+from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
 from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
-CHECKPOINT = "checkpoint.pt"
-BEST = "best.pt"
 #: Parameters with at least this many elements have their gradient norm taken in a hook during backward.
 HOOKED_NUMEL = 1 << 16
 
@@ -131,7 +129,7 @@ class FlowTrainer:
         task: Task,
         network: nn.Module,
         validate: Callable[[nn.Module, list[Condition]], dict[str, float]] | None = None,
-        run_dir: Path | None = None,
+        run_dir: Path | RunDir | None = None,
         callbacks: list[Callable[[int, dict], None]] | None = None,
         device: torch.device | str | None = None,
     ) -> None:
@@ -153,7 +151,7 @@ class FlowTrainer:
         self.model = torch.compile(model) if cfg.train.compile else model
         self.ema = EMA(self.network, cfg.optim.ema_decay, cfg.optim.ema_every)
         self.validate = validate
-        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.run_dir = RunDir(run_dir) if run_dir is not None else None
         self.callbacks = list(callbacks or [])
         o = cfg.optim
         self.parameters = [p for p in self.network.parameters() if p.requires_grad]
@@ -218,17 +216,10 @@ class FlowTrainer:
             "state": self.state.__dict__,
         }
 
-    def _save(self, name: str, payload: dict[str, Any]) -> None:
-        if self.run_dir is None or not self.dist.is_main:
-            return
-        tmp = self.run_dir / f".{name}.tmp"
-        torch.save(payload, tmp)
-        os.replace(tmp, self.run_dir / name)
-
     def save_checkpoint(self) -> None:
-        """Write ``checkpoint.pt`` atomically (rank 0 only; every rank holds the same state)."""
+        """Write the run's checkpoint atomically (rank 0 only; every rank holds the same state)."""
         if self.run_dir is not None and self.dist.is_main:
-            self._save(CHECKPOINT, self._payload())
+            self.run_dir.save_checkpoint(self._payload())
 
     def load_checkpoint(self, path: Path) -> None:
         """Restore everything from a checkpoint written by :meth:`save_checkpoint`."""
@@ -384,7 +375,8 @@ class FlowTrainer:
         value = float(metrics.get(self.cfg.train.select_metric, float("nan")))
         if self._better(value):
             self.state.best_value, self.state.best_step, self.state.evals_since_best = value, step, 0
-            self._save(BEST, {"ema": model.state_dict(), "step": step, "value": value})
+            if self.run_dir is not None:
+                self.run_dir.save_best({"ema": model.state_dict(), "step": step, "value": value})
             self.best_weights = {k: v.detach().clone() for k, v in model.state_dict().items()}
         else:
             self.state.evals_since_best += 1
@@ -412,11 +404,11 @@ class FlowTrainer:
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`."""
         cfg = self.cfg.train
-        if resume and self.run_dir is not None and (self.run_dir / CHECKPOINT).is_file():
-            self.load_checkpoint(self.run_dir / CHECKPOINT)
+        if resume and self.run_dir is not None and self.run_dir.checkpoint.is_file():
+            self.load_checkpoint(self.run_dir.checkpoint)
         self.best_weights: dict[str, torch.Tensor] | None = None
-        if resume and self.dist.is_main and self.run_dir is not None and (self.run_dir / BEST).is_file():
-            self.best_weights = torch.load(self.run_dir / BEST, map_location=self.device, weights_only=False)["ema"]
+        if resume and self.dist.is_main and self.run_dir is not None and self.run_dir.best.is_file():
+            self.best_weights = RunDir.load_torch(self.run_dir.best, self.device)["ema"]
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.state.step,

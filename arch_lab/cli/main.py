@@ -1,43 +1,23 @@
-"""The ``arch-lab`` command line: a thin typer layer over typed functions in :mod:`arch_lab.api`."""
+"""The top-level ``arch-lab`` commands (train, predict, networks, methods, compare, report, synth, preprocess);
+``arch-lab sweep`` is :mod:`arch_lab.cli.sweep`."""
 
 from __future__ import annotations
 
-import functools
 import sys
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
 
+from arch_lab.cli.errors import USER_ERROR, friendly
+from arch_lab.cli.sweep import sweep_app
 from arch_lab.errors import ArchLabError
-from arch_lab.sweeps.cli import sweep_app
+from arch_lab.rundir import RunDir
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Velocity networks for flow-matching models of cell perturbation."
 )
 app.add_typer(sweep_app, name="sweep")
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _fail(message: str, code: int = 2) -> None:
-    typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(code)
-
-
-def friendly(fn: F) -> F:
-    """Turn user errors into one line on stderr and a non-zero exit."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except ArchLabError as exc:
-            _fail(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-        except KeyboardInterrupt:
-            _fail("interrupted; resume with: arch-lab train --resume RUN_DIR", code=130)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _overrides(values: list[str] | None) -> dict[str, Any]:
@@ -106,7 +86,7 @@ def _print_summary(run_dir: Path, summary: dict[str, float], reference: dict[str
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A completed run directory.")],
     conditions: Annotated[Path, typer.Option(help="CSV with a perturbation column and covariate columns.")],
-    out: Annotated[Path, typer.Option(help="Output .h5ad.")] = Path("predictions.h5ad"),
+    out: Annotated[Path, typer.Option(help="Output .h5ad.")] = Path(RunDir.PREDICTIONS),
     n_cells: Annotated[int, typer.Option(help="Cells to generate per condition.")] = 100,
     seed: int = 0,
 ) -> None:
@@ -245,8 +225,4 @@ def main() -> None:
         app()
     except ArchLabError as exc:  # errors raised outside a command's own handler (e.g. while importing it)
         typer.echo(f"error: {exc}", err=True)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
+        sys.exit(USER_ERROR)

@@ -2,18 +2,19 @@
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+
+from arch_lab.cli.errors import friendly_with
 
 sweep_app = typer.Typer(
     no_args_is_help=True, help="Hyperparameter sweeps from a YAML: run, join, inspect and export Optuna studies."
 )
-F = TypeVar("F", bound=Callable[..., Any])
+#: User errors as one line; Ctrl-C says the running trials were requeued.
+_friendly = friendly_with("interrupted; running trials were requeued: rerun the same command to resume")
 
 ProfileOpt = Annotated[
     str | None,
@@ -23,26 +24,6 @@ StorageOpt = Annotated[
     str | None,
     typer.Option(help="Storage URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB or journal:FILE)."),
 ]
-
-
-def _friendly(fn: F) -> F:
-    """``arch_lab.cli.friendly`` (imported when called: ``arch_lab.cli`` imports this module), with the sweep's
-    own message for Ctrl-C."""
-
-    def guarded(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except KeyboardInterrupt:
-            typer.echo("error: interrupted; running trials were requeued: rerun the same command to resume", err=True)
-            raise typer.Exit(130) from None
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from arch_lab.cli import friendly
-
-        return friendly(guarded)(*args, **kwargs)
-
-    return wrapper  # type: ignore[return-value]
 
 
 def _logging() -> None:

@@ -1,0 +1,53 @@
+"""How the command line reports failure: user errors as one line on stderr and a non-zero exit, no traceback."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+
+from arch_lab.errors import ArchLabError
+
+F = TypeVar("F", bound=Callable[..., Any])
+#: What Ctrl-C during ``arch-lab train`` prints.
+TRAIN_INTERRUPTED = "interrupted; resume with: arch-lab train --resume RUN_DIR"
+#: Exit code of a user error.
+USER_ERROR = 2
+#: Exit code after Ctrl-C.
+INTERRUPTED = 130
+
+
+def fail(message: str, code: int = USER_ERROR) -> None:
+    """Print ``error: <message>`` on stderr and exit with ``code``."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an error's message (its type name when it has none)."""
+    return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+
+
+def friendly_with(interrupted: str) -> Callable[[F], F]:
+    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted``."""
+
+    def decorate(fn: F) -> F:
+        @functools.wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return fn(*args, **kwargs)
+            except ArchLabError as exc:
+                fail(first_line(exc))
+            except KeyboardInterrupt:
+                fail(interrupted, code=INTERRUPTED)
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def friendly(fn: F) -> F:
+    """Turn user errors into one line on stderr and a non-zero exit (Ctrl-C says how to resume the run)."""
+    return friendly_with(TRAIN_INTERRUPTED)(fn)

@@ -1,0 +1,83 @@
+"""What a run records in its directory: a header when it starts, the results when it completes."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+from arch_lab.provenance import device_info, git_sha, package_versions
+from arch_lab.rundir import RunDir, utc_now
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from arch_lab.config import ExperimentConfig
+    from arch_lab.harness import EvalResult
+    from arch_lab.methods import Method
+
+
+def start_run(run: RunDir, cfg: ExperimentConfig, split: pd.Series, extra: dict[str, Any] | None = None) -> None:
+    """Write the resolved config, the provenance meta (plus ``extra``) and the split, and mark the run running."""
+    run.write_config(cfg)
+    run.write_meta(
+        {
+            "seed": cfg.seed,
+            "git_sha": git_sha(),
+            "packages": package_versions(),
+            "device": device_info(),
+            "command": sys.argv,
+            "started": utc_now(),
+            **(extra or {}),
+        }
+    )
+    run.write_split(split)
+    run.set_status("running")
+
+
+def record_results(
+    run: RunDir,
+    method: Method,
+    result: EvalResult,
+    val_summary: dict[str, float] | None,
+    fit_summary: dict[str, Any],
+    elapsed: float,
+) -> None:
+    """Write what a finished run produced; the summary goes last, so its presence means the rest is whole.
+
+    Parameters
+    ----------
+    run
+        The run directory.
+    method
+        The trained method (its state is saved).
+    result
+        The scored evaluated split.
+    val_summary
+        The validation split's summary (None when the evaluated split is ``val`` or there is none).
+    fit_summary
+        What ``method.fit`` returned; its ``history`` goes to its own table, the rest into the summary.
+    elapsed
+        Wall seconds of fitting and scoring.
+    """
+    run.write_predictions(result.predictions)
+    run.write_per_condition(result.per_condition)
+    if result.reference_per_condition is not None:
+        run.write_reference_per_condition(result.reference_per_condition)
+    fit_summary = dict(fit_summary)
+    history = fit_summary.pop("history", None)
+    if history:
+        run.write_history(history)
+    run.save_model(method.name, method.state_dict())
+    run.write_metrics(
+        {
+            "method": method.name,
+            "network": method.cfg.network.name if method.name == "flow_matching" else None,
+            "split": method.cfg.eval.split,
+            "metrics": result.summary,
+            "val_metrics": val_summary,
+            "reference": result.reference_summary,
+            "parameter_count": method.parameter_count(),
+            "fit": fit_summary,
+            "wall_seconds": elapsed,
+        }
+    )

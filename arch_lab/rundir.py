@@ -1,0 +1,390 @@
+"""Run directories: one class owns their layout, writes every file atomically and reads them back.
+
+A run directory holds ``config.yaml`` (resolved), ``meta.json`` (seed, git SHA, package versions, device),
+``split.csv``, ``status.json``, the trainer's ``checkpoint.pt`` and ``best.pt`` and, once finished,
+``history.csv``, ``predictions.h5ad``, ``metrics_per_condition.csv``, ``reference_per_condition.csv``,
+``model.pt`` and ``metrics.json``. ``status.json`` says ``running``, ``completed``, ``failed`` or ``pruned``
+(with the reason); ``metrics.json`` is only ever written for a completed run, so a crashed run never looks
+complete.
+
+Every file is written to a temporary name that includes the writer's process id and then renamed over the
+target, so a reader never sees half a file and two writers never share a temporary file. No other module spells
+a file name of the layout: they go through :class:`RunDir`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from arch_lab.errors import ArchLabError
+
+if TYPE_CHECKING:
+    import anndata as ad
+    import pandas as pd
+
+    from arch_lab.config import ExperimentConfig
+
+#: Values of ``status.json``'s ``status`` (``missing`` is what :meth:`RunDir.read_status` says without one).
+STATUSES = ("running", "completed", "failed", "pruned")
+_PathLike = str | os.PathLike
+
+
+def utc_now() -> str:
+    """The current UTC time as ISO 8601 to the second (the time stamps of status and meta)."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def _json_default(o: Any) -> Any:
+    if hasattr(o, "item"):
+        return o.item()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` to write to; renamed over ``path`` when the block succeeds.
+
+    The temporary name holds the process id (``.<stem>.<pid>.tmp<suffix>``, the suffix kept for writers that
+    look at it), so concurrent writers never share one. On an error it is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    """Write ``obj`` as indented, key-sorted JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+class RunDir:
+    """One run directory: its file paths as attributes, atomic writers, readers and the run's status.
+
+    Parameters
+    ----------
+    path
+        The directory (need not exist yet; :meth:`create` and :meth:`new` make it).
+
+    Examples
+    --------
+    >>> run = RunDir("runs/demo/20240101-120000-s0-ab12")  # doctest: +SKIP
+    >>> run.read_status()["status"], run.read_metrics()["metrics"]["energy_distance"]  # doctest: +SKIP
+    """
+
+    CONFIG = "config.yaml"
+    META = "meta.json"
+    SPLIT = "split.csv"
+    STATUS = "status.json"
+    CHECKPOINT = "checkpoint.pt"
+    BEST = "best.pt"
+    HISTORY = "history.csv"
+    PREDICTIONS = "predictions.h5ad"
+    METRICS = "metrics.json"
+    PER_CONDITION = "metrics_per_condition.csv"
+    REFERENCE_PER_CONDITION = "reference_per_condition.csv"
+    MODEL = "model.pt"
+
+    def __init__(self, path: _PathLike | RunDir) -> None:
+        self.path = path.path if isinstance(path, RunDir) else Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    # ------------------------------------------------------------------------------------ creating
+    @classmethod
+    def create(cls, path: _PathLike) -> RunDir:
+        """The run directory at ``path``, created (with its parents) when missing."""
+        run = cls(path)
+        run.path.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def new(cls, cfg: ExperimentConfig) -> RunDir:
+        """A fresh, unique run directory ``<output_dir>/<name>/<time>-s<seed>-<random>``."""
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        path = Path(cfg.output_dir) / cfg.name / f"{stamp}-s{cfg.seed}-{secrets.token_hex(2)}"
+        path.mkdir(parents=True, exist_ok=False)
+        return cls(path)
+
+    @classmethod
+    def find(cls, folder: _PathLike) -> list[RunDir]:
+        """Every run directory under ``folder`` (searched recursively), sorted by path."""
+        return [cls(d) for d in sorted(s.parent for s in Path(folder).rglob(cls.STATUS)) if is_run_dir(d)]
+
+    # --------------------------------------------------------------------------------------- paths
+    @property
+    def config(self) -> Path:
+        """The resolved experiment config (YAML)."""
+        return self.path / self.CONFIG
+
+    @property
+    def meta(self) -> Path:
+        """Provenance: seed, git SHA, package versions, device, command, parameter count."""
+        return self.path / self.META
+
+    @property
+    def split(self) -> Path:
+        """Which cells are train, val and test (CSV)."""
+        return self.path / self.SPLIT
+
+    @property
+    def status(self) -> Path:
+        """The run's status record (JSON)."""
+        return self.path / self.STATUS
+
+    @property
+    def checkpoint(self) -> Path:
+        """The trainer's latest full checkpoint (for resuming)."""
+        return self.path / self.CHECKPOINT
+
+    @property
+    def best(self) -> Path:
+        """The EMA weights of the best validation step."""
+        return self.path / self.BEST
+
+    @property
+    def history(self) -> Path:
+        """The training curve: one row per validation (CSV)."""
+        return self.path / self.HISTORY
+
+    @property
+    def predictions(self) -> Path:
+        """The generated cells of the evaluated split (``.h5ad``)."""
+        return self.path / self.PREDICTIONS
+
+    @property
+    def metrics(self) -> Path:
+        """The completed run's summary (JSON); written last."""
+        return self.path / self.METRICS
+
+    @property
+    def per_condition(self) -> Path:
+        """Metrics per evaluated condition (CSV)."""
+        return self.path / self.PER_CONDITION
+
+    @property
+    def reference_per_condition(self) -> Path:
+        """The floor and ceiling reference points per condition (CSV)."""
+        return self.path / self.REFERENCE_PER_CONDITION
+
+    @property
+    def model(self) -> Path:
+        """The trained method's state (``{"method": name, "state": state_dict}``)."""
+        return self.path / self.MODEL
+
+    # -------------------------------------------------------------------------------------- status
+    def set_status(self, status: str, **extra: Any) -> None:
+        """Record the run's status (one of :data:`STATUSES`) with a time stamp and any extra fields.
+
+        Raises
+        ------
+        ValueError
+            An unknown status.
+        """
+        if status not in STATUSES:
+            raise ValueError(f"unknown run status {status!r}; one of {STATUSES}")
+        write_json(self.status, {"status": status, "updated": utc_now(), **extra})
+
+    def mark_failed(self, exc: BaseException) -> None:
+        """Record why the run stopped: ``pruned`` for a pruned sweep trial, else ``failed``, with the reason."""
+        kind = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
+        reason = str(exc) if isinstance(exc, ArchLabError) else f"{type(exc).__name__}: {exc}"
+        self.set_status(kind, reason=reason.splitlines()[0] if reason else type(exc).__name__)
+
+    def read_status(self) -> dict[str, Any]:
+        """The run's status record (``{"status": "missing"}`` when there is none)."""
+        return _read_json(self.status) if self.status.is_file() else {"status": "missing"}
+
+    def is_completed(self) -> bool:
+        """True when the run finished: status ``completed`` and ``metrics.json`` written."""
+        return self.read_status().get("status") == "completed" and self.metrics.is_file()
+
+    # -------------------------------------------------------------------------------------- writing
+    def write_config(self, cfg: ExperimentConfig) -> None:
+        """Write the resolved config."""
+        with atomic_path(self.config) as tmp:
+            tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
+
+    def write_meta(self, meta: dict[str, Any]) -> None:
+        """Write ``meta.json`` (replacing it)."""
+        write_json(self.meta, meta)
+
+    def update_meta(self, **values: Any) -> None:
+        """Add keys to ``meta.json``."""
+        meta = self.read_meta()
+        meta.update(values)
+        write_json(self.meta, meta)
+
+    def write_split(self, split: pd.Series) -> None:
+        """Write the split of cells (``cell_id`` to ``train``/``val``/``test``)."""
+        from arch_lab.data.splits import save_split
+
+        with atomic_path(self.split) as tmp:
+            save_split(split, tmp)
+
+    def write_history(self, records: list[dict[str, Any]]) -> None:
+        """Write the training curve (one record per validation)."""
+        import pandas as pd
+
+        self._write_csv(self.history, pd.DataFrame(records))
+
+    def write_predictions(self, adata: ad.AnnData) -> None:
+        """Write the generated cells."""
+        with atomic_path(self.predictions) as tmp:
+            adata.write_h5ad(tmp)
+
+    def write_per_condition(self, df: pd.DataFrame) -> None:
+        """Write the metrics per condition."""
+        self._write_csv(self.per_condition, df)
+
+    def write_reference_per_condition(self, df: pd.DataFrame) -> None:
+        """Write the reference points (floor, ceiling) per condition."""
+        self._write_csv(self.reference_per_condition, df)
+
+    def write_metrics(self, metrics: dict[str, Any]) -> None:
+        """Write the completed run's summary (call last: its presence means the results are whole)."""
+        write_json(self.metrics, metrics)
+
+    def save_model(self, method: str, state: dict[str, Any]) -> None:
+        """Save the trained method's state."""
+        self.save_torch(self.model, {"method": method, "state": state})
+
+    def save_checkpoint(self, payload: dict[str, Any]) -> None:
+        """Save the trainer's full state."""
+        self.save_torch(self.checkpoint, payload)
+
+    def save_best(self, payload: dict[str, Any]) -> None:
+        """Save the best validation step's weights."""
+        self.save_torch(self.best, payload)
+
+    @staticmethod
+    def save_torch(path: Path, payload: Any) -> None:
+        """``torch.save`` to ``path``, atomically."""
+        import torch
+
+        with atomic_path(path) as tmp:
+            torch.save(payload, tmp)
+
+    @staticmethod
+    def _write_csv(path: Path, df: pd.DataFrame) -> None:
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+
+    # -------------------------------------------------------------------------------------- reading
+    def read_config(self) -> ExperimentConfig:
+        """The resolved config, validated.
+
+        Raises
+        ------
+        ArchLabError
+            Not a run directory (no config).
+        """
+        from arch_lab.config import experiment_from_dict, load_yaml
+
+        if not self.config.is_file():
+            raise ArchLabError(
+                f"{self.path}: not a run directory (no {self.CONFIG}); pass the folder arch-lab train created"
+            )
+        return experiment_from_dict(load_yaml(self.config))
+
+    def read_config_dict(self) -> dict[str, Any]:
+        """The resolved config as plain data (not validated; ``{}`` for an empty file)."""
+        return yaml.safe_load(self.config.read_text()) or {}
+
+    def read_meta(self) -> dict[str, Any]:
+        """``meta.json`` (``{}`` when there is none)."""
+        return _read_json(self.meta) if self.meta.is_file() else {}
+
+    def read_metrics(self) -> dict[str, Any]:
+        """A completed run's summary.
+
+        Raises
+        ------
+        ArchLabError
+            No summary (the run did not complete).
+        """
+        if not self.metrics.is_file():
+            raise ArchLabError(f"{self.path}: no {self.METRICS}; the run did not complete")
+        return _read_json(self.metrics)
+
+    def read_history(self) -> pd.DataFrame | None:
+        """The training curve (None for runs without one, e.g. closed-form baselines)."""
+        return self._read_csv(self.history)
+
+    def read_per_condition(self) -> pd.DataFrame | None:
+        """The metrics per condition (None when missing); ``state`` and ``perturbation`` read as text."""
+        return self._read_csv(self.per_condition, {"state": str, "perturbation": str})
+
+    def read_reference_per_condition(self) -> pd.DataFrame | None:
+        """The reference points per condition (None when missing); ``state`` and ``perturbation`` as text."""
+        return self._read_csv(self.reference_per_condition, {"state": str, "perturbation": str})
+
+    def read_predictions(self) -> ad.AnnData:
+        """The generated cells.
+
+        Raises
+        ------
+        ArchLabError
+            No predictions.
+        """
+        import anndata as ad
+
+        if not self.predictions.is_file():
+            raise ArchLabError(f"{self.path}: no {self.PREDICTIONS}")
+        return ad.read_h5ad(self.predictions)
+
+    def load_model(self) -> dict[str, Any]:
+        """The saved method state (``{"method": name, "state": state_dict}``), on the CPU.
+
+        Raises
+        ------
+        ArchLabError
+            The run is not completed or has no saved model.
+        """
+        if self.read_status()["status"] != "completed" or not self.model.is_file():
+            raise ArchLabError(
+                f"{self.path}: run is not completed; finish it (arch-lab train --resume) before predicting"
+            )
+        return self.load_torch(self.model, "cpu")
+
+    @staticmethod
+    def load_torch(path: Path, map_location: Any = "cpu") -> Any:
+        """``torch.load`` of a file this run wrote (full pickles: only load run directories you trust)."""
+        import torch
+
+        return torch.load(path, map_location=map_location, weights_only=False)
+
+    @staticmethod
+    def _read_csv(path: Path, dtype: dict[str, Any] | None = None) -> pd.DataFrame | None:
+        import pandas as pd
+
+        return pd.read_csv(path, dtype=dtype) if path.is_file() else None
+
+
+def is_run_dir(path: _PathLike | RunDir) -> bool:
+    """True when ``path`` looks like an arch_lab run directory (it has a config and a status)."""
+    run = RunDir(path)
+    return run.config.is_file() and run.status.is_file()
