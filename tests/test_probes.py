@@ -16,6 +16,7 @@ import yaml
 from conftest import REPO, experiment_dict, synthetic_adata
 from torch import nn
 
+from arch_lab.analysis.tidy import export_runs
 from arch_lab.config import load_experiment
 from arch_lab.errors import ConfigError
 from arch_lab.flops import forward_backward_flops, network_flops, steps_for_budget
@@ -27,7 +28,7 @@ from arch_lab.networks import (
     resolve_matched_knobs,
 )
 from arch_lab.spec import DataSpec
-from arch_lab.sweeps import apply_profile, export_runs, load_sweep, run_sweep, sweep_status
+from arch_lab.sweeps import apply_profile, load_sweep, run_sweep, sweep_status
 
 PROBES = sorted((REPO / "sweeps" / "probes").glob("*.yaml"))
 

@@ -51,6 +51,7 @@ from arch_lab.analysis.stats import (
 from arch_lab.analysis.style import backbone_order, backbone_palette, paper_style, save_figure
 from arch_lab.analysis.tidy import (
     RunSkipped,
+    export_runs,
     find_run_dirs,
     load_history,
     load_per_condition,
@@ -59,6 +60,7 @@ from arch_lab.analysis.tidy import (
     long_metrics,
     read_run,
     require_metric,
+    runs_table,
     study_runs,
 )
 from arch_lab.sweeps.study import load_study, trials_table
@@ -88,6 +90,7 @@ __all__ = [
     "fig_quality_cost_panels",
     "fig_quality_vs_cost",
     "fig_sweep_diagnostics",
+    "export_runs",
     "find_run_dirs",
     "gap_estimate",
     "gene_logfc",
@@ -108,6 +111,7 @@ __all__ = [
     "parse_condition",
     "pareto_front",
     "read_run",
+    "runs_table",
     "reference_summary",
     "require_metric",
     "save_figure",

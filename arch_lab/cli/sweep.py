@@ -104,7 +104,8 @@ def export(
 ) -> None:
     """Write one CSV row per trial (params, state, value, per-seed values, run directories, reasons), or with
     --runs one row per completed run (arm, seed, parameters, FLOPs, steps, every metric, floor and ceiling)."""
-    from arch_lab.sweeps.report import export_runs, export_trials
+    from arch_lab.analysis.tidy import export_runs
+    from arch_lab.sweeps.report import export_trials
 
     if runs:
         df = export_runs(study, out, storage, profile)

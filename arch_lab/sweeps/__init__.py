@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from arch_lab.sweeps.launch import SweepRun, resolve_storage, run_sweep
     from arch_lab.sweeps.objective import Objective
-    from arch_lab.sweeps.report import SweepStatus, export_runs, export_trials, runs_table, sweep_status
+    from arch_lab.sweeps.report import SweepStatus, export_trials, sweep_status
     from arch_lab.sweeps.space import SearchSpace
     from arch_lab.sweeps.storage import StorageSpec, parse_storage
     from arch_lab.sweeps.study import StudyHandle, load_study, open_study, trials_table
@@ -34,7 +34,6 @@ _EXPORTS = {
     "SweepStatus": "report",
     "WorkerReport": "worker",
     "apply_profile": "sweep",
-    "export_runs": "report",
     "export_trials": "report",
     "load_study": "study",
     "load_sweep": "sweep",
@@ -43,7 +42,6 @@ _EXPORTS = {
     "resolve_storage": "launch",
     "run_sweep": "launch",
     "run_worker": "worker",
-    "runs_table": "report",
     "sweep_status": "report",
     "trials_table": "study",
 }
@@ -58,7 +56,6 @@ __all__ = [
     "SweepStatus",
     "WorkerReport",
     "apply_profile",
-    "export_runs",
     "export_trials",
     "load_study",
     "load_sweep",
@@ -67,7 +64,6 @@ __all__ = [
     "resolve_storage",
     "run_sweep",
     "run_worker",
-    "runs_table",
     "sweep_status",
     "trials_table",
 ]

@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Any
 from arch_lab.sweeps.study import SLOT_ATTR, is_retry, load_study, locate_study, retried_by, trial_reason, trials_table
 
 if TYPE_CHECKING:
-    import optuna
     import pandas as pd
 
 
@@ -146,68 +145,3 @@ def sweep_status(
         failures=failures,
         running=running,
     )
-
-
-#: Leading columns of :func:`runs_table` (the rest follow: every metric, ``val_``, ``floor_``, ``ceiling_``...).
-RUN_COLUMNS = (
-    "study",
-    "trial",
-    "arm",
-    "task",
-    "dataset",
-    "locality",
-    "seed",
-    "parameter_count",
-    "flops_per_step",
-    "train_flops",
-    "steps",
-    "wall_seconds",
-)
-
-
-def runs_table(study: optuna.Study, arm_keys: tuple[str, ...] = ("arm",)) -> pd.DataFrame:
-    """One row per completed run of a study (trial x replicate seed), for analysis.
-
-    Built on :func:`arch_lab.analysis.tidy.study_runs` (every column of :func:`arch_lab.analysis.tidy.load_runs`:
-    test metrics, ``val_<metric>``, ``floor_<metric>``, ``ceiling_<metric>``, ``config.<key>``, plus the trial's
-    ``params_<key>``), with :data:`RUN_COLUMNS` first: ``arm`` (the value of the first of ``arm_keys`` the
-    study sampled), ``task`` (the experiment name), ``dataset`` (the data file's stem, or ``synthetic``) and
-    ``locality`` (``data.synthetic.locality``; NaN for real data).
-
-    Raises
-    ------
-    ArchLabError
-        The study has no completed run.
-    """
-    import pandas as pd
-
-    from arch_lab.analysis.tidy import study_runs
-
-    df = study_runs(study)
-    arm = next((f"params_{k}" for k in arm_keys if f"params_{k}" in df.columns), None)
-    df["arm"] = df[arm] if arm else None
-    df["task"] = df["experiment"]
-    path = df.get("config.data.path", pd.Series([None] * len(df)))
-    df["dataset"] = [Path(str(p)).stem if isinstance(p, str) and p else "synthetic" for p in path]
-    df["locality"] = pd.to_numeric(df.get("config.data.synthetic.locality", pd.Series([math.nan] * len(df))))
-    for c in RUN_COLUMNS:
-        if c not in df.columns:
-            df[c] = math.nan
-    return df[list(RUN_COLUMNS) + [c for c in df.columns if c not in RUN_COLUMNS]]
-
-
-def export_runs(
-    name_or_yaml: str | Path, out: str | Path, storage: str | None = None, profile: str | None = None
-) -> pd.DataFrame:
-    """Write :func:`runs_table` of a study (one row per completed run) as CSV and return it."""
-    arm_keys: tuple[str, ...] = ("arm",)
-    p = Path(name_or_yaml)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        from arch_lab.sweeps.sweep import load_sweep
-
-        arm_keys = tuple(a.key for a in load_sweep(p, profile).space.arms()) or arm_keys
-    df = runs_table(load_study(name_or_yaml, storage, profile), arm_keys)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    df.to_csv(out, index=False)
-    return df
