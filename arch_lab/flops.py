@@ -128,7 +128,8 @@ def _count_big(network: nn.Module, spec: DataSpec, rows: int) -> tuple[int, int]
 
 def _per_rows(network: nn.Module, spec: DataSpec, rows: int) -> tuple[int, int]:
     """Counts on ``rows`` rows: from 1 and 2 rows (on the CPU, cheap) when the network is linear in the batch
-    (rows never mix), else on all rows."""
+    (rows never mix), else on all rows.
+    """
     net = copy.deepcopy(network).cpu()
     one, two = _count(net, spec, 1), _count(net, spec, 2)
     if all(b == 2 * a for a, b in zip(one, two, strict=True)):

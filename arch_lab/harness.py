@@ -139,7 +139,8 @@ def cells_to_anndata(
 
 def perturbation_column(adata: ad.AnnData) -> str:
     """The obs column holding perturbation labels in an AnnData written by arch_lab (``perturbation`` in files
-    written before the data's own column name was kept)."""
+    written before the data's own column name was kept).
+    """
     return str(adata.uns.get("arch_lab", {}).get("perturbation_key", "perturbation"))
 
 
@@ -251,7 +252,8 @@ def evaluate(
 
 def validation_config(cfg: ExperimentConfig) -> EvalConfig:
     """The eval settings of the trainer's periodic validation: the val split, ``train.val_cells`` cells per
-    condition, the experiment's metric options, no reference points."""
+    condition, the experiment's metric options, no reference points.
+    """
     return EvalConfig(
         split="val",
         n_cells=cfg.train.val_cells,

@@ -149,7 +149,7 @@ def test_train_writes_complete_run_directory(synthetic_h5ad, tmp_path):
     split = pd.read_csv(run_dir / "split.csv")
     preds = ad.read_h5ad(run_dir / "predictions.h5ad")
     test_pairs = per[["state", "perturbation"]].drop_duplicates()
-    assert len(preds.obs.groupby(["state", "perturbation"], observed=True)) == len(test_pairs)
+    assert len(preds.obs.groupby(["state", perturbation_column(preds)], observed=True)) == len(test_pairs)
     assert set(split["split"]) == {"train", "val", "test"}
     history = pd.read_csv(run_dir / "history.csv")
     assert list(history["step"]) == [10, 20, 30]

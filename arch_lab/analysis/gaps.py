@@ -169,7 +169,8 @@ def normalised_score(value: Any, floor: Any, ceiling: Any) -> Any:
 
 def has_range(floor: float, ceiling: float, direction: str) -> bool:
     """Whether ``floor`` to ``ceiling`` is a usable range: both finite, apart, and the ceiling on the better side
-    (below the floor for a metric to ``minimize``, above it for one to ``maximize``)."""
+    (below the floor for a metric to ``minimize``, above it for one to ``maximize``).
+    """
     span = ceiling - floor
     return bool(np.isfinite(span) and span != 0 and ((span < 0) == (direction == "minimize")))
 

@@ -1,5 +1,6 @@
 """The top-level ``arch-lab`` commands (train, predict, networks, methods, compare, report, synth, preprocess);
-``arch-lab sweep`` is :mod:`arch_lab.cli.sweep`."""
+``arch-lab sweep`` is :mod:`arch_lab.cli.sweep`.
+"""
 
 from __future__ import annotations
 

@@ -103,7 +103,8 @@ def export(
     ] = False,
 ) -> None:
     """Write one CSV row per trial (params, state, value, per-seed values, run directories, reasons), or with
-    --runs one row per completed run (arm, seed, parameters, FLOPs, steps, every metric, floor and ceiling)."""
+    --runs one row per completed run (arm, seed, parameters, FLOPs, steps, every metric, floor and ceiling).
+    """
     from arch_lab.analysis.tidy import export_runs
     from arch_lab.sweeps.report import export_trials
 

@@ -27,7 +27,8 @@ def median_total_count(X: np.ndarray) -> float:
 
 def normalize_log1p(X: np.ndarray, target_sum: float | None = None) -> np.ndarray:
     """Scale each cell to ``target_sum`` total counts (default: the median total count), then natural log1p, as
-    scanpy's ``normalize_total`` followed by ``log1p``."""
+    scanpy's ``normalize_total`` followed by ``log1p``.
+    """
     totals = X.sum(axis=1, keepdims=True).astype(np.float64)
     target = median_total_count(X) if target_sum is None else float(target_sum)
     scale = np.divide(target, totals, out=np.zeros_like(totals), where=totals > 0)

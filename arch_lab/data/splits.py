@@ -191,7 +191,8 @@ def state_control_fractions(
     fractions: tuple[float, float, float], heldout: set[str] | None
 ) -> tuple[float, float, float]:
     """The control fractions of one state: a val or test share whose split holds no condition of the state goes to
-    training (``heldout`` lists the splits that do; None keeps ``fractions`` as they are)."""
+    training (``heldout`` lists the splits that do; None keeps ``fractions`` as they are).
+    """
     if heldout is None:
         return fractions
     train, val, test = fractions

@@ -25,7 +25,11 @@ class Coupling(Protocol):
         x1: torch.Tensor,
         groups: torch.Tensor | None = None,
         generator: torch.Generator | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]: ...
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(x0, x1)`` re-ordered so that row ``i`` of one is paired with row ``i`` of the other, only within
+        the same ``groups`` value (all rows one group when None).
+        """
+        ...
 
 
 def _check(x0: torch.Tensor, x1: torch.Tensor, groups: torch.Tensor | None) -> None:

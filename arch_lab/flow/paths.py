@@ -31,7 +31,9 @@ class ProbabilityPath(Protocol):
         t: torch.Tensor,
         generator: torch.Generator | None = None,
         shard: Shard | None = None,
-    ) -> PathSample: ...
+    ) -> PathSample:
+        """The point ``x_t`` between paired rows at times ``t`` and the velocity target there."""
+        ...
 
 
 class StraightPath:

@@ -18,7 +18,9 @@ class TimeSampler(Protocol):
 
     def sample(
         self, n: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
-    ) -> torch.Tensor: ...
+    ) -> torch.Tensor:
+        """``n`` times in (0, 1)."""
+        ...
 
 
 class UniformTime:

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 from tqdm.auto import tqdm
+from typing_extensions import override
 
 from arch_lab.data.task import Condition, Task
 from arch_lab.methods.base import Method, PredictionRequest, Validator, register_method
@@ -60,6 +61,7 @@ def features(task: Task, conditions: list[Condition]) -> np.ndarray:
 class NoChange(Method):
     """Predict the source control cells unchanged."""
 
+    @override
     def fit(
         self,
         run_dir: Path | None = None,
@@ -69,6 +71,7 @@ class NoChange(Method):
         self.check_params(set())
         return {}
 
+    @override
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
         return [r.source.astype(np.float32) for r in requests]
 
@@ -77,6 +80,7 @@ class NoChange(Method):
 class PerturbationMean(Method):
     """Control cells plus the mean training shift of the perturbation (summed singles for combinations)."""
 
+    @override
     def fit(
         self,
         run_dir: Path | None = None,
@@ -117,12 +121,15 @@ class PerturbationMean(Method):
                 total += np.mean(other, axis=0)
         return total
 
+    @override
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
         return [_clamp(r.source + self.shift(r.condition)) for r in requests]
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"shifts": self.shifts}
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.shifts = state["shifts"]
 
@@ -131,6 +138,7 @@ class PerturbationMean(Method):
 class LinearAdditive(Method):
     """x̂ = x_ctrl + W·[perturbation multi-hot; covariate one-hot] + b, fit by ridge regression on cells."""
 
+    @override
     def fit(
         self,
         run_dir: Path | None = None,
@@ -156,17 +164,21 @@ class LinearAdditive(Method):
         self.W = np.linalg.solve(A, F.T.astype(np.float64) @ Y).astype(np.float32)
         return {"n_features": int(F.shape[1])}
 
+    @override
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
         F = features(self.task, [r.condition for r in requests])
         F = np.concatenate([F, np.ones((len(requests), 1), np.float32)], axis=1)
         return [_clamp(r.source + f @ self.W) for r, f in zip(requests, F, strict=True)]
 
+    @override
     def parameter_count(self) -> int:
         return int(self.W.size) if hasattr(self, "W") else 0
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"W": self.W}
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.W = state["W"]
 
@@ -207,6 +219,7 @@ class LatentAdditive(Method):
         torch.manual_seed(self.cfg.seed)
         self.net = _LatentAdditiveNet(self.task.data.n_genes, n_feat, o["hidden"], o["latent"], o["dropout"])
 
+    @override
     def fit(
         self,
         run_dir: Path | None = None,
@@ -242,6 +255,7 @@ class LatentAdditive(Method):
         self.net.eval()
         return {"steps": o["steps"], "final_loss": float(loss.item()), "train_seconds": time.perf_counter() - start}
 
+    @override
     @torch.no_grad()
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
         F = torch.from_numpy(features(self.task, [r.condition for r in requests]))
@@ -251,12 +265,15 @@ class LatentAdditive(Method):
             out.append(self.net(x, f.expand(len(x), -1)).numpy().astype(np.float32))
         return out
 
+    @override
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.net.parameters()) if hasattr(self, "net") else 0
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {"net": self.net.state_dict()}
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self._build()
         self.net.load_state_dict(state["net"])

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
+from typing_extensions import override
 
 from arch_lab.config import ExperimentConfig, FlowConfig
 from arch_lab.data.task import Condition, Task
@@ -44,9 +45,11 @@ class FlowMatching(Method):
         self.resume = False
         self.train_state: Any = None
 
+    @override
     def parameter_count(self) -> int:
         return count_parameters(self.network)
 
+    @override
     def fit(
         self,
         run_dir: Path | None = None,
@@ -124,9 +127,11 @@ class FlowMatching(Method):
 
         return validate_model
 
+    @override
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:
         return predict_cells(self.model, self.task, self.cfg.flow, requests, rng)
 
+    @override
     def state_dict(self) -> dict[str, Any]:
         return {
             "network_name": self.cfg.network.name,
@@ -134,6 +139,7 @@ class FlowMatching(Method):
             "weights": {k: v.cpu() for k, v in self.model.state_dict().items()},
         }
 
+    @override
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.network = build_network(state["network_name"], state["network_config"], self.task.spec)
         weights = {k.removeprefix("module."): v for k, v in state["weights"].items() if k != "n_averaged"}

@@ -204,7 +204,8 @@ def _no_response_scores_zero(
     similarity: Callable[[np.ndarray, np.ndarray], np.ndarray], predicted: np.ndarray, observed: np.ndarray
 ) -> np.ndarray:
     """``similarity(predicted, observed)`` with the rows of an exactly constant predicted response (a prediction
-    of no change against its own source controls) set to 0: no agreement, rather than undefined."""
+    of no change against its own source controls) set to 0: no agreement, rather than undefined.
+    """
     M = similarity(predicted, observed)
     M[np.isnan(M) & (np.ptp(predicted, axis=1) == 0.0)[:, None]] = 0.0
     return M

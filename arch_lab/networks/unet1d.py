@@ -240,7 +240,8 @@ class UNet1D(nn.Module):
     @classmethod
     def knob_step(cls, knob: str, knobs: Mapping[str, Any]) -> int:
         """Granularity of ``knob`` for parameter matching: with attention, ``base_channels`` comes in multiples of
-        ``attention_heads``; else 1."""
+        ``attention_heads``; else 1.
+        """
         if knob == "base_channels" and (knobs.get("mid_attention", False) or knobs.get("attention_levels", ())):
             return int(knobs.get("attention_heads", cls.Config.model_fields["attention_heads"].default))
         return 1

@@ -61,7 +61,8 @@ class ParamSpec(_Section):
     """One search dimension: ``float``, ``int``, ``categorical`` or ``fixed`` (a constant).
 
     (``arms`` dimensions, a mapping of arm names to dotted overrides, are parsed by
-    :mod:`arch_lab.sweeps.space`.)"""
+    :mod:`arch_lab.sweeps.space`.)
+    """
 
     type: Literal["float", "int", "categorical", "fixed"]
     low: float | None = None
@@ -95,7 +96,8 @@ class SamplerSection(_Section):
 
 class PrunerSection(_Section):
     """The Optuna pruner: ``none``, ``median`` (n_startup_trials, n_warmup_steps, interval_steps) or ``hyperband``
-    (min_resource, max_resource, reduction_factor); steps are training steps."""
+    (min_resource, max_resource, reduction_factor); steps are training steps.
+    """
 
     type: Literal["none", "median", "hyperband"] = "none"
     n_startup_trials: int | None = Field(default=None, ge=0)

@@ -120,7 +120,8 @@ class Sweep:
 
     def overrides(self, values: Mapping[str, Any], replicate: int = 0) -> dict[str, Any]:
         """The dotted overrides of one run: quiet progress, ``fixed``, the configuration (an arm's overrides
-        first, then the other values) and the seed."""
+        first, then the other values) and the seed.
+        """
         expanded = self.space.expand(values)
         return {"train.progress": False, **self.spec.fixed, **expanded, "seed": self.base_seed + replicate}
 

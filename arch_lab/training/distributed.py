@@ -129,7 +129,7 @@ def barrier(info: DistInfo | None = None) -> None:
 
 
 def shard_rows(n_rows: int, info: DistInfo) -> slice:
-    """This rank's contiguous slice of a global batch of ``n_rows`` rows.
+    """The contiguous slice, for this rank, of a global batch of ``n_rows`` rows.
 
     Slices differ in length by at most one row (the first ``n_rows % world_size`` ranks get the extra row).
 

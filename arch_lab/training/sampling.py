@@ -36,7 +36,8 @@ def encode_conditions(
     task: Task, conditions: list[Any], device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[str]]:
     """Token ids ``[C, width]`` (``PAD_TOKEN``-padded), covariate ids ``[C, K]``, state index ``[C]`` and the
-    sorted state names of ``conditions``, on ``device``: what a sampler needs to build a :class:`CondBatch`."""
+    sorted state names of ``conditions``, on ``device``: what a sampler needs to build a :class:`CondBatch`.
+    """
     width = max(task.spec.max_perturbations, 1)
     tokens = torch.full((len(conditions), width), PAD_TOKEN, dtype=torch.long)
     covs = torch.zeros((len(conditions), len(task.data.covariate_keys)), dtype=torch.long)

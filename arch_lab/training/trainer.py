@@ -236,7 +236,7 @@ class FlowTrainer:
 
     # -------------------------------------------------------------------------------------- training
     def _shard(self, n_rows: int) -> Shard | None:
-        """This rank's rows of a global batch of ``n_rows`` (None in a single process)."""
+        """The rows of a global batch, for this rank, of ``n_rows`` (None in a single process)."""
         if not self.dist.distributed:
             return None
         if self._shard_cache is None or self._shard_cache.total != n_rows:

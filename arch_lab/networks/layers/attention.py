@@ -51,7 +51,8 @@ def xformers_available() -> bool:
 
 def last_backend() -> str | None:
     """Backend of the latest attention computed: ``"xformers"``, ``"sdpa"``, ``"few_keys"`` (the CPU path of
-    :class:`MultiHeadAttention` for few context tokens), or None before any call."""
+    :class:`MultiHeadAttention` for few context tokens), or None before any call.
+    """
     return _last_backend
 
 
