@@ -1,4 +1,4 @@
-"""Why the U-Net wins: U-Net-minus-comparison gaps across the probe studies, with bootstrap intervals.
+"""Why the U-Net wins: U-Net-minus-comparison gaps across the probe studies, paired t intervals, Holm-corrected.
 
 Usage: python analysis/why_unet.py --results results/probes --out docs/figures/why_unet [--sweeps sweeps/probes]
        [--metrics energy_distance cosine_logfc] [--split test] [--n-boot 2000] [--seed 0]
@@ -6,7 +6,8 @@ Usage: python analysis/why_unet.py --results results/probes --out docs/figures/w
 Writes why_unet.{pdf,png} (the whole panel), why_unet_forest[_normalised].{pdf,png}, gaps.csv, coverage.csv and
 summary.md into --out. Missing probe files and unfinished cells are listed in summary.md, not an error.
 The study code (comparisons, tables, figures) is the package ``analysis/probes/``; the gap and interval estimates
-are the library's ``arch_lab.analysis.gaps``.
+are the library's ``arch_lab.analysis.gaps`` (paired t over seeds, Welch when unpaired) and the Holm and
+Benjamini-Hochberg adjustments ``arch_lab.analysis.multiplicity``.
 """
 
 from __future__ import annotations
@@ -31,8 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--sweeps", type=Path, default=Path("sweeps/probes"), help="probe YAMLs (expected cells)")
     p.add_argument("--metrics", nargs="+", default=list(GAP_METRICS), help="metrics whose gaps are estimated")
     p.add_argument("--split", choices=("test", "val"), default="test", help="evaluated split (default: test)")
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples")
-    p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples (bootstrap intervals only)")
+    p.add_argument("--seed", type=int, default=0, help="seed of any bootstrap")
     args = p.parse_args(argv)
     try:
         paths = write_why_unet(

@@ -16,6 +16,7 @@ import torch
 from conftest import REPO, experiment_dict, synthetic_adata
 from matplotlib.colors import to_rgb
 from matplotlib.figure import Figure
+from scipy import stats as sps
 from typer.testing import CliRunner
 
 from arch_lab import analysis as A
@@ -271,6 +272,28 @@ def test_summary_and_paired_intervals_contain_their_means(lab):
     ).all()
 
 
+def test_study_comparisons_pair_backbones_by_seed(lab):
+    """Per seed, each backbone's runs sharing a seed are averaged, and the backbones paired on that seed."""
+    runs = lab["runs"]
+    roles = A.resolve_roles([lab["study"]], None, "energy_distance")
+    assert roles.primary == "energy_distance" and not roles.declared
+    per_seed, per_cond = A.study_comparisons(runs, lab["per_condition"], roles, ["energy_distance", "deg_recall"],
+                                             arms=["unet1d", "mlp", "perturbation_mean"])  # fmt: skip
+    row = per_seed[(per_seed["metric"] == "energy_distance") & (per_seed["arm_a"] == "unet1d")]
+    row = row[row["arm_b"] == "mlp"].iloc[0]
+    by_seed = runs.groupby(["backbone", "seed"])["energy_distance"].mean()
+    diffs = [by_seed[("unet1d", s)] - by_seed[("mlp", s)] for s in SEEDS]
+    assert row["pairing"] == "paired" and row["n_a"] == len(SEEDS)
+    assert row["difference"] == pytest.approx(np.mean(diffs))
+    if np.ptp(diffs) > 0:
+        assert row["p_value"] == pytest.approx(sps.ttest_1samp(diffs, 0.0).pvalue)
+    assert per_seed["role"].tolist() == ["primary"] * 3 + ["secondary"] * 3
+    assert (
+        set(per_cond["unit"]) == {"condition"}
+        and (per_cond["n_a"] == lab["per_condition"]["condition"].nunique()).all()
+    )
+
+
 def test_pareto_front_keeps_only_undominated_points():
     cost = [1, 2, 3, 4, np.nan]
     quality = [5.0, 3.0, 4.0, 1.0, 0.0]
@@ -412,8 +435,16 @@ def test_report_cli_writes_every_figure_table_and_caption(lab, tmp_path):
         assert backbone in text
     for stem in pdfs:
         assert f"figures/{stem}.png" in text and f"figures/{stem}.pdf" in text
-    for table in ("runs", "per_condition", "summary", "references", "paired_differences", "paired_summary", "trials"):
+    tables = ("runs", "per_condition", "summary", "references", "comparisons", "condition_comparisons",
+              "paired_differences", "paired_summary", "trials")  # fmt: skip
+    for table in tables:
         assert (out / "tables" / f"{table}.csv").is_file() and f"tables/{table}.csv" in text
+    comparisons = pd.read_csv(out / "tables" / "comparisons.csv")
+    assert comparisons["role"].iloc[0] == "primary" and comparisons["metric"].iloc[0] == "energy_distance"
+    assert set(comparisons["pairing"]) == {"paired"} and {"p_holm", "p_bh", "ci_low_holm"} <= set(comparisons.columns)
+    assert "## Comparisons" in text and "### Primary claim: `energy_distance`, per seed" in text
+    assert "### Secondary metrics, per seed" in text and "per held-out condition" in text
+    assert "Primary metric: `energy_distance`" in text and "not pre-declared" in text  # the toy study declares none
     summary = pd.read_csv(out / "tables" / "summary.csv").dropna(subset=["ci_low"])
     assert ((summary["ci_low"] <= summary["mean"] + 1e-9) & (summary["mean"] <= summary["ci_high"] + 1e-9)).all()
     runs = pd.read_csv(out / "tables" / "runs.csv")

@@ -106,6 +106,7 @@ def test_shipped_sweeps_validate_and_tune_files_share_the_budget():
     assert demo.is_grid and demo.n_trials == 3 and demo.replicates == 2
     assert sorted(c["network.name"] for c in demo.grid()) == ["gene_transformer", "mlp", "unet1d"]
     assert demo.objective.metrics == ["energy_distance"] and demo.objective.split == "val"
+    assert demo.primary_metric == "energy_distance" and demo.secondary_metrics == []  # default: the objective
     tunes = {n: load_sweep(REPO / "sweeps" / f"tune_{n}.yaml") for n in ("unet1d", "mlp", "gene_transformer")}
     shared = {
         n: (s.spec.budget, s.spec.sampler, s.spec.pruner, s.objective, s.spec.space["optim.lr"], s.spec.space["optim.weight_decay"])
@@ -133,6 +134,9 @@ BAD = [
     ({"objective": {"metrics": {"energy_distance": 1.0, "pearson_delta": 1.0}}}, "objective.metrics: terms pull in different directions"),
     ({"base": "missing.yaml"}, "base: "),
     ({"fixed": {"seed": 3}}, "fixed.seed: seeds come from"),
+    ({"analysis": {"primary_metric": "energy"}}, "analysis.primary_metric: unknown metric 'energy'"),
+    ({"analysis": {"secondary_metrics": ["energy_distance"]}}, "analysis.secondary_metrics: energy_distance is the primary"),
+    ({"analysis": {"primary": "energy_distance"}}, "analysis.primary: unknown key"),
     ({"fixed": {"optim.batch_size": -1}}, "fixed.optim.batch_size"),
     (
         {"space": {"network.name": {"type": "categorical", "choices": ["mlp", "unet1d"]}, "conditional": [
@@ -171,6 +175,16 @@ def test_bad_sweep_is_refused_for_every_storage_before_it_is_touched(bench: Path
     assert not (bench / "j.log").exists()
     result = cli.invoke(app, ["sweep", "status", "nosuch"])
     assert result.exit_code == 2 and "no such file" in result.stderr and storage_files(bench) == []
+
+
+def test_analysis_section_declares_the_primary_metric(bench: Path):
+    declared = {"primary_metric": "cosine_logfc", "secondary_metrics": ["energy_distance"]}
+    sweep = load_sweep(write_sweep(bench, sweep_dict("declared", analysis=declared)))
+    assert sweep.primary_metric == "cosine_logfc" and sweep.secondary_metrics == ["energy_distance"]
+    weighted = sweep_dict("weighted", objective={"metrics": {"rmse_mean": 1.0, "rmse_mean_rank": 0.1}})
+    assert load_sweep(write_sweep(bench, weighted)).primary_metric == "rmse_mean"  # default: the first term
+    # what the results are read by is recorded with the study, not part of what makes trial values comparable
+    assert sweep.space_hash() == load_sweep(write_sweep(bench, sweep_dict("declared"), "plain.yaml")).space_hash()
 
 
 # ------------------------------------------------------------------------------- space and objective
@@ -286,6 +300,7 @@ def test_grid_with_two_sqlite_workers_runs_each_combination_once_and_exports(ben
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     combos = {(t.params["optim.lr"], t.params["network.width"]) for t in trials}
     assert combos == {(lr, w) for lr in LRS for w in (16, 32)}
+    assert study.user_attrs["primary_metric"] == "energy_distance" and study.user_attrs["secondary_metrics"] == []
 
     out = cli.invoke(app, ["sweep", "export", str(path), "--out", "trials.csv"])
     assert out.exit_code == 0, out.stderr

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO
+from scipy import stats as sps
 
 if str(REPO) not in sys.path:  # the study code is ``analysis.probes`` under the repository root, as the script has it
     sys.path.insert(0, str(REPO))
@@ -27,6 +28,7 @@ from analysis.probes import (
     tidy_probe_table,
 )
 from arch_lab.analysis.gaps import normalised_score
+from arch_lab.analysis.multiplicity import benjamini_hochberg, holm
 from arch_lab.errors import ArchLabError
 
 NETWORK = {"unet": "unet1d", "mlp": "mlp", "gt_": "gene_transformer"}
@@ -245,6 +247,57 @@ def test_gap_table_signs_and_cross_study_values() -> None:
     assert "CI excludes 0" in e.loc["backbones_synthetic", "flag"]
 
 
+def test_gap_table_pairs_seeds_and_corrects_each_family() -> None:
+    """Arms run on the same seeds are paired (paired t over seeds); arms whose seeds differ are compared with
+    Welch's interval. Primary gaps (primary comparisons on the probe's primary metric) and the rest are Holm- and
+    BH-adjusted as two families."""
+    rng = np.random.default_rng(8)
+    bb = runs_table(
+        "backbones_synthetic",
+        {(a, loc, "as_stored"): (1.0 + 0.3 * (a != "unet1d") * loc, 0.6) for a in ("unet1d", "mlp_matched")
+         for loc in (0.0, 0.5, 1.0)},
+        sd=0.1,
+        rng=rng,
+    )  # fmt: skip
+    ds = runs_table("unet_dissection_synthetic", {("unet1d_k1", 1.0, "as_stored"): (1.2, 0.55)}, sd=0.1, rng=rng)
+    ds = ds[ds["seed"] != 4]  # seeds 0-3 only: compared unpaired with the 5-seed arms of the backbones study
+    gaps, _ = gap_table(_tidy(backbones_synthetic=bb, unet_dissection_synthetic=ds))
+    e = gaps[gaps["metric"] == "energy_distance"]
+    row = e[(e["probe"] == "backbones_synthetic") & (e["locality"] == 1.0)].iloc[0]
+    a = bb[(bb["arm"] == "unet1d") & (bb["locality"] == 1.0)].sort_values("seed")["energy_distance"].to_numpy()
+    b = bb[(bb["arm"] == "mlp_matched") & (bb["locality"] == 1.0)].sort_values("seed")["energy_distance"].to_numpy()
+    ref = sps.ttest_rel(a, b)
+    assert row["pairing"] == "paired" and row["method"] == "paired t" and row["n_a"] == row["n_b"] == 5
+    assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()))
+    assert row["p_value"] == pytest.approx(ref.pvalue)
+    unpaired = gaps[gaps["probe"] == "unet_dissection_synthetic"]
+    assert set(unpaired["pairing"]) == {"unpaired"} and set(unpaired["method"]) == {"welch"}
+    primary = gaps[gaps["family"] == "primary"]
+    assert set(primary["metric"]) == {"energy_distance"} and primary["primary"].all()
+    assert set(gaps.loc[gaps["metric"] == "cosine_logfc", "family"]) == {"secondary"}
+    assert set(gaps.loc[~gaps["primary"], "family"]) == {"secondary"}
+    np.testing.assert_allclose(primary["p_holm"], holm(primary["p_value"]))
+    secondary = gaps[gaps["family"] == "secondary"]
+    np.testing.assert_allclose(secondary["p_bh"], benjamini_hochberg(secondary["p_value"]))
+    assert (primary["family_size"] == len(primary)).all()
+    assert (gaps["significant_holm"] == (gaps["p_holm"] < 0.05)).all()
+    flipped, _ = gap_table(_tidy(backbones_synthetic=bb), primary_metrics={"backbones_synthetic": "cosine_logfc"})
+    assert set(flipped.loc[flipped["family"] == "primary", "metric"]) == {"cosine_logfc"}
+
+
+def test_normalised_gap_left_out_where_the_range_is_within_noise() -> None:
+    t = runs_table(
+        "backbones_k562", {(a, np.nan, "as_stored"): (1.0 + (a != "unet1d"), 0.5) for a in ("unet1d", "mlp_matched")}
+    )
+    spans = {0: 0.03, 1: -0.06, 2: 0.02, 3: -0.05, 4: 0.01}  # ceiling - floor per seed: -0.01 on average, noisy
+    t["ceiling_energy_distance"] = t["floor_energy_distance"] + t["seed"].map(spans)
+    gaps, _ = gap_table(_tidy(backbones_k562=t))
+    e = gaps[gaps["metric"] == "energy_distance"].iloc[0]
+    c = gaps[gaps["metric"] == "cosine_logfc"].iloc[0]
+    assert e["range_within_noise"] and math.isnan(e["norm_gap"]) and "range within noise" in e["flag"]
+    assert not c["range_within_noise"] and np.isfinite(c["norm_gap"])
+
+
 def test_nan_metric_skipped_with_note_and_single_seed_flagged() -> None:
     t = runs_table("backbones_kang", {(a, np.nan, "as_stored"): (1.0, 0.5) for a in ("unet1d", "mlp_matched")})
     t["cosine_logfc"] = np.nan
@@ -316,6 +369,10 @@ def test_script_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert kang_gap["gap"] == pytest.approx(1.0 - 1.35) and bool(kang_gap["excludes_zero"])
     md = (out / "summary.md").read_text()
     assert "## backbones" in md and "unet1d − mlp_matched" in md and "**✱**" in md
+    assert "significant after Holm correction" in md and "## Significance" in md
+    assert "Δ energy distance (primary)" in md and "Δ cosine logfc (secondary)" in md
+    assert "Pre-declared primary metric" in md
+    assert {"p_value", "p_holm", "p_bh", "significant_holm", "family", "pairing"} <= set(gaps.columns)
     assert "backbones_k562" in md  # a probe file not there yet is listed as missing
     assert load_probe_results(results).missing[:1] == ["backbones_k562"]
     assert str(out / "why_unet.png") in capsys.readouterr().out

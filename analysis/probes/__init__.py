@@ -2,8 +2,9 @@
 
 The probe studies (``sweeps/probes/*.yaml``, run by ``scripts/run_probes.sh``) each write one per-run table,
 ``results/probes/<probe>.csv``. This package loads them (:mod:`.results`), builds the comparisons each probe kind
-was designed for (:mod:`.comparisons`), estimates every gap with a bootstrap interval over seeds (:mod:`.tables`,
-on the library's :mod:`arch_lab.analysis.gaps`), draws the figure (:mod:`.figures`) and writes ``summary.md``
+was designed for (:mod:`.comparisons`), estimates every gap with a paired t interval over seeds and Holm- and
+BH-adjusted p-values (:mod:`.tables`, on the library's :mod:`arch_lab.analysis.gaps`,
+:mod:`~arch_lab.analysis.paired` and :mod:`~arch_lab.analysis.multiplicity`), draws the figure (:mod:`.figures`) and writes ``summary.md``
 (:mod:`.summary`). ``analysis/why_unet.py`` is its command line.
 
 It knows the probes' names, arms and settings; the generic gap and interval code lives in the library.

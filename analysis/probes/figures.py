@@ -75,8 +75,9 @@ def fig_gap_forest(
 ) -> Figure:
     """Panel (a): every primary comparison's gap with its interval, one column per metric, grouped by probe.
 
-    Filled markers: the interval excludes 0; open: it does not; a cross: an arm with fewer than 2 seeds (no
-    interval). Marker colour: the comparison arm's backbone. ``normalised`` plots the gap in floor-to-ceiling units
+    Bars: the 95% paired t interval (Welch when the arms do not share seeds). Filled markers: significant after
+    Holm correction within the gap's family; open: not; a cross: an arm with fewer than 2 seeds (no interval).
+    Each metric's title says whether it is the primary metric or a secondary one. Marker colour: the comparison arm's backbone. ``normalised`` plots the gap in floor-to-ceiling units
     (positive = the first arm better for every metric).
     """
     rows = forest_rows(gaps)
@@ -117,7 +118,7 @@ def fig_gap_forest(
                 color = _arm_color(rec["arm_b"], rec["network_b"])
                 if np.isfinite(lo) and np.isfinite(hi):
                     ax.plot([lo, hi], [yy, yy], color=color, linewidth=0.9, solid_capstyle="butt", zorder=2)
-                    face = color if rec["excludes_zero"] else "white"
+                    face = color if rec.get("significant_holm", rec["excludes_zero"]) else "white"
                     ax.scatter([x], [yy], s=11, marker="o", facecolors=face, edgecolors=color, linewidths=0.7, zorder=3)
                 else:
                     ax.scatter([x], [yy], s=14, marker="x", color=color, linewidths=0.8, zorder=3)
@@ -129,7 +130,8 @@ def fig_gap_forest(
                 ax.set_xlabel(f"Δ {short}\n(U-Net − comparison,\nfloor→ceiling units)\n> 0: U-Net better")
             else:
                 ax.set_xlabel(f"Δ {short}\n(U-Net − comparison)\n{_GAP_AXIS[METRICS[m].direction]}")
-            ax.set_title(metric_label(m))
+            roles = set(sub["role"]) if "role" in sub.columns else set()
+            ax.set_title(metric_label(m) + (f" ({roles.pop()})" if len(roles) == 1 else ""))
             ax.grid(axis="x", color="#EEEEEE", linewidth=0.5, zorder=0)
             if j == 0:
                 ticks = list(y.values()) + [h for h, _ in headers]
@@ -294,8 +296,8 @@ def fig_why_unet(
         else:
             fig_gap_forest(gaps, list(left.subplots(1, len(metrics), sharey=True, squeeze=False)[0]), metrics=metrics)
         left.suptitle(
-            "(a) U-Net − comparison, 95% bootstrap CI over seeds\n"
-            "filled: CI excludes 0 · open: it does not · ×: an arm with < 2 seeds (no CI)",
+            "(a) U-Net − comparison, 95% paired t CI over seeds\n"
+            "filled: significant after Holm correction · open: not · ×: an arm with < 2 seeds (no CI)",
             fontsize=7,
             x=0.02,
             ha="left",

@@ -1,23 +1,33 @@
 """The probe studies' derived tables: every comparison's gap with its interval, and synthetic program contiguity.
 
-A gap is ``mean(first arm) - mean(second arm)`` over seeds (test split unless asked otherwise); its interval is
-an unpaired percentile bootstrap of that difference, and the **normalised gap** divides it by the task's
-``ceiling - floor`` (split-half minus ``no_change``), so it reads the same way for every metric and task: the
-difference of :func:`arch_lab.analysis.gaps.normalised_score` values, positive when the first arm is better,
-1 being the whole floor-to-ceiling range (all from :func:`arch_lab.analysis.gaps.metric_gap`).
+A gap is ``mean(first arm) - mean(second arm)`` over seeds (test split unless asked otherwise). When the two arms
+were run on the same seeds (the seed fixes the evaluation subsample), the seeds pair them and the interval is
+the paired t interval of the per-seed differences; otherwise it is Welch's unpaired interval. The **normalised
+gap** divides the gap by the task's ``ceiling - floor`` (split-half minus ``no_change``), so it reads the same way
+for every metric and task: the difference of :func:`arch_lab.analysis.gaps.normalised_score` values, positive
+when the first arm is better, 1 being the whole floor-to-ceiling range; it is left out where that range is
+within its own run-to-run noise (all from :func:`arch_lab.analysis.gaps.metric_gap`).
+
+The probe studies form one family of comparisons, split in two: the **primary** gaps (a probe's primary
+comparisons on its pre-declared primary metric, the objective of its sweep YAML unless ``analysis.primary_metric``
+says otherwise) and the **secondary** ones (every other comparison and metric). P-values are Holm- and
+Benjamini-Hochberg-adjusted within each (:func:`arch_lab.analysis.multiplicity.adjust_family`).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from arch_lab.analysis.gaps import keyed_rng, metric_gap, reference_value
+from arch_lab.analysis.multiplicity import adjust_family
+from arch_lab.analysis.paired import align_units
+from arch_lab.analysis.roles import PRIMARY, SECONDARY
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import METRICS
 
@@ -45,6 +55,9 @@ GAP_COLUMNS: tuple[str, ...] = (
     "network_b",
     "baseline",
     "primary",
+    "role",
+    "family",
+    "pairing",
     "n_a",
     "n_b",
     "mean_a",
@@ -53,10 +66,25 @@ GAP_COLUMNS: tuple[str, ...] = (
     "ci_low",
     "ci_high",
     "level",
+    "method",
+    "se",
+    "df",
+    "p_value",
     "excludes_zero",
+    "family_size",
+    "p_holm",
+    "p_bh",
+    "significant_holm",
+    "significant_bh",
+    "level_holm",
+    "ci_low_holm",
+    "ci_high_holm",
     "a_better",
     "floor",
     "ceiling",
+    "span_ci_low",
+    "span_ci_high",
+    "range_within_noise",
     "norm_gap",
     "norm_ci_low",
     "norm_ci_high",
@@ -72,8 +100,10 @@ def gap_table(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    primary_metrics: Mapping[str, str] | None = None,
 ) -> tuple[pd.DataFrame, list[str]]:
-    """Every comparison's gap in each metric, with a bootstrap interval over seeds and the normalised gap.
+    """Every comparison's gap in each metric, with its interval over seeds, adjusted p-values and the normalised
+    gap (see the module docstring).
 
     Parameters
     ----------
@@ -86,12 +116,17 @@ def gap_table(
     split
         ``test`` (the bare metric columns) or ``val`` (``val_<metric>``).
     n_boot, level, seed
-        Bootstrap resamples, coverage, and the seed (each row gets its own stream derived from it).
+        Bootstrap resamples (unused by the default t intervals), coverage, and the seed (each row gets its own
+        stream derived from it).
+    primary_metrics
+        Each probe's pre-declared primary metric (default, and for probes not listed: the first of ``metrics``).
 
     Returns
     -------
     tuple
-        The table (:data:`GAP_COLUMNS`) and notes (metrics skipped for lack of values, intervals left out).
+        The table (:data:`GAP_COLUMNS`: ``role`` is the metric's role in its probe, ``family`` the adjustment
+        family, ``pairing`` ``paired`` or ``unpaired``) and notes (metrics skipped for lack of values, intervals
+        left out).
 
     Raises
     ------
@@ -106,6 +141,7 @@ def gap_table(
     prefix = "" if split == "test" else "val_"
     comparisons = build_comparisons(runs) if comparisons is None else comparisons
     index = index_runs(runs)
+    primary = dict(primary_metrics or {})
     rows, notes = [], []
     skipped: dict[tuple[str, str], int] = {}
     for c in comparisons:
@@ -115,10 +151,10 @@ def gap_table(
             continue
         for m in metrics:
             col = f"{prefix}{m}"
-            a = ga[col] if col in ga.columns else pd.Series(dtype=float)
-            b = gb[col] if col in gb.columns else pd.Series(dtype=float)
+            a, b, paired = align_units(ga, gb, ["seed"], col)
             floor = reference_value([ga, gb], f"floor_{m}") if split == "test" else math.nan
             ceiling = reference_value([ga, gb], f"ceiling_{m}") if split == "test" else math.nan
+            floors, ceilings = _run_references(ga, gb, m) if split == "test" else (None, None)
             direction = METRICS[m].direction
             rng = keyed_rng(seed, c.probe, c.task, c.locality, c.order_a, c.arm_a, c.arm_b, c.order_b, m)
             est = metric_gap(
@@ -127,14 +163,18 @@ def gap_table(
                 direction,
                 floor=floor,
                 ceiling=ceiling,
+                floors=floors,
+                ceilings=ceilings,
                 n_boot=n_boot,
                 level=level,
                 rng=rng,
+                paired=paired,
                 flag_missing_range=split == "test",
             )
             if est["n_a"] == 0 or est["n_b"] == 0:
                 skipped[(m, c.task)] = skipped.get((m, c.task), 0) + 1
                 continue
+            role = PRIMARY if m == primary.get(c.probe, metrics[0]) else SECONDARY
             rows.append(
                 {
                     "probe": c.probe,
@@ -154,6 +194,9 @@ def gap_table(
                     "network_b": str(gb["network"].iloc[0]) if "network" in gb.columns else c.arm_b,
                     "baseline": c.baseline,
                     "primary": c.primary,
+                    "role": role,
+                    "family": PRIMARY if c.primary and role == PRIMARY else SECONDARY,
+                    "pairing": "paired" if paired else "unpaired",
                     **est,
                 }
             )
@@ -162,7 +205,19 @@ def gap_table(
     few = [r for r in rows if r["flag"].startswith("n<2")]
     if few:
         notes.append(f"{len(few)} gap(s) from an arm with fewer than 2 seeds: shown without an interval")
-    return pd.DataFrame(rows, columns=list(GAP_COLUMNS)), notes
+    table = adjust_family(pd.DataFrame(rows), family="family", level=level, estimate="gap") if rows else None
+    return pd.DataFrame(table if table is not None else [], columns=list(GAP_COLUMNS)), notes
+
+
+def _run_references(ga: pd.DataFrame, gb: pd.DataFrame, metric: str) -> tuple[list[float] | None, list[float] | None]:
+    """The floor and ceiling of ``metric`` as each run of the two arms measured them, one pair per distinct
+    (seed, floor, ceiling): both arms of a seed share the evaluation, so their references count once."""
+    cols = ["seed", f"floor_{metric}", f"ceiling_{metric}"]
+    frames = [g[cols] for g in (ga, gb) if all(c in g.columns for c in cols)]
+    if not frames:
+        return None, None
+    refs = pd.concat(frames, ignore_index=True).drop_duplicates()
+    return refs[cols[1]].tolist(), refs[cols[2]].tolist()
 
 
 # ------------------------------------------------------------------------------------------------- contiguity

@@ -1,18 +1,23 @@
-"""Gaps between two arms and their intervals: the library's one home for bootstrap intervals.
+"""Gaps between two arms: the gap with its interval and p-value, and gaps normalised against a floor and a ceiling.
 
 An *arm* here is any group of runs (a backbone, a configuration, a variant); its values are one metric over seeds.
 This module gives
 
-- percentile-bootstrap intervals of a mean (:func:`bootstrap_ci`) and of a difference of means, resampling each
-  arm on its own (:func:`bootstrap_difference_ci`);
-- the unpaired gap ``mean(a) - mean(b)`` with its interval (:func:`gap_estimate`) and, with the metric's direction
-  and the task's floor and ceiling, everything one row of a gap table needs (:func:`metric_gap`);
+- the gap ``mean(a) - mean(b)`` with its interval and p-value (:func:`gap_estimate`): paired over matched seeds
+  (a paired t interval) when the two arms were run on the same seeds, else Welch's unpaired interval; the
+  percentile and BCa bootstraps on request (the intervals themselves live in
+  :mod:`~arch_lab.analysis.intervals`);
+- with the metric's direction and the task's floor and ceiling, everything one row of a gap table needs
+  (:func:`metric_gap`);
 - scores and gaps normalised against a floor and a ceiling (:func:`normalised_score`, :func:`normalised_gap`), so
-  they read the same way for every metric and task: 0 at the floor, 1 at the ceiling, higher is better.
+  they read the same way for every metric and task: 0 at the floor, 1 at the ceiling, higher is better; and the
+  check that the floor-to-ceiling range stands out of its own noise (:func:`range_noise`) before a gap is
+  divided by it.
 
 Nothing here knows arm, backbone or study names. :mod:`~arch_lab.analysis.stats` builds its per-group and paired
 summaries on these functions; study-specific comparisons (for example the probe studies in the repository's
-``analysis/probes/``) choose which arms to compare and call :func:`metric_gap`.
+``analysis/probes/``) choose which arms to compare and call :func:`metric_gap`, then adjust the p-values of the
+whole family of comparisons (:mod:`~arch_lab.analysis.multiplicity`).
 """
 
 from __future__ import annotations
@@ -25,6 +30,28 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from arch_lab.analysis.intervals import (
+    bootstrap_ci,
+    bootstrap_difference_ci,
+    difference_interval,
+    finite_values,
+    t_interval,
+)
+
+__all__ = [
+    "bootstrap_ci",
+    "bootstrap_difference_ci",
+    "finite_values",
+    "gap_estimate",
+    "has_range",
+    "keyed_rng",
+    "metric_gap",
+    "normalised_gap",
+    "normalised_score",
+    "range_noise",
+    "reference_value",
+]
+
 
 def keyed_rng(seed: int, *key: object) -> np.random.Generator:
     """A generator of its own for each ``key`` under one ``seed``, so every row of a table has a stable stream.
@@ -32,15 +59,6 @@ def keyed_rng(seed: int, *key: object) -> np.random.Generator:
     The stream depends only on ``seed`` and the text of ``key``, not on the order rows are computed in.
     """
     return np.random.default_rng([seed, zlib.crc32("\x1f".join(map(str, key)).encode())])
-
-
-def finite_values(values: Iterable[Any]) -> np.ndarray:
-    """``values`` as a float array without its non-finite entries; text that is not a number counts as missing."""
-    if isinstance(values, np.ndarray | pd.Series) and values.dtype.kind in "biuf":
-        v = np.asarray(values, dtype=np.float64)
-    else:
-        v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
-    return v[np.isfinite(v)]
 
 
 def reference_value(frames: Sequence[pd.DataFrame], column: str) -> float:
@@ -53,103 +71,64 @@ def reference_value(frames: Sequence[pd.DataFrame], column: str) -> float:
     return float(v.mean()) if v.size else math.nan
 
 
-def _generator(rng: np.random.Generator | int) -> np.random.Generator:
-    return np.random.default_rng(rng) if not isinstance(rng, np.random.Generator) else rng
-
-
-def bootstrap_ci(
-    values: Iterable[float], n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator | int = 0
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of the mean of ``values`` (non-finite values ignored).
-
-    Parameters
-    ----------
-    values
-        The sample, e.g. one metric over seeds.
-    n_boot
-        Bootstrap resamples.
-    level
-        Coverage of the interval.
-    rng
-        Generator or seed.
-
-    Returns
-    -------
-    tuple of float
-        ``(low, high)``; both equal the value for a single value, NaN for none.
-    """
-    v = finite_values(values)
-    if v.size == 0:
-        return (np.nan, np.nan)
-    if v.size == 1:
-        return (float(v[0]), float(v[0]))
-    rng = _generator(rng)
-    means = v[rng.integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(means, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
-
-
-def bootstrap_difference_ci(
-    a: Iterable[float], b: Iterable[float], n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator | int = 0
-) -> tuple[float, float]:
-    """Percentile-bootstrap interval of ``mean(a) - mean(b)``, resampling ``a`` and ``b`` independently.
-
-    Parameters
-    ----------
-    a, b
-        The two samples (non-finite values ignored).
-    n_boot
-        Bootstrap resamples.
-    level
-        Coverage of the interval.
-    rng
-        Generator or seed.
-
-    Returns
-    -------
-    tuple of float
-        ``(low, high)``; NaN when either sample is empty.
-    """
-    va, vb = finite_values(a), finite_values(b)
-    if va.size == 0 or vb.size == 0:
-        return (np.nan, np.nan)
-    rng = _generator(rng)
-    ma = va[rng.integers(0, va.size, size=(n_boot, va.size))].mean(axis=1)
-    mb = vb[rng.integers(0, vb.size, size=(n_boot, vb.size))].mean(axis=1)
-    alpha = (1.0 - level) / 2.0
-    lo, hi = np.quantile(ma - mb, [alpha, 1.0 - alpha])
-    return (float(lo), float(hi))
+def _numbers(values: Iterable[Any]) -> np.ndarray:
+    return pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").to_numpy(dtype=np.float64)
 
 
 def gap_estimate(
-    a: Iterable[float], b: Iterable[float], n_boot: int = 2000, level: float = 0.95, rng: np.random.Generator | int = 0
+    a: Iterable[float],
+    b: Iterable[float],
+    n_boot: int = 2000,
+    level: float = 0.95,
+    rng: np.random.Generator | int = 0,
+    *,
+    method: str = "t",
+    paired: bool = False,
 ) -> dict[str, Any]:
-    """``mean(a) - mean(b)`` with an unpaired percentile-bootstrap interval (non-finite values dropped).
+    """``mean(a) - mean(b)`` with its interval and two-sided p-value (non-finite values dropped).
 
     Parameters
     ----------
     a, b
-        One metric over the seeds of each arm.
+        One metric over the seeds of each arm. When ``paired``, ``a[i]`` and ``b[i]`` come from the same seed
+        (or other matched unit); a pair with a non-finite value is dropped as a whole.
     n_boot, level, rng
-        As for :func:`bootstrap_difference_ci`.
+        Bootstrap resamples (bootstrap methods only), coverage, and generator or seed.
+    method
+        ``t`` (default: the paired t interval when ``paired``, else Welch's), ``bca`` or ``percentile``
+        (:data:`arch_lab.analysis.intervals.METHODS`).
+    paired
+        Whether the two samples are matched element by element.
 
     Returns
     -------
     dict
-        ``n_a``, ``n_b``, ``mean_a``, ``mean_b``, ``gap``, ``ci_low``, ``ci_high``; the interval is NaN when either
-        side has fewer than 2 values (the gap is still given when both have one), everything NaN when a side is
-        empty.
+        ``n_a``, ``n_b`` (values used; the number of pairs when paired), ``mean_a``, ``mean_b``, ``gap``,
+        ``ci_low``, ``ci_high``, ``se``, ``df``, ``p_value`` (NaN for the bootstrap methods), ``method``
+        (``paired t``, ``welch``, ``bca`` or ``percentile``) and ``paired``. The interval and p-value are NaN when
+        either side has fewer than 2 values (the gap is still given when both have one), everything NaN when a
+        side is empty.
     """
-    va, vb = finite_values(a), finite_values(b)
+    if paired:
+        xa, xb = _numbers(a), _numbers(b)
+        if xa.size != xb.size:
+            raise ValueError(f"paired samples need the same length (got {xa.size} and {xb.size})")
+        keep = np.isfinite(xa) & np.isfinite(xb)
+        va, vb = xa[keep], xb[keep]
+    else:
+        va, vb = finite_values(a), finite_values(b)
     out: dict[str, Any] = {"n_a": int(va.size), "n_b": int(vb.size)}
     out["mean_a"] = float(va.mean()) if va.size else math.nan
     out["mean_b"] = float(vb.mean()) if vb.size else math.nan
     out["gap"] = out["mean_a"] - out["mean_b"]
+    est = difference_interval(va, vb, method, paired, level, n_boot, rng)
     if va.size >= 2 and vb.size >= 2:
-        out["ci_low"], out["ci_high"] = bootstrap_difference_ci(va, vb, n_boot, level, rng)
+        out["ci_low"], out["ci_high"] = est.low, est.high
+        out["se"], out["df"], out["p_value"] = est.se, est.df, est.p_value
     else:
-        out["ci_low"] = out["ci_high"] = math.nan
+        out["ci_low"] = out["ci_high"] = out["se"] = out["df"] = out["p_value"] = math.nan
+    out["method"] = est.method
+    out["paired"] = bool(paired)
     return out
 
 
@@ -196,6 +175,33 @@ def normalised_gap(
     return (norm[0], min(norm[1], norm[2]), max(norm[1], norm[2]))
 
 
+def range_noise(floors: Iterable[float], ceilings: Iterable[float], level: float = 0.95) -> dict[str, Any]:
+    """Whether the floor-to-ceiling range stands out of its own run-to-run noise.
+
+    Parameters
+    ----------
+    floors, ceilings
+        The floor and the ceiling of one metric as each run measured them, matched run by run (same length; a run
+        with a non-finite value is dropped).
+    level
+        Coverage of the range's interval.
+
+    Returns
+    -------
+    dict
+        ``span`` (mean of ``ceiling - floor`` over runs), ``span_ci_low``, ``span_ci_high`` (its t interval over
+        runs) and ``range_within_noise``: True when that interval includes 0, i.e. ``|span| < t · se``. Fewer than
+        two runs give no interval, and the check is not made (False).
+    """
+    f, c = _numbers(floors), _numbers(ceilings)
+    if f.size != c.size:
+        raise ValueError(f"floors and ceilings need one value per run (got {f.size} and {c.size})")
+    spans = (c - f)[np.isfinite(c) & np.isfinite(f)]
+    est = t_interval(spans, level)
+    noisy = bool(np.isfinite(est.low) and est.low <= 0.0 <= est.high)
+    return {"span": est.estimate, "span_ci_low": est.low, "span_ci_high": est.high, "range_within_noise": noisy}
+
+
 def metric_gap(
     a: Iterable[float],
     b: Iterable[float],
@@ -203,9 +209,13 @@ def metric_gap(
     *,
     floor: float = math.nan,
     ceiling: float = math.nan,
+    floors: Iterable[float] | None = None,
+    ceilings: Iterable[float] | None = None,
     n_boot: int = 2000,
     level: float = 0.95,
     rng: np.random.Generator | int = 0,
+    method: str = "t",
+    paired: bool = False,
     flag_missing_range: bool = True,
 ) -> dict[str, Any]:
     """One gap-table row: :func:`gap_estimate` of ``a`` minus ``b``, which arm is better, and the normalised gap.
@@ -213,13 +223,16 @@ def metric_gap(
     Parameters
     ----------
     a, b
-        One metric over the seeds of each arm.
+        One metric over the seeds of each arm (matched seed by seed when ``paired``).
     direction
         ``minimize`` or ``maximize``: the metric's better side.
     floor, ceiling
         The task's floor and ceiling of the metric (NaN: no normalised gap).
-    n_boot, level, rng
-        As for :func:`bootstrap_difference_ci`.
+    floors, ceilings
+        The floor and ceiling as each run measured them (matched run by run). When given, the normalised gap is
+        left out if the range is within noise (:func:`range_noise`).
+    n_boot, level, rng, method, paired
+        As for :func:`gap_estimate`.
     flag_missing_range
         Flag a row whose floor and ceiling give no usable range (:func:`has_range`).
 
@@ -227,20 +240,31 @@ def metric_gap(
     -------
     dict
         The keys of :func:`gap_estimate`, then ``level``, ``excludes_zero`` (the interval lies on one side of 0),
-        ``a_better`` (by ``direction``), ``floor``, ``ceiling``, ``norm_gap``, ``norm_ci_low``, ``norm_ci_high``
-        (:func:`normalised_gap`) and ``flag``: ``n<2: no interval`` or ``CI excludes 0``, then
-        ``no floor-ceiling range`` when asked for, joined by ``"; "``.
+        ``a_better`` (by ``direction``), ``floor``, ``ceiling``, ``span_ci_low``, ``span_ci_high``,
+        ``range_within_noise`` (:func:`range_noise`; NaN / False without ``floors``), ``norm_gap``,
+        ``norm_ci_low``, ``norm_ci_high`` (:func:`normalised_gap`, NaN when the range is within noise) and
+        ``flag``: ``n<2: no interval`` or ``CI excludes 0``, then ``no floor-ceiling range`` when asked for, or
+        ``range within noise``, joined by ``"; "``.
     """
-    est = gap_estimate(a, b, n_boot, level, rng)
+    est = gap_estimate(a, b, n_boot, level, rng, method=method, paired=paired)
     lo, hi = est["ci_low"], est["ci_high"]
-    norm_gap, norm_low, norm_high = normalised_gap(est["gap"], lo, hi, floor, ceiling, direction)
+    noise = {"span_ci_low": math.nan, "span_ci_high": math.nan, "range_within_noise": False}
+    if floors is not None and ceilings is not None:
+        noise = {k: v for k, v in range_noise(floors, ceilings, level).items() if k != "span"}
+    usable = has_range(floor, ceiling, direction)
+    if usable and not noise["range_within_noise"]:
+        norm_gap, norm_low, norm_high = normalised_gap(est["gap"], lo, hi, floor, ceiling, direction)
+    else:
+        norm_gap = norm_low = norm_high = math.nan
     flag = []
     if min(est["n_a"], est["n_b"]) < 2:
         flag.append("n<2: no interval")
     elif lo > 0 or hi < 0:
         flag.append("CI excludes 0")
-    if flag_missing_range and not has_range(floor, ceiling, direction):
+    if flag_missing_range and not usable:
         flag.append("no floor-ceiling range")
+    elif usable and noise["range_within_noise"]:
+        flag.append("range within noise")
     return {
         **est,
         "level": level,
@@ -248,6 +272,7 @@ def metric_gap(
         "a_better": bool(est["gap"] < 0) if direction == "minimize" else bool(est["gap"] > 0),
         "floor": floor,
         "ceiling": ceiling,
+        **noise,
         "norm_gap": norm_gap,
         "norm_ci_low": norm_low,
         "norm_ci_high": norm_high,

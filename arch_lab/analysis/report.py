@@ -1,4 +1,9 @@
-"""``arch-lab report``: every figure the data supports, summary tables and a ``report.md`` that lists them."""
+"""``arch-lab report``: every figure the data supports, summary and comparison tables, and a ``report.md``.
+
+The comparison tables (:mod:`~arch_lab.analysis.comparisons`) pair the backbones by seed and by held-out
+condition, give t intervals and Holm-adjusted p-values, and put the study's pre-declared primary metric
+(:mod:`~arch_lab.analysis.roles`) first.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +19,8 @@ from matplotlib.figure import Figure
 
 from arch_lab.analysis import cells as cells_mod
 from arch_lab.analysis import figures as figs
+from arch_lab.analysis.comparisons import study_comparisons
+from arch_lab.analysis.roles import MetricRoles, resolve_roles
 from arch_lab.analysis.stats import (
     HEADLINE_METRICS,
     paired_differences,
@@ -114,6 +121,10 @@ def _fmt(mean: float, lo: float, hi: float) -> str:
     return f"{mean:.3g} [{lo:.3g}, {hi:.3g}]" if np.isfinite(lo) else f"{mean:.3g}"
 
 
+def _fmt_p(p: float) -> str:
+    return "–" if not np.isfinite(p) else f"{p:.2g}" if p >= 1e-3 else "<0.001"
+
+
 def best_runs(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """The best run of each backbone on ``metric``, within the task with the most runs."""
     experiment = runs["experiment"].mode().iloc[0]
@@ -143,7 +154,7 @@ def _summary_markdown(summary: pd.DataFrame, references: pd.DataFrame, metrics: 
 def build_report(
     sources: _PathLike | Sequence[_PathLike],
     out: _PathLike,
-    metric: str = "energy_distance",
+    metric: str | None = None,
     storage: str | None = None,
     conditions: Sequence[str] | None = None,
     importance: str = "fanova",
@@ -159,7 +170,10 @@ def build_report(
     out
         Output folder: ``figures/*.pdf|png``, ``tables/*.csv`` and ``report.md``.
     metric
-        The headline metric (paired comparisons, cost plots, best runs for figures 6-7, learning curves).
+        The primary metric (comparisons listed first and labelled primary, paired plots, cost plots, best runs for
+        figures 6-7, learning curves). Default: the primary metric a study among the sources declared
+        (``analysis.primary_metric`` of its sweep YAML, else its objective), else ``energy_distance``. A metric
+        given here that differs from the declared one is reported as chosen at report time, not pre-declared.
     storage
         Storage URL for bare study names.
     conditions
@@ -167,7 +181,7 @@ def build_report(
     importance
         Optuna importance evaluator for figure 5.
     n_boot
-        Bootstrap resamples of every interval.
+        Bootstrap resamples (only the figures' summaries use the bootstrap; tables use t intervals).
     seed
         Seed of the bootstrap and of subsampling.
 
@@ -183,6 +197,8 @@ def build_report(
     """
     src = load_sources(sources, storage)
     runs = src.runs
+    roles = resolve_roles(src.studies, metric, "energy_distance")
+    metric = roles.primary
     require_metric(runs, metric)
     out = Path(out)
     fig_dir, tab_dir = out / "figures", out / "tables"
@@ -191,7 +207,7 @@ def build_report(
     report = Report(out=out, path=out / "report.md", backbones=order)
     per_condition = load_per_condition(runs)
     history = load_history(runs)
-    table_metrics = list(dict.fromkeys([metric, *HEADLINE_METRICS]))
+    table_metrics = roles.ordered([metric, *roles.secondary, *HEADLINE_METRICS])
 
     def table(name: str, caption: str, df: pd.DataFrame) -> None:
         if df.empty:
@@ -217,16 +233,29 @@ def build_report(
     )
     table("runs", "One row per completed run: backbone, seed, cost and every summary metric.", runs)
     table("per_condition", "One row per (run, held-out condition) with every metric.", per_condition)
-    table("summary", "Mean per backbone and metric with a 95% bootstrap interval over seeds (runs).", summary)
-    table("references", "Floor (no change) and ceiling (split half) per metric, mean with 95% interval.", references)
+    per_seed, per_cond = study_comparisons(runs, per_condition, roles, table_metrics, arms=order)
+    table("summary", "Mean per backbone and metric with a 95% t interval over seeds (runs).", summary)
+    table("references", "Floor (no change) and ceiling (split half) per metric, mean with 95% t interval.", references)
+    table(
+        "comparisons",
+        "Backbone A minus B per metric, paired by seed: mean difference, 95% paired t interval, p-value, Holm and "
+        "BH adjusted within the primary and the secondary family, Holm-consistent interval; primary metric first.",
+        per_seed,
+    )
+    table(
+        "condition_comparisons",
+        "Backbone A minus B per metric over held-out conditions (mean over seeds per condition, paired by "
+        "condition, pooled over folds): paired t interval, Holm and BH adjusted per family; primary metric first.",
+        per_cond,
+    )
     table(
         "paired_differences",
-        "Backbone A minus B per held-out condition (mean over seeds), 95% bootstrap interval over seeds.",
+        "Backbone A minus B per held-out condition (mean over seeds), 95% paired t interval over seeds.",
         differences,
     )
     table(
         "paired_summary",
-        "Backbone A minus B averaged over conditions, 95% bootstrap interval over conditions.",
+        "Backbone A minus B averaged over conditions, 95% paired t interval over conditions (unadjusted).",
         paired_summary(differences, n_boot=n_boot, seed=seed) if not differences.empty else pd.DataFrame(),
     )
     if not src.trials.empty:
@@ -302,7 +331,7 @@ def build_report(
         "seeds; points labelled with the scale).",
         lambda: figs.fig_guidance_sweep(runs),
     )
-    _write_markdown(report, src, runs, summary, references, table_metrics, metric)
+    _write_markdown(report, src, runs, summary, references, table_metrics, roles, per_seed, per_cond)
     return report
 
 
@@ -313,8 +342,11 @@ def _write_markdown(
     summary: pd.DataFrame,
     references: pd.DataFrame,
     metrics: Sequence[str],
-    metric: str,
+    roles: MetricRoles,
+    per_seed: pd.DataFrame,
+    per_cond: pd.DataFrame,
 ) -> None:
+    metric = roles.primary
     counts = runs["backbone"].astype(str).value_counts()
     lines = ["# arch_lab report", ""]
     studies = ", ".join(f"`{s.study_name}`" for s in src.studies)
@@ -324,9 +356,14 @@ def _write_markdown(
         + f"; experiments: {', '.join(sorted(map(str, runs['experiment'].dropna().unique())))}."
     )
     lines.append("Backbones: " + ", ".join(f"{b} ({counts[b]} runs)" for b in report.backbones) + ".")
-    lines.append(f"Headline metric: `{metric}` ({METRICS[metric].direction}; {METRICS[metric].description}).")
-    lines += ["", "## Summary", "", "Mean over runs (seeds) with a 95% bootstrap interval.", ""]
+    how = f"pre-declared by the {roles.source}" if roles.declared else f"chosen by {roles.source}, not pre-declared"
+    lines.append(
+        f"Primary metric: `{metric}` ({METRICS[metric].direction}; {METRICS[metric].description}; {how}). "
+        "Every other metric is secondary."
+    )
+    lines += ["", "## Summary", "", "Mean over runs (seeds) with a 95% t interval.", ""]
     lines += _summary_markdown(summary, references, [m for m in metrics if m in set(summary["metric"])])
+    lines += _comparisons_markdown(per_seed, per_cond, metric)
     lines += ["", "## Figures", ""]
     for art in report.figures:
         pdf, png = (p.relative_to(report.out).as_posix() for p in art.files)
@@ -342,3 +379,64 @@ def _write_markdown(
         lines += [f"- {name}: {why}" for name, why in report.skipped]
     report.path.parent.mkdir(parents=True, exist_ok=True)
     report.path.write_text("\n".join(lines) + "\n")
+
+
+def _comparison_rows(table: pd.DataFrame, with_metric: bool) -> list[str]:
+    head = "| " + ("metric | " if with_metric else "") + "A − B | n | difference [95% CI] | p | Holm p | BH p |"
+    head += " Holm-consistent interval |"
+    lines = [head, "|" + "---|" * (8 if with_metric else 7)]
+    for r in table.to_dict("records"):
+        star = " **✱**" if r["significant_holm"] else ""
+        n = str(r["n_a"]) if r["pairing"] == "paired" else f"{r['n_a']}/{r['n_b']} (unpaired)"
+        holm_ci = (
+            f"[{r['ci_low_holm']:.3g}, {r['ci_high_holm']:.3g}] ({r['level_holm']:.1%})"
+            if np.isfinite(r["ci_low_holm"])
+            else "–"
+        )
+        cells = [
+            *([f"`{r['metric']}`"] if with_metric else []),
+            f"{r['arm_a']} − {r['arm_b']}",
+            n,
+            _fmt(r["difference"], r["ci_low"], r["ci_high"]) + star,
+            _fmt_p(r["p_value"]),
+            _fmt_p(r["p_holm"]),
+            _fmt_p(r["p_bh"]),
+            holm_ci,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _family_size(table: pd.DataFrame) -> int:
+    return int(table["family_size"].max()) if not table.empty else 0
+
+
+def _comparisons_markdown(per_seed: pd.DataFrame, per_cond: pd.DataFrame, metric: str) -> list[str]:
+    if per_seed.empty and per_cond.empty:
+        return []
+    lines = [
+        "",
+        "## Comparisons",
+        "",
+        "Backbone A minus B. Per seed: the runs of A and B with the same task, fold and seed form a pair (the seed "
+        "fixes the evaluation subsample), and the interval is the 95% paired t interval of the mean difference "
+        "(Welch's unpaired interval, marked, where the backbones do not share their seeds). The primary metric's "
+        "comparisons are one family and all secondary comparisons another: `Holm p` is Holm-adjusted "
+        "(family-wise error) and `BH p` Benjamini-Hochberg-adjusted (false discovery rate) within the family. "
+        "**✱**: significant after Holm correction (Holm p < 0.05). The Holm-consistent interval, at the level "
+        "shown, excludes 0 exactly when Holm rejects. `n`: pairs.",
+    ]
+    for title, table in (("per seed", per_seed), ("per held-out condition", per_cond)):
+        if table.empty:
+            continue
+        primary = table[table["role"] == "primary"]
+        secondary = table[table["role"] != "primary"]
+        unit = "seeds" if title == "per seed" else "conditions (pooled over folds; each backbone's mean over seeds)"
+        lines += ["", f"### Primary claim: `{metric}`, {title}", ""]
+        lines += [f"Units: {unit}; family of {_family_size(primary)} tests.", ""]
+        lines += _comparison_rows(primary, with_metric=False) if not primary.empty else ["No comparison."]
+        if not secondary.empty:
+            lines += ["", f"### Secondary metrics, {title}", ""]
+            lines += [f"Secondary (exploratory); family of {_family_size(secondary)} tests.", ""]
+            lines += _comparison_rows(secondary, with_metric=True)
+    return lines

@@ -1,6 +1,7 @@
-"""Summaries over seeds: means with percentile-bootstrap intervals, paired differences, Pareto fronts.
+"""Summaries over seeds: means with t intervals, paired differences per condition, Pareto fronts.
 
-The intervals themselves come from :mod:`~arch_lab.analysis.gaps`, the one home of the bootstrap.
+The intervals themselves come from :mod:`~arch_lab.analysis.intervals` (Student t by default; the percentile and
+BCa bootstraps on request) and the pairing of arms from :mod:`~arch_lab.analysis.paired`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from arch_lab.analysis.gaps import bootstrap_ci, bootstrap_difference_ci, finite_values, keyed_rng
+from arch_lab.analysis.gaps import bootstrap_ci, bootstrap_difference_ci, finite_values, gap_estimate, keyed_rng  # noqa: F401
+from arch_lab.analysis.intervals import mean_interval
+from arch_lab.analysis.paired import FOLD_COLUMNS, align_units
 from arch_lab.analysis.style import backbone_order
 from arch_lab.analysis.tidy import require_metric
 from arch_lab.errors import ArchLabError
@@ -33,8 +36,9 @@ def summarize(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    method: str = "t",
 ) -> pd.DataFrame:
-    """Mean of each metric per group with a bootstrap interval over the group's runs (seeds).
+    """Mean of each metric per group with an interval over the group's runs (seeds).
 
     Parameters
     ----------
@@ -45,12 +49,16 @@ def summarize(
         ``train_seconds``).
     by
         Grouping columns.
+    n_boot, level, seed
+        Bootstrap resamples (bootstrap methods only), coverage, and the seed of the bootstrap.
+    method
+        ``t`` (Student t interval, default), ``bca`` or ``percentile`` (:func:`arch_lab.analysis.intervals.mean_interval`).
 
     Returns
     -------
     pandas.DataFrame
         ``by`` columns, ``metric``, ``direction`` (``minimize``/``maximize``, empty for costs), ``n``, ``mean``,
-        ``std``, ``ci_low``, ``ci_high``, ``level``.
+        ``std``, ``ci_low``, ``ci_high``, ``level`` (a single run has no interval: NaN with ``t``).
     """
     if metrics is None:
         metrics = [m for m in METRICS if m in runs.columns and runs[m].notna().any()]
@@ -62,7 +70,8 @@ def summarize(
         key = key if isinstance(key, tuple) else (key,)
         for m in metrics:
             v = finite_values(pd.to_numeric(group[m], errors="coerce"))
-            lo, hi = bootstrap_ci(v, n_boot, level, keyed_rng(seed, *key, m))
+            est = mean_interval(v, method, level, n_boot, keyed_rng(seed, *key, m))
+            lo, hi = est.low, est.high
             rows.append(
                 {
                     **dict(zip(by, key, strict=True)),
@@ -88,9 +97,15 @@ def summarize(
 
 
 def reference_summary(
-    runs: pd.DataFrame, metrics: Sequence[str] | None = None, n_boot: int = 2000, level: float = 0.95, seed: int = 0
+    runs: pd.DataFrame,
+    metrics: Sequence[str] | None = None,
+    n_boot: int = 2000,
+    level: float = 0.95,
+    seed: int = 0,
+    method: str = "t",
 ) -> pd.DataFrame:
-    """Mean floor (``no_change``) and ceiling (``split_half``) of each metric over the runs, with intervals."""
+    """Mean floor (``no_change``) and ceiling (``split_half``) of each metric over the runs (one per task and
+    seed), with intervals by ``method`` (as for :func:`summarize`)."""
     metrics = metrics or list(METRICS)
     rows = []
     for ref, prefix in (("no_change", "floor"), ("split_half", "ceiling")):
@@ -101,7 +116,8 @@ def reference_summary(
             per_task = runs.drop_duplicates(["experiment", "seed"]) if "experiment" in runs.columns else runs
             v = finite_values(per_task[col])
             if v.size:
-                lo, hi = bootstrap_ci(v, n_boot, level, keyed_rng(seed, ref, m))
+                est = mean_interval(v, method, level, n_boot, keyed_rng(seed, ref, m))
+                lo, hi = est.low, est.high
                 rows.append(
                     {
                         "reference": ref,
@@ -135,8 +151,13 @@ def paired_differences(
     n_boot: int = 2000,
     level: float = 0.95,
     seed: int = 0,
+    method: str = "t",
 ) -> pd.DataFrame:
-    """Backbone A minus backbone B on each held-out condition, with a bootstrap interval over seeds.
+    """Backbone A minus backbone B on each held-out condition, with an interval over seeds.
+
+    On each condition the two backbones' values are paired by seed (and fold) when both cover the same seeds
+    (runs of one backbone sharing a seed are averaged first): the interval is then the paired t interval of the
+    per-seed differences. Otherwise the seeds' values are compared unpaired (Welch).
 
     Parameters
     ----------
@@ -146,13 +167,16 @@ def paired_differences(
         Metric column.
     pairs
         ``(a, b)`` backbone pairs (default: every pair, in display order).
+    n_boot, level, seed, method
+        Interval settings (:func:`arch_lab.analysis.gaps.gap_estimate`; ``t`` by default).
 
     Returns
     -------
     pandas.DataFrame
         ``metric``, ``direction``, ``backbone_a``, ``backbone_b``, the condition keys (``experiment``, ``state``,
-        ``perturbation``) and ``condition``, ``n_a``, ``n_b`` (runs), ``mean_a``, ``mean_b``, ``difference``
-        (``mean_a - mean_b``), ``ci_low``, ``ci_high``, ``a_better`` (by the metric's direction).
+        ``perturbation``) and ``condition``, ``n_a``, ``n_b`` (seeds), ``mean_a``, ``mean_b``, ``difference``
+        (``mean_a - mean_b``), ``ci_low``, ``ci_high``, ``p_value``, ``pairing`` (``paired`` / ``unpaired``),
+        ``method``, ``a_better`` (by the metric's direction).
 
     Raises
     ------
@@ -167,6 +191,7 @@ def paired_differences(
             if name not in present:
                 raise ArchLabError(f"backbone {name!r} not in the table; backbones are {', '.join(present)}")
     keys = _condition_keys(per_condition)
+    seed_keys = [*[c for c in FOLD_COLUMNS if c in per_condition.columns][:1], "seed"]
     sign = 1.0 if METRICS[metric].direction == "maximize" else -1.0
     groups = dict(iter(per_condition.groupby(["backbone", *keys], sort=True)))
     conditions = per_condition[keys].drop_duplicates().sort_values(keys).itertuples(index=False, name=None)
@@ -177,11 +202,12 @@ def paired_differences(
             ga, gb = groups.get((a, *cond)), groups.get((b, *cond))
             if ga is None or gb is None:
                 continue
-            va, vb = finite_values(ga[col]), finite_values(gb[col])
-            if va.size == 0 or vb.size == 0:
+            va, vb, paired = align_units(ga, gb, seed_keys, col)
+            rng = keyed_rng(seed, a, b, *cond, metric)
+            est = gap_estimate(va, vb, n_boot, level, rng, method=method, paired=paired)
+            if est["n_a"] == 0 or est["n_b"] == 0:
                 continue
-            diff = float(va.mean() - vb.mean())
-            lo, hi = bootstrap_difference_ci(va, vb, n_boot, level, keyed_rng(seed, a, b, *cond, metric))
+            diff = est["gap"]
             cond_map = dict(zip(keys, cond, strict=True))
             rows.append(
                 {
@@ -191,34 +217,42 @@ def paired_differences(
                     "backbone_b": b,
                     **cond_map,
                     "condition": f"{cond_map['state']}/{cond_map['perturbation']}",
-                    "n_a": int(va.size),
-                    "n_b": int(vb.size),
-                    "mean_a": float(va.mean()),
-                    "mean_b": float(vb.mean()),
+                    "n_a": est["n_a"],
+                    "n_b": est["n_b"],
+                    "mean_a": est["mean_a"],
+                    "mean_b": est["mean_b"],
                     "difference": diff,
-                    "ci_low": lo,
-                    "ci_high": hi,
+                    "ci_low": est["ci_low"],
+                    "ci_high": est["ci_high"],
+                    "p_value": est["p_value"],
+                    "pairing": "paired" if paired else "unpaired",
+                    "method": est["method"],
                     "a_better": bool(sign * diff > 0),
                 }
             )
     return pd.DataFrame(rows)
 
 
-def paired_summary(differences: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Per backbone pair and metric: the mean per-condition difference with a bootstrap interval over conditions.
+def paired_summary(
+    differences: pd.DataFrame, n_boot: int = 2000, level: float = 0.95, seed: int = 0, method: str = "t"
+) -> pd.DataFrame:
+    """Per backbone pair and metric: the mean per-condition difference with an interval over conditions.
+
+    The conditions are the units: the interval is the paired t interval of the per-condition differences
+    (``method="t"``, with its p-value), or a bootstrap over conditions (``bca``, ``percentile``).
 
     Returns
     -------
     pandas.DataFrame
         ``metric``, ``direction``, ``backbone_a``, ``backbone_b``, ``n_conditions``, ``mean_difference``,
-        ``ci_low``, ``ci_high``, ``fraction_a_better``, ``level``.
+        ``ci_low``, ``ci_high``, ``p_value``, ``method``, ``fraction_a_better``, ``level``.
     """
     rows = []
     if differences.empty:
         return pd.DataFrame(rows)
     for (metric, a, b), g in differences.groupby(["metric", "backbone_a", "backbone_b"], sort=False):
         d = finite_values(g["difference"])
-        lo, hi = bootstrap_ci(d, n_boot, level, keyed_rng(seed, metric, a, b))
+        est = mean_interval(d, method, level, n_boot, keyed_rng(seed, metric, a, b))
         rows.append(
             {
                 "metric": metric,
@@ -227,8 +261,10 @@ def paired_summary(differences: pd.DataFrame, n_boot: int = 2000, level: float =
                 "backbone_b": b,
                 "n_conditions": int(d.size),
                 "mean_difference": float(d.mean()) if d.size else np.nan,
-                "ci_low": lo,
-                "ci_high": hi,
+                "ci_low": est.low,
+                "ci_high": est.high,
+                "p_value": est.p_value,
+                "method": "paired t" if method == "t" else est.method,
                 "fraction_a_better": float(g["a_better"].mean()),
                 "level": level,
             }

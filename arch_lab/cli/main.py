@@ -158,13 +158,17 @@ def report(
         list[str], typer.Argument(help="Run directories, folders of runs, or studies (name, storage URL, URL#NAME).")
     ],
     out: Annotated[Path, typer.Option(help="Folder for figures/, tables/ and report.md.")],
-    metric: Annotated[str, typer.Option(help="Headline metric.")] = "energy_distance",
+    metric: Annotated[
+        str | None,
+        typer.Option(help="Primary metric (default: the study's declared primary metric, else energy_distance)."),
+    ] = None,
     storage: Annotated[str | None, typer.Option(help="Storage URL for bare study names.")] = None,
     condition: Annotated[
         list[str] | None, typer.Option(help="STATE/PERTURBATION shown in figures 6-7 (repeatable).")
     ] = None,
 ) -> None:
-    """Write every figure the runs support, summary tables with bootstrap intervals, and report.md."""
+    """Write every figure the runs support, summary and paired comparison tables (t intervals, Holm-adjusted
+    p-values, primary metric first), and report.md."""
     import warnings
 
     from arch_lab.analysis import build_report

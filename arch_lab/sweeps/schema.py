@@ -57,6 +57,22 @@ class ObjectiveSection(_Section):
     direction: Literal["minimize", "maximize"] | None = None
 
 
+class AnalysisSection(_Section):
+    """How the study's results are read, declared before it runs.
+
+    Parameters
+    ----------
+    primary_metric
+        The one metric the study's main claim is about (default: the objective's metric; for a weighted sum, its
+        first term). Reports put its comparisons first, label them primary and correct them as their own family.
+    secondary_metrics
+        Metrics reported as secondary (default: every other metric the report shows).
+    """
+
+    primary_metric: str | None = None
+    secondary_metrics: list[str] = Field(default_factory=list)
+
+
 class ParamSpec(_Section):
     """One search dimension: ``float``, ``int``, ``categorical`` or ``fixed`` (a constant).
 
@@ -143,6 +159,7 @@ class SweepFile(_Section):
     budget: BudgetSection = Field(default_factory=BudgetSection)
     enqueue: list[dict[str, Any]] = Field(default_factory=list)
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    analysis: AnalysisSection = Field(default_factory=AnalysisSection)
 
 
 #: Sections a profile may change (merged over the sweep's own; see :func:`arch_lab.sweeps.sweep.apply_profile`).

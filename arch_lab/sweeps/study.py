@@ -179,6 +179,8 @@ def _initialise(handle: StudyHandle, sweep: Sweep) -> None:
     study.set_user_attr(HASH_ATTR, sweep.space_hash())
     study.set_user_attr("objective", sweep.objective.label)
     study.set_user_attr("objective_split", sweep.objective.split)
+    study.set_user_attr("primary_metric", sweep.primary_metric)
+    study.set_user_attr("secondary_metrics", sweep.secondary_metrics)
     study.set_user_attr("replicates", sweep.replicates)
     study.set_user_attr("base", str(sweep.base_path))
     study.set_user_attr("sweep_file", str(sweep.path.resolve()))

@@ -89,6 +89,16 @@ class Sweep:
         """``<study.output_dir>/<study.name>``: the trials' run directories go below."""
         return Path(self.spec.study.output_dir) / self.name
 
+    @property
+    def primary_metric(self) -> str:
+        """The pre-declared primary metric: ``analysis.primary_metric``, else the objective's (first) metric."""
+        return self.spec.analysis.primary_metric or self.objective.weights[0][0]
+
+    @property
+    def secondary_metrics(self) -> list[str]:
+        """``analysis.secondary_metrics`` (empty: every metric but the primary one is secondary)."""
+        return list(self.spec.analysis.secondary_metrics)
+
     def grid(self) -> list[dict[str, Any]]:
         """Every combination of the space (grid samplers), in run order."""
         if self._grid is None:
@@ -225,6 +235,7 @@ def load_sweep(path: str | Path, profile: str | None = None) -> Sweep:
     _check_arms(sweep)
     _check_budget(sweep)
     _check_probes(sweep)
+    _check_analysis(sweep)
     return sweep
 
 
@@ -294,6 +305,19 @@ def _check_probes(sweep: Sweep) -> None:
             raise ConfigError(_attribute(sweep, where, values, str(err))) from None
         if sweep.objective.split == "test" and cfg.eval.split != "test":
             raise ConfigError("objective.split: test needs eval.split: test in the experiment (set it in fixed)")
+
+
+def _check_analysis(sweep: Sweep) -> None:
+    from arch_lab.metrics import METRICS
+
+    section = sweep.spec.analysis
+    names = [("analysis.primary_metric", section.primary_metric)] if section.primary_metric else []
+    names += [(f"analysis.secondary_metrics.{i}", m) for i, m in enumerate(section.secondary_metrics)]
+    for where, name in names:
+        if name not in METRICS:
+            raise ConfigError(f"{where}: unknown metric {name!r}; metrics are {', '.join(sorted(METRICS))}")
+    if sweep.primary_metric in section.secondary_metrics:
+        raise ConfigError(f"analysis.secondary_metrics: {sweep.primary_metric} is the primary metric")
 
 
 def _attribute(sweep: Sweep, where: str, values: Mapping[str, Any], message: str) -> str:
