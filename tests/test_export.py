@@ -34,12 +34,15 @@ def kang_run(tmp_path_factory):
 def test_predictions_keep_the_data_column_names_genes_and_log1p(kang_run):
     cfg, _, task, pred = kang_run
     assert perturbation_column(pred) == cfg.data.perturbation_key == "condition"
-    assert "condition" in pred.obs and "cell_type" in pred.obs and "perturbation" not in pred.obs
+    assert "condition" in pred.obs
+    assert "cell_type" in pred.obs
+    assert "perturbation" not in pred.obs
     assert list(pred.var_names) == task.data.genes
     source = ad.read_h5ad(EXPERIMENTS.parent / "data" / "kang_scgen_valid" / "valid.h5ad")
     assert list(pred.var.columns) == list(source.var.columns)
     pd.testing.assert_frame_equal(pred.var, source.var.loc[task.data.genes], check_names=False)
-    assert "log1p" in pred.uns and pred.uns["arch_lab"]["control_value"] == "control"
+    assert "log1p" in pred.uns
+    assert pred.uns["arch_lab"]["control_value"] == "control"
     assert pred.uns["arch_lab"]["gene_selection"].startswith("top 500")
 
 
@@ -54,7 +57,8 @@ def test_cell_eval_tables_hold_the_same_perturbations_and_disjoint_controls(kang
         r_ctrl = r[(r.obs[key] == "control").to_numpy() & (r.obs["state"] == state).to_numpy()].X
         np.testing.assert_array_equal(p_ctrl, task.data.X[task.controls(state, "train")])
         np.testing.assert_array_equal(r_ctrl, task.data.X[task.controls(state, cfg.eval.split)])
-    assert float(p.X.max()) < 15 and float(p.X.min()) >= 0  # log1p, as cell-eval requires
+    assert float(p.X.max()) < 15
+    assert float(p.X.min()) >= 0
 
 
 @pytest.mark.slow

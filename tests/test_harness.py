@@ -57,7 +57,9 @@ def test_bad_input_is_one_line_and_leaves_no_run(synthetic_h5ad, tmp_path, mutat
     result = runner.invoke(app, ["train", str(path)])
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert err.startswith("error: ")
+    assert "\n" not in err
+    assert message in err
     assert not (tmp_path / "runs").exists()
 
 
@@ -92,7 +94,8 @@ def test_baselines_on_unseen_combinations(k562_task, name):
     res = evaluate(task, method, cfg.eval, seed=0)
     assert len(res.per_condition) == len(task.conditions("test")) == 2
     assert res.predictions.n_vars == task.data.n_genes
-    assert np.isfinite(res.predictions.X).all() and (res.predictions.X >= 0).all()
+    assert np.isfinite(res.predictions.X).all()
+    assert (res.predictions.X >= 0).all()
     floor = res.reference_summary["no_change"]
     if name == "no_change":
         assert res.summary["rmse_mean"] == pytest.approx(floor["rmse_mean"])
@@ -139,9 +142,13 @@ def test_train_writes_complete_run_directory(synthetic_h5ad, tmp_path):
         assert (run_dir / name).is_file(), name
     assert RunDir(run_dir).read_status()["status"] == "completed"
     meta = json.loads((run_dir / "meta.json").read_text())
-    assert meta["seed"] == 3 and meta["git_sha"] and meta["packages"]["torch"] and "torch_threads" in meta["device"]
+    assert meta["seed"] == 3
+    assert meta["git_sha"]
+    assert meta["packages"]["torch"]
+    assert "torch_threads" in meta["device"]
     metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["network"] == "mlp" and metrics["parameter_count"] > 0
+    assert metrics["network"] == "mlp"
+    assert metrics["parameter_count"] > 0
     assert set(metrics["reference"]) == {"no_change", "split_half"}
     assert metrics["val_metrics"]["energy_distance"] == metrics["val_metrics"]["energy_distance"]
     per = pd.read_csv(run_dir / "metrics_per_condition.csv")
@@ -165,14 +172,16 @@ def test_diverged_run_is_marked_failed_not_complete(synthetic_h5ad, tmp_path):
         api.train(cfg)
     (run_dir,) = (tmp_path / "runs" / "synthetic").iterdir()
     status = RunDir(run_dir).read_status()
-    assert status["status"] == "failed" and "diverged" in status["reason"]
+    assert status["status"] == "failed"
+    assert "diverged" in status["reason"]
     assert not (run_dir / "metrics.json").exists()
 
 
 def test_diverged_run_cli_exit_code(synthetic_h5ad, tmp_path):
     cfg = experiment_dict(synthetic_h5ad, tmp_path, optim={"lr": 1e12, "grad_clip": None, "warmup_steps": 0})
     result = runner.invoke(app, ["train", str(write_yaml(tmp_path / "e.yaml", cfg))])
-    assert result.exit_code == 2 and "training diverged" in result.stderr
+    assert result.exit_code == 2
+    assert "training diverged" in result.stderr
 
 
 # ----------------------------------------------------------------------------------- resume and predict
@@ -206,7 +215,8 @@ def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path, ema_every, c
     for key, value in full.summary.items():
         assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
     again = runner.invoke(app, ["train", "--resume", str(tmp_path / "cut")])
-    assert again.exit_code == 2 and "already completed" in again.stderr
+    assert again.exit_code == 2
+    assert "already completed" in again.stderr
 
 
 def test_predict_unseen_combination_from_run(synthetic_h5ad, tmp_path):
@@ -219,14 +229,17 @@ def test_predict_unseen_combination_from_run(synthetic_h5ad, tmp_path):
                                  "--out", str(out), "--n-cells", "7"])  # fmt: skip
     assert result.exit_code == 0, result.output
     pred = ad.read_h5ad(out)
-    assert pred.n_obs == 14 and list(pred.obs["perturbation"].unique()) == ["B+C", "A"]
+    assert pred.n_obs == 14
+    assert list(pred.obs["perturbation"].unique()) == ["B+C", "A"]
     bad = pd.DataFrame({"perturbation": ["Q"], "cell_type": ["s0"]})
     bad.to_csv(tmp_path / "bad.csv", index=False)
     result = runner.invoke(app, ["predict", str(res.run_dir), "--conditions", str(tmp_path / "bad.csv"),
                                  "--out", str(out)])  # fmt: skip
-    assert result.exit_code == 2 and "unknown to the training vocabulary" in result.stderr
+    assert result.exit_code == 2
+    assert "unknown to the training vocabulary" in result.stderr
     result = runner.invoke(app, ["predict", str(tmp_path), "--conditions", str(tmp_path / "conds.csv")])
-    assert result.exit_code == 2 and "not a run directory" in result.stderr
+    assert result.exit_code == 2
+    assert "not a run directory" in result.stderr
 
 
 # --------------------------------------------------------------------------- every backbone learns (slow)
@@ -280,4 +293,5 @@ def test_training_lowers_the_loss(synthetic_h5ad, tmp_path):
     res = api.train(cfg)
     history = pd.read_csv(res.run_dir / "history.csv")
     first, last = history["train_loss"].iloc[0], history["train_loss"].iloc[-1]
-    assert len(history) == 6 and last < 0.8 * first, (first, last)
+    assert len(history) == 6, (first, last)
+    assert last < 0.8 * first, (first, last)

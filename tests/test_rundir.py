@@ -33,34 +33,47 @@ def test_paths_are_attributes_of_one_layout(tmp_path: Path):
     run = RunDir(tmp_path)
     for attr, name in LAYOUT.items():
         assert getattr(run, attr) == tmp_path / name
-    assert RunDir(run).path == tmp_path and os.fspath(run) == str(tmp_path)
+    assert RunDir(run).path == tmp_path
+    assert os.fspath(run) == str(tmp_path)
 
 
 def test_atomic_writes_use_a_temporary_name_per_process(tmp_path: Path):
     target = tmp_path / "metrics.json"
     with atomic_path(target) as tmp:
-        assert str(os.getpid()) in tmp.name and tmp.parent == tmp_path and tmp.suffix == ".json"
+        assert str(os.getpid()) in tmp.name
+        assert tmp.parent == tmp_path
+        assert tmp.suffix == ".json"
         tmp.write_text("{}")
         assert not target.exists()
-    assert target.read_text() == "{}" and list(tmp_path.iterdir()) == [target]
-    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
-        tmp.write_text("half")
-        raise RuntimeError("writer died")
-    assert target.read_text() == "{}" and list(tmp_path.iterdir()) == [target]
+    assert target.read_text() == "{}"
+    assert list(tmp_path.iterdir()) == [target]
+
+    def die_while_writing() -> None:
+        with atomic_path(target) as tmp:
+            tmp.write_text("half")
+            raise RuntimeError("writer died")
+
+    with pytest.raises(RuntimeError, match="writer died"):
+        die_while_writing()
+    assert target.read_text() == "{}"
+    assert list(tmp_path.iterdir()) == [target]
     write_json(target, {"b": 1, "a": Path("x")})
     assert json.loads(target.read_text()) == {"a": "x", "b": 1}
 
 
 def test_status_is_one_of_four_and_a_failure_keeps_its_first_line(tmp_path: Path):
     run = RunDir.create(tmp_path / "a" / "run")
-    assert run.read_status() == {"status": "missing"} and not is_run_dir(run)
+    assert run.read_status() == {"status": "missing"}
+    assert not is_run_dir(run)
     for status in STATUSES:
         run.set_status(status, note=1)
-        assert run.read_status()["status"] == status and run.read_status()["note"] == 1
+        assert run.read_status()["status"] == status
+        assert run.read_status()["note"] == 1
     with pytest.raises(ValueError, match="unknown run status"):
         run.set_status("done")
     run.mark_failed(ArchLabError("diverged at step 3\ntraceback"))
-    assert run.read_status()["status"] == "failed" and run.read_status()["reason"] == "diverged at step 3"
+    assert run.read_status()["status"] == "failed"
+    assert run.read_status()["reason"] == "diverged at step 3"
     TrialPruned = type("TrialPruned", (Exception,), {})
     run.mark_failed(TrialPruned("pruned at step 10"))
     assert run.read_status() | {"updated": None} == {
@@ -76,8 +89,11 @@ def test_readers_and_discovery(tmp_path: Path):
         run.read_config()
     (run.config).write_text("name: toy\nseed: 3\n")
     run.set_status("running")
-    assert is_run_dir(run) and run.read_config_dict() == {"name": "toy", "seed": 3}
-    assert run.read_meta() == {} and run.read_history() is None and run.read_per_condition() is None
+    assert is_run_dir(run)
+    assert run.read_config_dict() == {"name": "toy", "seed": 3}
+    assert run.read_meta() == {}
+    assert run.read_history() is None
+    assert run.read_per_condition() is None
     with pytest.raises(ArchLabError, match="no metrics.json"):
         run.read_metrics()
     with pytest.raises(ArchLabError, match="no predictions.h5ad"):
@@ -90,13 +106,15 @@ def test_readers_and_discovery(tmp_path: Path):
     run.write_history([{"step": 5, "val_energy_distance": 1.0}])
     run.write_per_condition(pd.DataFrame({"state": ["01"], "perturbation": ["1"], "rmse_mean": [0.5]}))
     per = run.read_per_condition()
-    assert per["state"].tolist() == ["01"] and per["perturbation"].tolist() == ["1"]
+    assert per["state"].tolist() == ["01"]
+    assert per["perturbation"].tolist() == ["1"]
     assert run.read_history()["step"].tolist() == [5]
     run.save_model("no_change", {"w": torch.ones(2)})
     run.write_metrics({"metrics": {"rmse_mean": 0.5}})
     assert not run.is_completed()
     run.set_status("completed")
-    assert run.is_completed() and run.read_metrics()["metrics"] == {"rmse_mean": 0.5}
+    assert run.is_completed()
+    assert run.read_metrics()["metrics"] == {"rmse_mean": 0.5}
     assert torch.equal(run.load_model()["state"]["w"], torch.ones(2))
     other = RunDir.create(tmp_path / "runs" / "nested" / "r0")
     other.config.write_text("{}\n")

@@ -60,7 +60,8 @@ STUDY_COMPARISON_COLUMNS: tuple[str, ...] = (
 
 def with_fold(per_condition: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
     """``per_condition`` with the runs' fold column (``config.task.fold``) joined on ``run_dir``, when the runs
-    have one and the per-condition table does not."""
+    have one and the per-condition table does not.
+    """
     fold = next((c for c in FOLD_COLUMNS if c in runs.columns), None)
     if fold is None or fold in per_condition.columns or "run_dir" not in per_condition.columns:
         return per_condition
@@ -69,7 +70,8 @@ def with_fold(per_condition: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
 
 def family_table(comparisons: pd.DataFrame, roles: MetricRoles, level: float = 0.95) -> pd.DataFrame:
     """Label each comparison ``primary`` or ``secondary`` by its metric, adjust within each role, and order the
-    rows primary first (then metrics in ``roles`` order, then as given)."""
+    rows primary first (then metrics in ``roles`` order, then as given).
+    """
     if comparisons.empty:
         return pd.DataFrame(columns=list(STUDY_COMPARISON_COLUMNS))
     out = comparisons.copy()

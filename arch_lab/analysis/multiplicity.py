@@ -63,7 +63,8 @@ def holm(p_values: Iterable[float]) -> np.ndarray:
 
 def benjamini_hochberg(p_values: Iterable[float]) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false discovery rate), in the input order
-    (``scipy.stats.false_discovery_control``). NaN entries stay NaN and do not count towards ``m``."""
+    (``scipy.stats.false_discovery_control``). NaN entries stay NaN and do not count towards ``m``.
+    """
     p = _p_array(p_values)
     out = np.full(p.shape, np.nan)
     ok = np.isfinite(p)

@@ -66,7 +66,8 @@ def _objective_metric(objective: Any) -> str | None:
 
 def roles_from_sweep_file(path: str | Path) -> MetricRoles | None:
     """The roles a sweep YAML declares: ``analysis.primary_metric`` (else the objective's first metric) and
-    ``analysis.secondary_metrics``. None when the file is missing or declares neither."""
+    ``analysis.secondary_metrics``. None when the file is missing or declares neither.
+    """
     p = Path(path)
     if not p.is_file():
         return None
@@ -81,7 +82,8 @@ def roles_from_sweep_file(path: str | Path) -> MetricRoles | None:
 
 def roles_from_study(study: optuna.Study) -> MetricRoles | None:
     """The roles recorded by a study: its ``primary_metric`` user attribute, else its sweep YAML
-    (``sweep_file`` attribute, when the file is still there). None when neither says."""
+    (``sweep_file`` attribute, when the file is still there). None when neither says.
+    """
     attrs = study.user_attrs
     if isinstance(attrs.get("primary_metric"), str):
         secondary = tuple(str(m) for m in attrs.get("secondary_metrics") or ())

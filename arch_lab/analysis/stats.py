@@ -105,7 +105,8 @@ def reference_summary(
     method: str = "t",
 ) -> pd.DataFrame:
     """Mean floor (``no_change``) and ceiling (``split_half``) of each metric over the runs (one per task and
-    seed), with intervals by ``method`` (as for :func:`summarize`)."""
+    seed), with intervals by ``method`` (as for :func:`summarize`).
+    """
     metrics = metrics or list(METRICS)
     rows = []
     for ref, prefix in (("no_change", "floor"), ("split_half", "ceiling")):

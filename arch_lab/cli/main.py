@@ -168,7 +168,8 @@ def report(
     ] = None,
 ) -> None:
     """Write every figure the runs support, summary and paired comparison tables (t intervals, Holm-adjusted
-    p-values, primary metric first), and report.md."""
+    p-values, primary metric first), and report.md.
+    """
     import warnings
 
     from arch_lab.analysis import build_report

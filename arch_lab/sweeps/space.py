@@ -489,7 +489,8 @@ def _categorical(key: str, path: str, choices: list[Any]) -> Param:
 
 def _numeric(key: str, path: str, spec: ParamSpec) -> Param:
     low, high, step = spec.low, spec.high, spec.step
-    assert low is not None and high is not None
+    assert low is not None
+    assert high is not None
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ConfigError(f"{path}: bounds must be finite numbers")
     if low > high:

@@ -103,10 +103,14 @@ def storage_files(folder: Path) -> list[str]:
 # -------------------------------------------------------------------------------------- shipped sweeps
 def test_shipped_sweeps_validate_and_tune_files_share_the_budget():
     demo = load_sweep(REPO / "sweeps" / "demo.yaml")
-    assert demo.is_grid and demo.n_trials == 3 and demo.replicates == 2
+    assert demo.is_grid
+    assert demo.n_trials == 3
+    assert demo.replicates == 2
     assert sorted(c["network.name"] for c in demo.grid()) == ["gene_transformer", "mlp", "unet1d"]
-    assert demo.objective.metrics == ["energy_distance"] and demo.objective.split == "val"
-    assert demo.primary_metric == "energy_distance" and demo.secondary_metrics == []  # default: the objective
+    assert demo.objective.metrics == ["energy_distance"]
+    assert demo.objective.split == "val"
+    assert demo.primary_metric == "energy_distance"
+    assert demo.secondary_metrics == []
     tunes = {n: load_sweep(REPO / "sweeps" / f"tune_{n}.yaml") for n in ("unet1d", "mlp", "gene_transformer")}
     shared = {
         n: (s.spec.budget, s.spec.sampler, s.spec.pruner, s.objective, s.spec.space["optim.lr"], s.spec.space["optim.weight_decay"])
@@ -114,7 +118,8 @@ def test_shipped_sweeps_validate_and_tune_files_share_the_budget():
     }  # fmt: skip
     assert len({json.dumps(v, default=str) for v in shared.values()}) == 1
     knobs = {n: {k for k in s.space.keys() if k.startswith("network.")} for n, s in tunes.items()}
-    assert all(knobs.values()) and not (knobs["unet1d"] & knobs["mlp"])
+    assert all(knobs.values())
+    assert not (knobs["unet1d"] & knobs["mlp"])
     for n, s in tunes.items():
         assert s.experiment(s.space.resolve({})).network.name == n
 
@@ -162,25 +167,31 @@ def test_bad_sweep_gives_one_line_error_and_leaves_no_study(bench: Path, change:
     result = cli.invoke(app, ["sweep", "run", str(path), "--workers", "2"])
     assert result.exit_code == 2, result.output
     err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err, err
+    assert err.startswith("error: "), err
+    assert "\n" not in err, err
     assert message in err, err
-    assert storage_files(bench) == [] and not (bench / "runs").exists()
+    assert storage_files(bench) == []
+    assert not (bench / "runs").exists()
 
 
 def test_bad_sweep_is_refused_for_every_storage_before_it_is_touched(bench: Path):
     raw = sweep_dict("bad", objective={"metric": "energy_distance", "direction": "maximize"})
     path = write_sweep(bench, raw)
     result = cli.invoke(app, ["sweep", "worker", str(path), "--storage", f"journal:{bench / 'j.log'}"])
-    assert result.exit_code == 2 and "objective.direction" in result.stderr
+    assert result.exit_code == 2
+    assert "objective.direction" in result.stderr
     assert not (bench / "j.log").exists()
     result = cli.invoke(app, ["sweep", "status", "nosuch"])
-    assert result.exit_code == 2 and "no such file" in result.stderr and storage_files(bench) == []
+    assert result.exit_code == 2
+    assert "no such file" in result.stderr
+    assert storage_files(bench) == []
 
 
 def test_analysis_section_declares_the_primary_metric(bench: Path):
     declared = {"primary_metric": "cosine_logfc", "secondary_metrics": ["energy_distance"]}
     sweep = load_sweep(write_sweep(bench, sweep_dict("declared", analysis=declared)))
-    assert sweep.primary_metric == "cosine_logfc" and sweep.secondary_metrics == ["energy_distance"]
+    assert sweep.primary_metric == "cosine_logfc"
+    assert sweep.secondary_metrics == ["energy_distance"]
     weighted = sweep_dict("weighted", objective={"metrics": {"rmse_mean": 1.0, "rmse_mean_rank": 0.1}})
     assert load_sweep(write_sweep(bench, weighted)).primary_metric == "rmse_mean"  # default: the first term
     # what the results are read by is recorded with the study, not part of what makes trial values comparable
@@ -265,7 +276,8 @@ def test_space_refuses_overlapping_or_incompatible_duplicates():
 
 def test_weighted_objective_direction_and_value():
     obj = Objective.from_section(ObjectiveSection(metrics={"rmse_mean": 1.0, "rmse_mean_rank": 0.1}))
-    assert obj.direction == "minimize" and obj.label == "rmse_mean + 0.1 * rmse_mean_rank"
+    assert obj.direction == "minimize"
+    assert obj.label == "rmse_mean + 0.1 * rmse_mean_rank"
     assert obj.value({"rmse_mean": 2.0, "rmse_mean_rank": 0.5, "pearson_delta": 0.3}) == pytest.approx(2.05)
     assert obj.value({"rmse_mean": 2.0}) != obj.value({"rmse_mean": 2.0})  # NaN when a term is missing
     flipped = Objective.from_section(ObjectiveSection(metrics={"pearson_delta": -1.0, "rmse_mean": 1.0}))
@@ -279,7 +291,8 @@ def test_storage_urls():
     assert parse_storage("sqlite:///runs/x.db").path == Path("runs/x.db").resolve()
     assert parse_storage("journal:runs/x.log").kind == "journal"
     pg = parse_storage("postgresql+psycopg2://u:secret@h:5432/db")
-    assert pg.kind == "rdb" and "secret" not in pg.describe()
+    assert pg.kind == "rdb"
+    assert "secret" not in pg.describe()
     with pytest.raises(ConfigError, match="not a storage URL"):
         parse_storage("runs/x.db")
 
@@ -300,15 +313,18 @@ def test_grid_with_two_sqlite_workers_runs_each_combination_once_and_exports(ben
     assert [t.state for t in trials] == [TrialState.COMPLETE] * 4
     combos = {(t.params["optim.lr"], t.params["network.width"]) for t in trials}
     assert combos == {(lr, w) for lr in LRS for w in (16, 32)}
-    assert study.user_attrs["primary_metric"] == "energy_distance" and study.user_attrs["secondary_metrics"] == []
+    assert study.user_attrs["primary_metric"] == "energy_distance"
+    assert study.user_attrs["secondary_metrics"] == []
 
     out = cli.invoke(app, ["sweep", "export", str(path), "--out", "trials.csv"])
     assert out.exit_code == 0, out.stderr
     df = pd.read_csv(bench / "trials.csv")
-    assert len(df) == 4 and set(df["state"]) == {"COMPLETE"}
+    assert len(df) == 4
+    assert set(df["state"]) == {"COMPLETE"}
     for _, row in df.iterrows():
         run_dirs = row["run_dirs"].split(";")
-        assert [Path(d).name for d in run_dirs] == ["seed-0", "seed-1"] and row["seeds"] == "0;1"
+        assert [Path(d).name for d in run_dirs] == ["seed-0", "seed-1"]
+        assert row["seeds"] == "0;1"
         per_seed = [row["value_seed_0"], row["value_seed_1"]]
         assert row["value"] == pytest.approx(sum(per_seed) / 2)
         for d, v in zip(run_dirs, per_seed, strict=True):
@@ -316,9 +332,11 @@ def test_grid_with_two_sqlite_workers_runs_each_combination_once_and_exports(ben
             assert record["val_metrics"]["energy_distance"] == pytest.approx(v)
             assert record["parameter_count"] > 0
         assert Path(run_dirs[0]).parent.name == f"trial-{row['number']}"
-        assert row["parameter_count"] > 0 and row["wall_seconds"] > 0
+        assert row["parameter_count"] > 0
+        assert row["wall_seconds"] > 0
     status = cli.invoke(app, ["sweep", "status", "grid"])
-    assert status.exit_code == 0 and "budget 4/4 finished" in status.stdout
+    assert status.exit_code == 0
+    assert "budget 4/4 finished" in status.stdout
 
 
 @pytest.mark.slow
@@ -332,12 +350,16 @@ def test_pruner_stops_a_clearly_worse_trial(bench: Path):
     run = run_sweep(write_sweep(bench, raw))
     study = load("prune", run.storage.url)
     good, bad = study.get_trials()
-    assert good.params["optim.lr"] == 3e-3 and good.state == TrialState.COMPLETE
-    assert bad.params["optim.lr"] == 1e-7 and bad.state == TrialState.PRUNED
-    assert bad.user_attrs["reason"].startswith("pruned at step 10") and set(bad.intermediate_values) == {10}
+    assert good.params["optim.lr"] == 3e-3
+    assert good.state == TrialState.COMPLETE
+    assert bad.params["optim.lr"] == 1e-7
+    assert bad.state == TrialState.PRUNED
+    assert bad.user_attrs["reason"].startswith("pruned at step 10")
+    assert set(bad.intermediate_values) == {10}
     status = json.loads((Path(bad.user_attrs["run_dirs"][0]) / "status.json").read_text())
     assert status["status"] == "pruned"
-    assert run.status.finished == 2 and run.status.failures[0]["state"] == "PRUNED"
+    assert run.status.finished == 2
+    assert run.status.failures[0]["state"] == "PRUNED"
 
 
 @pytest.mark.slow
@@ -349,7 +371,8 @@ def test_diverging_trial_is_recorded_failed_and_the_sweep_goes_on(bench: Path):
     )
     run = run_sweep(write_sweep(bench, raw))
     bad, good = load("diverge", run.storage.url).get_trials()
-    assert bad.state == TrialState.FAIL and "training diverged" in bad.user_attrs["reason"]
+    assert bad.state == TrialState.FAIL
+    assert "training diverged" in bad.user_attrs["reason"]
     assert good.state == TrialState.COMPLETE
     assert "training diverged" in run.status.failures[0]["reason"]
     status = json.loads((Path(bad.user_attrs["run_dirs"][0]) / "status.json").read_text())
@@ -388,7 +411,8 @@ def test_interrupted_study_resumes_to_its_budget_and_refuses_a_changed_space(ben
     study = load("resume", storage)
     assert states(study) == {"COMPLETE": 3, "FAIL": 1}
     retry = next(t for t in study.trials if t.system_attrs.get("failed_trial") == 1)
-    assert retry.params == interrupted.params and retry.state == TrialState.COMPLETE
+    assert retry.params == interrupted.params
+    assert retry.state == TrialState.COMPLETE
     assert run.status.finished == run.status.slots == 3
 
     raw["budget"]["n_trials"] = 4  # a larger budget extends the study by exactly one trial
@@ -398,7 +422,8 @@ def test_interrupted_study_resumes_to_its_budget_and_refuses_a_changed_space(ben
     raw["space"]["optim.lr"]["high"] = 5e-3
     changed = write_sweep(bench, raw)
     result = cli.invoke(app, ["sweep", "run", str(changed)])
-    assert result.exit_code == 2 and "different search space" in result.stderr
+    assert result.exit_code == 2
+    assert "different search space" in result.stderr
     assert "bump study.name (e.g. resume_v2)" in result.stderr
     assert len(load("resume", storage).trials) == 5
 
@@ -511,12 +536,14 @@ def test_postgres_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(ben
     lost = next(t for t in trials if t.state == TrialState.FAIL)
     assert lost.number == killed.number
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
-    assert retry.state == TrialState.COMPLETE and retry.params == killed.params and retry.number in report.trials
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params
+    assert retry.number in report.trials
     retried_by = {killed.number: retry.number}
-    assert trial_reason(lost, retried_by).startswith("worker lost") and f"retried as trial {retry.number}" in (
-        trial_reason(lost, retried_by)
-    )
+    assert trial_reason(lost, retried_by).startswith("worker lost")
+    assert f"retried as trial {retry.number}" in (trial_reason(lost, retried_by))
     assert sorted(t.params["optim.lr"] for t in trials if t.state == TrialState.COMPLETE) == [1e-3, 2e-3, 3e-3]
     status = sweep_status(path, pg_url)
-    assert status.finished == status.slots == 3 and "worker lost" in status.failures[0]["reason"]
+    assert status.finished == status.slots == 3
+    assert "worker lost" in status.failures[0]["reason"]
     assert len(export_trials(path, bench / "k.csv", pg_url)) == 4

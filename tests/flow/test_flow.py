@@ -91,7 +91,9 @@ def test_straight_path_endpoints_and_target() -> None:
     assert torch.equal(at1.x_t, x1)
     assert torch.allclose(mid.x_t, 0.75 * x0 + 0.25 * x1)
     assert torch.equal(mid.dx_t, x1 - x0)
-    assert mid.x_0 is x0 and mid.x_1 is x1 and mid.t.shape == (8,)
+    assert mid.x_0 is x0
+    assert mid.x_1 is x1
+    assert mid.t.shape == (8,)
 
 
 def test_straight_path_per_row_times() -> None:
@@ -117,7 +119,7 @@ def test_straight_path_rejects_bad_shapes() -> None:
         StraightPath().sample(torch.zeros(2, 3), torch.zeros(2, 4), torch.zeros(2))
     with pytest.raises(ValueError, match="t must have shape"):
         StraightPath().sample(torch.zeros(2, 3), torch.zeros(2, 3), torch.zeros(2, 1))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="sigma must be >= 0"):
         StraightPath(sigma=-1.0)
 
 
@@ -127,8 +129,10 @@ def test_straight_path_rejects_bad_shapes() -> None:
 @pytest.mark.parametrize("sampler", [UniformTime(), LogitNormalTime(), LogitNormalTime(0.0, 3.0)])
 def test_time_samplers_in_open_interval_and_reproducible(sampler) -> None:
     t = sampler.sample(50_000, torch.Generator().manual_seed(3))
-    assert t.shape == (50_000,) and t.dtype == torch.float32
-    assert bool((t > 0).all()) and bool((t < 1).all())
+    assert t.shape == (50_000,)
+    assert t.dtype == torch.float32
+    assert bool((t > 0).all())
+    assert bool((t < 1).all())
     again = sampler.sample(50_000, torch.Generator().manual_seed(3))
     other = sampler.sample(50_000, torch.Generator().manual_seed(4))
     assert torch.equal(t, again)
@@ -151,7 +155,9 @@ def test_time_sampler_moments() -> None:
 def test_make_time_sampler() -> None:
     assert isinstance(make_time_sampler("uniform"), UniformTime)
     s = make_time_sampler("logit_normal", mean=0.5, std=2.0)
-    assert isinstance(s, LogitNormalTime) and s.mean == 0.5 and s.std == 2.0
+    assert isinstance(s, LogitNormalTime)
+    assert s.mean == 0.5
+    assert s.std == 2.0
     with pytest.raises(ConfigError, match="uniform, logit_normal") as err:
         make_time_sampler("beta")
     assert "\n" not in str(err.value)
@@ -264,7 +270,8 @@ def _cost(a: torch.Tensor, b: torch.Tensor) -> float:
 def test_independent_coupling_is_identity() -> None:
     x0, x1 = torch.randn(10, 3), torch.randn(10, 3)
     a, b = IndependentCoupling().pair(x0, x1, torch.zeros(10, dtype=torch.long))
-    assert torch.equal(a, x0) and torch.equal(b, x1)
+    assert torch.equal(a, x0)
+    assert torch.equal(b, x1)
 
 
 def test_exact_ot_stays_within_groups_and_permutes() -> None:
@@ -386,7 +393,7 @@ def test_drop_condition_keeps_existing_nulls() -> None:
     assert bool(drop_condition(cond, 1.0).null.all())
     for seed in range(10):
         assert bool(drop_condition(cond, 0.5, torch.Generator().manual_seed(seed)).null[1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"condition dropout must be in \[0, 1\]"):
         drop_condition(cond, 1.5)
 
 
@@ -434,7 +441,8 @@ def test_loss_feeds_the_network_the_path_point_and_time() -> None:
     obj = FlowMatchingObjective(StraightPath(0.0), UniformTime(), IndependentCoupling())
     out = obj.loss(net, x1, make_cond([1] * 32), x0, None, g)
     x_t, t = net.inputs[-1]
-    assert t.shape == (32,) and float(t.std()) > 0.1
+    assert t.shape == (32,)
+    assert float(t.std()) > 0.1
     assert torch.allclose(x_t, (1 - t[:, None]) * x0 + t[:, None] * x1, atol=1e-6)
     assert out.loss.item() == pytest.approx(float((x1 - x0).square().mean()), rel=1e-5)
 
@@ -486,7 +494,8 @@ def test_training_toy_conditional_problem_and_generate(one_thread) -> None:
         x0 = torch.randn(n, 2, generator=g)
         for solver in ("euler", "dopri5"):
             samples = generate(net, cond, x0, solver=solver, steps=20, rtol=1e-4, atol=1e-4)
-            assert samples.shape == (n, 2) and not samples.requires_grad
+            assert samples.shape == (n, 2)
+            assert not samples.requires_grad
             assert torch.linalg.norm(samples.mean(0) - mean).item() < 0.25, (token, solver)
             assert samples.std(0).max().item() < 0.5
     assert net.training  # mode restored

@@ -249,7 +249,8 @@ def test_unknown_config_key_names_the_key_path() -> None:
         build_network("mlp", {"widht": 8}, SPEC)
     message = str(info.value)
     assert "network.widht" in message
-    assert "width" in message and "depth" in message
+    assert "width" in message
+    assert "depth" in message
     assert "\n" not in message
 
 
@@ -298,7 +299,7 @@ def test_normalize_time_forms() -> None:
     expected = torch.full((4,), 0.5)
     for t in (0.5, torch.tensor(0.5), torch.tensor([0.5]), torch.full((4,), 0.5), torch.full((4, 1), 0.5)):
         torch.testing.assert_close(normalize_time(t, 4, "cpu", torch.float32), expected)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"t must be a scalar or have shape \[1\] or \[4\]"):
         normalize_time(torch.zeros(3), 4, "cpu", torch.float32)
 
 
@@ -330,7 +331,7 @@ def test_sdpa_matches_naive_attention() -> None:
 
 def test_unknown_or_unavailable_backend() -> None:
     q = torch.randn(1, 1, 2, 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown attention backend 'flash'"):
         attention(q, q, q, backend="flash")
     with pytest.raises(RuntimeError):
         attention(q, q, q, backend="xformers")

@@ -2,7 +2,7 @@
 
 The README's "Add a backbone" example, as printed, is written as one module into a folder of the
 ``arch_lab.networks`` package and discovered: it is then listed by ``arch-lab networks``, trained through the API,
-swept, scored by default and passes every registry contract test of ``tests/test_networks.py``. The same file
+swept, scored by default and passes every registry contract test of ``tests/networks/test_networks.py``. The same file
 shipped by an outside package registers through the ``arch_lab.networks`` entry-point group. Also here: the
 parameter-matching knob declared on each network class, and network knobs checked once by the experiment config.
 """
@@ -59,7 +59,7 @@ def readme_backbone() -> str:
 
 
 def contract_checks() -> list[Callable[[str], None]]:
-    """The registry contract tests of ``tests/test_networks.py``: every test parametrized over all networks."""
+    """The registry contract tests of ``tests/networks/test_networks.py``: every test parametrized over all networks."""
     checks = [
         obj
         for name, obj in vars(test_networks).items()
@@ -100,9 +100,11 @@ def test_dropped_file_is_registered_listed_and_scored_by_default(dropped: Path) 
     result = CliRunner().invoke(app, ["networks"])
     assert result.exit_code == 0, result.output
     lines = [line for line in result.stdout.splitlines() if line.split()[0] == "my_net"]
-    assert len(lines) == 1 and "Two-layer MLP" in lines[0]
+    assert len(lines) == 1
+    assert "Two-layer MLP" in lines[0]
     assert default_entries()[-len(list_networks()) :] == list_networks()
-    assert "my_net" in default_entries() and "no_change" in default_entries()
+    assert "my_net" in default_entries()
+    assert "no_change" in default_entries()
     assert discover_networks() == list_networks()  # discovering again imports nothing twice
 
 
@@ -177,7 +179,8 @@ def test_bad_network_knob_in_a_sweep_is_one_line_naming_it(
 ) -> None:
     with pytest.raises(ConfigError) as err:
         load_sweep(sweep_bench(tmp_path, space, fixed=fixed))
-    assert message in str(err.value) and "\n" not in str(err.value)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 def test_network_knobs_are_checked_when_the_experiment_is_validated(tmp_path: Path) -> None:
@@ -205,7 +208,8 @@ def test_match_knob_and_step_are_declared_by_each_class() -> None:
     assert {n: get_network_class(n).match_knob for n in ("mlp", "gene_transformer", "unet1d")} == {
         "mlp": "width", "gene_transformer": "dim", "unet1d": "base_channels"
     }  # fmt: skip
-    assert knob_step("gene_transformer", "dim", {}) == 4 and knob_step("gene_transformer", "dim", {"heads": 2}) == 2
+    assert knob_step("gene_transformer", "dim", {}) == 4
+    assert knob_step("gene_transformer", "dim", {"heads": 2}) == 2
     assert knob_step("gene_transformer", "depth", {"heads": 2}) == 1
     assert knob_step("unet1d", "base_channels", {}) == 1
     assert knob_step("unet1d", "base_channels", {"mid_attention": True}) == 4
@@ -297,10 +301,11 @@ def test_a_broken_entry_point_is_one_warning_naming_it(
     write_distribution(tmp_path, "broken_plugin", {"broken_net": "no_such_module_for_arch_lab"})
     monkeypatch.syspath_prepend(str(tmp_path))
     before = list_networks()
-    with pytest.warns(UserWarning) as caught:
+    with pytest.warns(UserWarning, match="broken_net") as caught:
         assert discover_networks() == before
     messages = [str(w.message) for w in caught if "broken_net" in str(w.message)]
-    assert len(messages) == 1 and "\n" not in messages[0]
+    assert len(messages) == 1
+    assert "\n" not in messages[0]
     assert "network entry point 'broken_net' of package 'broken_plugin' (no_such_module_for_arch_lab)" in messages[0]
     assert "ModuleNotFoundError" in messages[0]
 

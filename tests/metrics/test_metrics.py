@@ -34,7 +34,7 @@ from arch_lab.metrics import (
     top_k_recall,
 )
 
-DEVEL = Path(__file__).resolve().parents[1] / "data" / "perturbench_devel" / "devel.h5ad"
+DEVEL = Path(__file__).resolve().parents[2] / "data" / "perturbench_devel" / "devel.h5ad"
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -169,10 +169,13 @@ def test_rank_normalised_by_p_minus_one_and_undefined_cases():
     expected = [sum(M[j, i] <= M[i, i] for j in range(5) if j != i) / 4 for i in range(5)]
     np.testing.assert_allclose(rank, expected)
     rank, rank_t = rank_matrix_scores(np.array([[0.3]]), higher_is_better=False)
-    assert np.isnan(rank).all() and np.isnan(rank_t).all()
+    assert np.isnan(rank).all()
+    assert np.isnan(rank_t).all()
     M[2, 2] = np.nan
     rank, rank_t = rank_matrix_scores(M, higher_is_better=False)
-    assert np.isnan(rank[2]) and np.isnan(rank_t[2]) and np.isfinite(np.delete(rank, 2)).all()
+    assert np.isnan(rank[2])
+    assert np.isnan(rank_t[2])
+    assert np.isfinite(np.delete(rank, 2)).all()
     with pytest.raises(ValueError, match="square"):
         rank_matrix_scores(np.ones((2, 3)), higher_is_better=False)
 
@@ -215,9 +218,11 @@ def test_de_scores_zero_variance_in_both_gives_zero():
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = stats.ttest_ind(X, C, equal_var=False, axis=0).statistic
-    assert not np.isfinite(ref[0]) and not np.isfinite(ref[2])  # scipy gives inf / nan here
+    assert not np.isfinite(ref[0])
+    assert not np.isfinite(ref[2])
     out = de_scores(X, C)
-    assert out[0] == 0.0 and out[2] == 0.0
+    assert out[0] == 0.0
+    assert out[2] == 0.0
     assert out[1] == pytest.approx(ref[1])
 
 
@@ -340,7 +345,8 @@ def test_score_conditions_columns_and_summary():
     table, summary = score_conditions(groups, MetricSettings(pca_components=5, deg_top_k=3))
     assert tuple(table.columns) == ID_COLUMNS + METRIC_COLUMNS
     assert list(table["perturbation"]) == [g.perturbation for g in groups]
-    assert list(table["n_predicted"]) == [18] * 8 and list(table["n_controls"]) == [30] * 8
+    assert list(table["n_predicted"]) == [18] * 8
+    assert list(table["n_controls"]) == [30] * 8
     for name in METRIC_COLUMNS:
         assert summary[name] == pytest.approx(float(np.nanmean(table[name].to_numpy())))
         assert np.isfinite(summary[name])
@@ -381,7 +387,8 @@ def test_score_conditions_clips_pca_and_k_and_single_condition_ranks_are_nan():
     table, summary = score_conditions([g], MetricSettings(pca_components=50, deg_top_k=50))
     assert summary["pca_components"] == 3  # 4 observed cells -> at most 3 PCs
     assert summary["deg_top_k"] == 6
-    assert np.isnan(table.loc[0, "rmse_mean_rank"]) and np.isnan(summary["cosine_logfc_rank_transposed"])
+    assert np.isnan(table.loc[0, "rmse_mean_rank"])
+    assert np.isnan(summary["cosine_logfc_rank_transposed"])
     assert np.isfinite(table.loc[0, "energy_distance_pca"])
 
 
@@ -404,7 +411,9 @@ def test_empty_group_raises_data_error_naming_it(field):
     with pytest.raises(DataError) as err:
         score_conditions(groups, MetricSettings(pca_components=5))
     message = str(err.value)
-    assert "'P2'" in message and "'s2'" in message and field in message
+    assert "'P2'" in message
+    assert "'s2'" in message
+    assert field in message
     assert "\n" not in message
 
 
@@ -456,7 +465,8 @@ def test_split_half_groups():
     again = split_half_groups(groups, seed=0)
     other = split_half_groups(groups, seed=1)
     for g, h, h2 in zip(groups, halves, again, strict=True):
-        assert h.predicted.shape[0] == 12 and h.observed.shape[0] == 13
+        assert h.predicted.shape[0] == 12
+        assert h.observed.shape[0] == 13
         together = np.concatenate([h.predicted, h.observed])
         np.testing.assert_array_equal(np.sort(together, axis=0), np.sort(g.observed, axis=0))
         assert h.controls is g.controls
@@ -517,10 +527,13 @@ RANKS = ("rmse_mean_rank", "cosine_logfc_rank", "pearson_delta_rank")
 def test_calibration_split_half_ranks_near_zero(calibration):
     s = calibration["split_half"]
     assert s["rmse_mean_rank"] < 0.1
-    assert s["cosine_logfc_rank"] < 0.2 and s["pearson_delta_rank"] < 0.2
+    assert s["cosine_logfc_rank"] < 0.2
+    assert s["pearson_delta_rank"] < 0.2
     assert s["rmse_mean_rank_transposed"] < 0.1
     assert abs(s["energy_distance"]) < 0.05  # unbiased: ~0 for two halves of one population
-    assert s["n_conditions"] == 33 and s["pca_components"] == 50 and s["deg_top_k"] == 50
+    assert s["n_conditions"] == 33
+    assert s["pca_components"] == 50
+    assert s["deg_top_k"] == 50
 
 
 def test_calibration_shuffled_labels_rank_near_half(calibration):

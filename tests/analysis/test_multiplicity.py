@@ -29,15 +29,18 @@ def test_holm_hand_computed() -> None:
     np.testing.assert_allclose(holm(P), [0.03, 0.06, 0.06, 0.02])
     np.testing.assert_allclose(holm([0.5, 0.9]), [1.0, 1.0])  # capped at 1
     got = holm([0.01, np.nan, 0.04])  # NaN: not tested, not counted (m = 2)
-    assert math.isnan(got[1]) and got[[0, 2]].tolist() == pytest.approx([0.02, 0.04])
-    assert holm([]).size == 0 and np.isnan(holm([np.nan])).all()
+    assert math.isnan(got[1])
+    assert got[[0, 2]].tolist() == pytest.approx([0.02, 0.04])
+    assert holm([]).size == 0
+    assert np.isnan(holm([np.nan])).all()
 
 
 def test_benjamini_hochberg_hand_computed() -> None:
     # sorted: 0.005 x 4/1 = 0.02; 0.01 x 4/2 = 0.02; 0.03 x 4/3 = 0.04; 0.04 x 4/4 = 0.04 (running min from the top)
     np.testing.assert_allclose(benjamini_hochberg(P), [0.02, 0.04, 0.04, 0.02])
     got = benjamini_hochberg([0.01, np.nan, 0.04])
-    assert math.isnan(got[1]) and got[[0, 2]].tolist() == pytest.approx([0.02, 0.04])
+    assert math.isnan(got[1])
+    assert got[[0, 2]].tolist() == pytest.approx([0.02, 0.04])
 
 
 def test_adjustments_agree_with_statsmodels() -> None:
@@ -58,8 +61,10 @@ def test_adjustments_agree_with_statsmodels() -> None:
 def test_holm_levels_hand_computed_and_consistent_with_holm() -> None:
     # sorted 0.005 < 0.05/4 and 0.01 < 0.05/3 are rejected, 0.03 >= 0.05/2 is not: r = 2
     np.testing.assert_allclose(holm_levels(P), [1 - 0.05 / 3, 1 - 0.05 / 2, 1 - 0.05 / 2, 1 - 0.05 / 4])
-    assert bonferroni_level(4) == pytest.approx(0.9875) and bonferroni_level(1) == pytest.approx(0.95)
-    assert np.isnan(holm_levels([np.nan, 0.01])[0]) and holm_levels([np.nan, 0.01])[1] == pytest.approx(0.95)
+    assert bonferroni_level(4) == pytest.approx(0.9875)
+    assert bonferroni_level(1) == pytest.approx(0.95)
+    assert np.isnan(holm_levels([np.nan, 0.01])[0])
+    assert holm_levels([np.nan, 0.01])[1] == pytest.approx(0.95)
     # a t interval at its Holm level excludes 0 exactly when Holm rejects (many random families)
     rng = np.random.default_rng(5)
     for _ in range(200):
@@ -87,7 +92,8 @@ def test_adjust_family_adjusts_within_each_family() -> None:
     np.testing.assert_allclose(out.loc[[0, 3], "p_holm"], holm([0.01, 0.04]))
     np.testing.assert_allclose(out.loc[[1, 2], "p_bh"], benjamini_hochberg([0.04, 0.03]))
     assert out["significant_holm"].tolist() == [True, False, False, True, False]
-    assert math.isnan(out.loc[4, "p_holm"]) and math.isnan(out.loc[4, "ci_low_holm"])
+    assert math.isnan(out.loc[4, "p_holm"])
+    assert math.isnan(out.loc[4, "ci_low_holm"])
     lo, hi = t_bounds(1.0, 0.2, 4.0, out.loc[0, "level_holm"])
     assert (out.loc[0, "ci_low_holm"], out.loc[0, "ci_high_holm"]) == pytest.approx((lo, hi))
     whole = adjust_family(table)  # one family of four tests

@@ -100,11 +100,14 @@ def test_normalised_gap_of_a_table_is_the_difference_of_normalised_scores() -> N
     gaps, _ = gap_table(runs, n_boot=200)
     e = gaps[gaps["metric"] == "energy_distance"].iloc[0]
     c = gaps[gaps["metric"] == "cosine_logfc"].iloc[0]
-    assert e["gap"] == pytest.approx(-1.0) and e["a_better"]
+    assert e["gap"] == pytest.approx(-1.0)
+    assert e["a_better"]
     assert e["norm_gap"] == pytest.approx(normalised_score(1.5, 3.0, 0.0) - normalised_score(2.5, 3.0, 0.0))
     assert e["norm_gap"] == pytest.approx(1.0 / 3.0)
-    assert c["gap"] == pytest.approx(0.4) and c["norm_gap"] == pytest.approx(0.5)
-    assert e["n_a"] == e["n_b"] == 5 and e["ci_low"] == pytest.approx(-1.0)  # no noise: a point interval
+    assert c["gap"] == pytest.approx(0.4)
+    assert c["norm_gap"] == pytest.approx(0.5)
+    assert e["n_a"] == e["n_b"] == 5
+    assert e["ci_low"] == pytest.approx(-1.0)
 
 
 # ------------------------------------------------------------------------------------------------ comparisons
@@ -236,14 +239,16 @@ def test_gap_table_signs_and_cross_study_values() -> None:
     gaps, _ = gap_table(_tidy(backbones_synthetic=bb, fair_mlp_synthetic=fair, unet_dissection_synthetic=ds))
     e = gaps[(gaps["metric"] == "energy_distance") & gaps["primary"]].set_index("probe")
     secondary = gaps[(gaps["metric"] == "energy_distance") & ~gaps["primary"]]
-    assert len(secondary) == 1 and secondary["arm_b"].iloc[0] == "unet1d"  # unet1d_k1 minus the default unet1d
+    assert len(secondary) == 1
+    assert secondary["arm_b"].iloc[0] == "unet1d"
     assert secondary["gap"].iloc[0] == pytest.approx(0.9, abs=0.1)
     assert e.loc["backbones_synthetic", "gap"] == pytest.approx(-1.0, abs=0.1)
     assert e.loc["fair_mlp_synthetic", "gap"] == pytest.approx(-0.2, abs=0.1)
     assert e.loc["fair_mlp_synthetic", "probe_a"] == "backbones_synthetic"
     assert e.loc["unet_dissection_synthetic", "gap"] == pytest.approx(-0.1, abs=0.1)
     assert e.loc["unet_dissection_synthetic", "probe_b"] == "backbones_synthetic"
-    assert e.loc["backbones_synthetic", "excludes_zero"] and e.loc["backbones_synthetic", "a_better"]
+    assert e.loc["backbones_synthetic", "excludes_zero"]
+    assert e.loc["backbones_synthetic", "a_better"]
     assert "CI excludes 0" in e.loc["backbones_synthetic", "flag"]
 
 
@@ -267,13 +272,17 @@ def test_gap_table_pairs_seeds_and_corrects_each_family() -> None:
     a = bb[(bb["arm"] == "unet1d") & (bb["locality"] == 1.0)].sort_values("seed")["energy_distance"].to_numpy()
     b = bb[(bb["arm"] == "mlp_matched") & (bb["locality"] == 1.0)].sort_values("seed")["energy_distance"].to_numpy()
     ref = sps.ttest_rel(a, b)
-    assert row["pairing"] == "paired" and row["method"] == "paired t" and row["n_a"] == row["n_b"] == 5
+    assert row["pairing"] == "paired"
+    assert row["method"] == "paired t"
+    assert row["n_a"] == row["n_b"] == 5
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()))
     assert row["p_value"] == pytest.approx(ref.pvalue)
     unpaired = gaps[gaps["probe"] == "unet_dissection_synthetic"]
-    assert set(unpaired["pairing"]) == {"unpaired"} and set(unpaired["method"]) == {"welch"}
+    assert set(unpaired["pairing"]) == {"unpaired"}
+    assert set(unpaired["method"]) == {"welch"}
     primary = gaps[gaps["family"] == "primary"]
-    assert set(primary["metric"]) == {"energy_distance"} and primary["primary"].all()
+    assert set(primary["metric"]) == {"energy_distance"}
+    assert primary["primary"].all()
     assert set(gaps.loc[gaps["metric"] == "cosine_logfc", "family"]) == {"secondary"}
     assert set(gaps.loc[~gaps["primary"], "family"]) == {"secondary"}
     np.testing.assert_allclose(primary["p_holm"], holm(primary["p_value"]))
@@ -294,8 +303,11 @@ def test_normalised_gap_left_out_where_the_range_is_within_noise() -> None:
     gaps, _ = gap_table(_tidy(backbones_k562=t))
     e = gaps[gaps["metric"] == "energy_distance"].iloc[0]
     c = gaps[gaps["metric"] == "cosine_logfc"].iloc[0]
-    assert e["range_within_noise"] and math.isnan(e["norm_gap"]) and "range within noise" in e["flag"]
-    assert not c["range_within_noise"] and np.isfinite(c["norm_gap"])
+    assert e["range_within_noise"]
+    assert math.isnan(e["norm_gap"])
+    assert "range within noise" in e["flag"]
+    assert not c["range_within_noise"]
+    assert np.isfinite(c["norm_gap"])
 
 
 def test_nan_metric_skipped_with_note_and_single_seed_flagged() -> None:
@@ -306,7 +318,9 @@ def test_nan_metric_skipped_with_note_and_single_seed_flagged() -> None:
     assert set(gaps["metric"]) == {"energy_distance"}
     assert any("cosine_logfc has no finite values on kang_celltype_transfer" in n for n in notes)
     row = gaps.iloc[0]
-    assert (row["n_a"], row["n_b"]) == (5, 1) and math.isnan(row["ci_low"]) and row["flag"].startswith("n<2")
+    assert (row["n_a"], row["n_b"]) == (5, 1)
+    assert math.isnan(row["ci_low"])
+    assert row["flag"].startswith("n<2")
 
 
 def test_coverage_lists_missing_and_partial_cells() -> None:
@@ -362,15 +376,21 @@ def test_script_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     rc = _script().main(["--results", str(results), "--out", str(out), "--n-boot", "200"])
     assert rc == 0
     for name in ("why_unet.png", "why_unet.pdf", "why_unet_forest.png", "gaps.csv", "coverage.csv", "summary.md"):
-        assert (out / name).is_file() and (out / name).stat().st_size > 0, name
+        assert (out / name).is_file(), name
+        assert (out / name).stat().st_size > 0, name
     gaps = pd.read_csv(out / "gaps.csv")
     assert len(gaps) == (2 * 3 + 1) * 2  # (2 comparisons x 3 localities + Kang) x 2 metrics
     kang_gap = gaps[(gaps["task"] == "kang_celltype_transfer") & (gaps["metric"] == "energy_distance")].iloc[0]
-    assert kang_gap["gap"] == pytest.approx(1.0 - 1.35) and bool(kang_gap["excludes_zero"])
+    assert kang_gap["gap"] == pytest.approx(1.0 - 1.35)
+    assert bool(kang_gap["excludes_zero"])
     md = (out / "summary.md").read_text()
-    assert "## backbones" in md and "unet1d − mlp_matched" in md and "**✱**" in md
-    assert "significant after Holm correction" in md and "## Significance" in md
-    assert "Δ energy distance (primary)" in md and "Δ cosine logfc (secondary)" in md
+    assert "## backbones" in md
+    assert "unet1d − mlp_matched" in md
+    assert "**✱**" in md
+    assert "significant after Holm correction" in md
+    assert "## Significance" in md
+    assert "Δ energy distance (primary)" in md
+    assert "Δ cosine logfc (secondary)" in md
     assert "Pre-declared primary metric" in md
     assert {"p_value", "p_holm", "p_bh", "significant_holm", "family", "pairing"} <= set(gaps.columns)
     assert "backbones_k562" in md  # a probe file not there yet is listed as missing
@@ -381,5 +401,8 @@ def test_script_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_script_without_results_is_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     rc = _script().main(["--results", str(tmp_path), "--out", str(tmp_path / "fig")])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("error: ") and err.count("\n") == 1 and "no probe results" in err
+    assert rc == 2
+    assert err.startswith("error: ")
+    assert err.count("\n") == 1
+    assert "no probe results" in err
     assert not (tmp_path / "fig").exists()

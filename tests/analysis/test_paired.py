@@ -31,16 +31,21 @@ from arch_lab.errors import ArchLabError
 def test_t_interval_hand_computed_and_against_statsmodels() -> None:
     # mean 3, s = sqrt(2.5), se = s / sqrt(5) = 0.70711, t_{0.975, 4} = 2.776445
     est = t_interval([1.0, 2.0, 3.0, 4.0, 5.0, np.nan])
-    assert est.estimate == 3.0 and est.df == 4 and est.se == pytest.approx(math.sqrt(0.5))
+    assert est.estimate == 3.0
+    assert est.df == 4
+    assert est.se == pytest.approx(math.sqrt(0.5))
     assert (est.low, est.high) == pytest.approx((3 - 2.776445 * math.sqrt(0.5), 3 + 2.776445 * math.sqrt(0.5)))
     x = np.random.default_rng(0).gamma(2.0, 1.0, 7)
     est = t_interval(x, level=0.9)
     assert (est.low, est.high) == pytest.approx(DescrStatsW(x).tconfint_mean(alpha=0.1))
     assert est.p_value == pytest.approx(sps.ttest_1samp(x, 0.0).pvalue)
     single = t_interval([2.0])
-    assert single.estimate == 2.0 and math.isnan(single.low) and math.isnan(single.p_value)
+    assert single.estimate == 2.0
+    assert math.isnan(single.low)
+    assert math.isnan(single.p_value)
     flat = t_interval([0.3, 0.3, 0.3])
-    assert (flat.low, flat.high, flat.p_value) == (0.3, 0.3, 0.0) and t_interval([0.0, 0.0]).p_value == 1.0
+    assert (flat.low, flat.high, flat.p_value) == (0.3, 0.3, 0.0)
+    assert t_interval([0.0, 0.0]).p_value == 1.0
     with pytest.raises(ValueError, match="level"):
         t_interval(x, level=95)
 
@@ -51,14 +56,18 @@ def test_welch_and_paired_against_scipy() -> None:
     w = welch_interval(a, b, level=0.9)
     ref = sps.ttest_ind(a, b, equal_var=False)
     assert (w.low, w.high) == pytest.approx(tuple(ref.confidence_interval(0.9)))
-    assert w.p_value == pytest.approx(ref.pvalue) and w.df == pytest.approx(ref.df) and w.method == "welch"
+    assert w.p_value == pytest.approx(ref.pvalue)
+    assert w.df == pytest.approx(ref.df)
+    assert w.method == "welch"
     c = b[:5] + rng.normal(0, 0.1, 5)
     p = difference_interval(a, c[:5], paired=True)
     ref = sps.ttest_rel(a, c[:5])
-    assert p.method == "paired t" and (p.low, p.high) == pytest.approx(tuple(ref.confidence_interval()))
+    assert p.method == "paired t"
+    assert (p.low, p.high) == pytest.approx(tuple(ref.confidence_interval()))
     assert p.p_value == pytest.approx(ref.pvalue)
     assert math.isnan(welch_interval([1.0], [1.0, 2.0]).low)
-    assert t_bounds(1.0, 0.0, 3.0, 0.95) == (1.0, 1.0) and all(map(math.isnan, t_bounds(1.0, math.nan, 3.0, 0.95)))
+    assert t_bounds(1.0, 0.0, 3.0, 0.95) == (1.0, 1.0)
+    assert all(map(math.isnan, t_bounds(1.0, math.nan, 3.0, 0.95)))
     assert mean_interval([1.0, 2.0, 3.0], "percentile", rng=0).method == "percentile"
     with pytest.raises(ValueError, match="unknown interval method"):
         mean_interval([1.0, 2.0], "jackknife")
@@ -84,8 +93,10 @@ def test_paired_comparison_hand_computed() -> None:
     diffs = np.array([1.0 - 0.5, 2.0 - 1.7, 2.5 - 2.4, 4.0 - 3.3])  # seed 4 has no B, seed 5 no value
     ref = sps.ttest_1samp(diffs, 0.0)
     assert (got["n_pairs"], got["n_only_a"], got["n_only_b"]) == (4, 1, 0)
-    assert got["difference"] == pytest.approx(diffs.mean()) and got["method"] == "paired t"
-    assert got["mean_a"] == pytest.approx(2.375) and got["mean_b"] == pytest.approx(1.975)
+    assert got["difference"] == pytest.approx(diffs.mean())
+    assert got["method"] == "paired t"
+    assert got["mean_a"] == pytest.approx(2.375)
+    assert got["mean_b"] == pytest.approx(1.975)
     assert (got["ci_low"], got["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()))
     assert got["p_value"] == pytest.approx(ref.pvalue)
     with pytest.raises(ArchLabError, match="arm 'C' not in the table"):
@@ -110,7 +121,9 @@ def test_per_condition_pairing_pools_folds() -> None:
     assert keys == ["experiment", "fold", "state", "perturbation"]
     assert len(unit_values(pc[pc["arm"] == "A"], keys, "energy_distance")) == 4
     got = paired_comparison(pc, keys, "arm", "A", "B", "energy_distance")
-    assert got["n_pairs"] == 4 and got["difference"] == pytest.approx(-0.3) and got["ci_low"] == pytest.approx(-0.3)
+    assert got["n_pairs"] == 4
+    assert got["difference"] == pytest.approx(-0.3)
+    assert got["ci_low"] == pytest.approx(-0.3)
     with pytest.raises(ArchLabError, match="not a per-condition table"):
         condition_keys(pc.drop(columns="state"))
 
@@ -120,16 +133,21 @@ def test_compare_arms_pairs_matched_seeds_and_falls_back_to_welch() -> None:
     matched = runs[runs["seed"].between(0, 3)]
     table = compare_arms(matched, ["task", "seed"], "arm", [("A", "B")], ["energy_distance"])
     row = table.iloc[0]
-    assert row["pairing"] == "paired" and row["n_a"] == 4 and row["method"] == "paired t"
+    assert row["pairing"] == "paired"
+    assert row["n_a"] == 4
+    assert row["method"] == "paired t"
     assert not row["a_better"]  # energy: lower is better, A is higher
     loose = compare_arms(runs, ["task", "seed"], "arm", [("A", "B")], ["energy_distance"]).iloc[0]
     a = [1.0, 2.0, 2.5, 4.0, 9.0]
     b = [0.5, 1.7, 2.4, 3.3]
     ref = sps.ttest_ind(a, b, equal_var=False)
-    assert loose["pairing"] == "unpaired" and loose["method"] == "welch" and (loose["n_a"], loose["n_b"]) == (5, 4)
+    assert loose["pairing"] == "unpaired"
+    assert loose["method"] == "welch"
+    assert (loose["n_a"], loose["n_b"]) == (5, 4)
     assert (loose["ci_low"], loose["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()))
     forced = compare_arms(runs, ["task", "seed"], "arm", [("A", "B")], ["energy_distance"], pairing="paired")
-    assert forced.iloc[0]["pairing"] == "paired" and forced.iloc[0]["n_a"] == 4
+    assert forced.iloc[0]["pairing"] == "paired"
+    assert forced.iloc[0]["n_a"] == 4
     assert compare_arms(runs, ["seed"], "arm", [("A", "B")], ["not_there"]).empty
 
 
@@ -140,12 +158,15 @@ def test_roles_from_sweep_yaml_and_study(tmp_path) -> None:
                                         "analysis": {"primary_metric": "cosine_logfc",
                                                      "secondary_metrics": ["deg_recall"]}}))  # fmt: skip
     roles = roles_from_sweep_file(declared)
-    assert roles.primary == "cosine_logfc" and roles.secondary == ("deg_recall",) and roles.declared
+    assert roles.primary == "cosine_logfc"
+    assert roles.secondary == ("deg_recall",)
+    assert roles.declared
     weighted = tmp_path / "weighted.yaml"
     weighted.write_text(yaml.safe_dump({"objective": {"metrics": {"rmse_mean": 1.0, "rmse_mean_rank": 0.1}}}))
     assert roles_from_sweep_file(weighted).primary == "rmse_mean"
     assert roles_from_sweep_file(tmp_path / "missing.yaml") is None
-    assert roles.role("cosine_logfc") == "primary" and roles.role("energy_distance") == "secondary"
+    assert roles.role("cosine_logfc") == "primary"
+    assert roles.role("energy_distance") == "secondary"
     assert roles.ordered(["energy_distance", "deg_recall", "cosine_logfc", "energy_distance"]) == [
         "cosine_logfc", "deg_recall", "energy_distance"]  # fmt: skip
     study = SimpleNamespace(study_name="s", user_attrs={"primary_metric": "deg_recall", "secondary_metrics": []})
@@ -155,7 +176,9 @@ def test_roles_from_sweep_yaml_and_study(tmp_path) -> None:
     assert resolve_roles([study], None, "energy_distance").primary == "deg_recall"
     assert resolve_roles([study], "deg_recall", "energy_distance").declared
     chosen = resolve_roles([study], "energy_distance", "energy_distance")
-    assert chosen.primary == "energy_distance" and not chosen.declared and chosen.source == "--metric"
+    assert chosen.primary == "energy_distance"
+    assert not chosen.declared
+    assert chosen.source == "--metric"
     assert not resolve_roles([], None, "energy_distance").declared
 
 
@@ -178,13 +201,19 @@ def test_study_comparisons_primary_first_and_corrected_per_family() -> None:
     per_seed, per_cond = study_comparisons(runs, pc, roles, ["cosine_logfc", "energy_distance"])
     assert per_seed["role"].tolist() == ["primary"] * 3 + ["secondary"] * 3
     assert per_seed["metric"].tolist()[:3] == ["energy_distance"] * 3
-    assert set(per_seed["pairing"]) == {"paired"} and (per_seed["family_size"] == 3).all()
+    assert set(per_seed["pairing"]) == {"paired"}
+    assert (per_seed["family_size"] == 3).all()
     prim = per_seed[per_seed["role"] == "primary"]
     np.testing.assert_allclose(prim["p_holm"], holm(prim["p_value"]))
     ab = prim[(prim["arm_a"] == "A") & (prim["arm_b"] == "B")].iloc[0]
-    assert ab["difference"] == pytest.approx(-0.5, abs=0.1) and ab["significant_holm"] and ab["a_better"]
-    assert ab["ci_low_holm"] <= ab["ci_low"] and ab["ci_high"] <= ab["ci_high_holm"]
-    assert set(per_cond["unit"]) == {"condition"} and (per_cond["n_a"] == 3).all()
+    assert ab["difference"] == pytest.approx(-0.5, abs=0.1)
+    assert ab["significant_holm"]
+    assert ab["a_better"]
+    assert ab["ci_low_holm"] <= ab["ci_low"]
+    assert ab["ci_high"] <= ab["ci_high_holm"]
+    assert set(per_cond["unit"]) == {"condition"}
+    assert (per_cond["n_a"] == 3).all()
     assert per_cond["metric"].tolist() == ["energy_distance"] * 3  # cosine has no per-condition values here
     empty_seed, empty_cond = study_comparisons(runs[runs["backbone"] == "A"], pc, roles, ["energy_distance"])
-    assert empty_seed.empty and empty_cond.empty
+    assert empty_seed.empty
+    assert empty_cond.empty

@@ -24,7 +24,7 @@ from arch_lab.data.task import build_task, load_data
 from arch_lab.errors import ConfigError, DataError
 from arch_lab.training.sampling import ChunkedConditionSampler
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def write_chunked(
@@ -153,7 +153,8 @@ def test_training_memory_stays_far_below_file_size(tmp_path, sparse):
     # 100k cells, the shuffle buffer, the evaluation working set) do not grow with the number of cells read
     assert growth < 0.4 * size, f"peak RSS grew {growth / 1e6:.0f} MB for a {size / 1e6:.0f} MB file"
     history = out["history"]
-    assert all(np.isfinite(history)) and history[-1] < history[0]
+    assert all(np.isfinite(history))
+    assert history[-1] < history[0]
     assert np.isfinite(out["summary"]["energy_distance"])
     assert (tmp_path / "run" / "metrics.json").is_file()
     path.unlink()
@@ -204,7 +205,8 @@ def test_batches_respect_conditions_and_control_states(small, tmp_path, layout):
         got = list(zip(obs["state"].to_numpy()[rows], obs["perturbation"].to_numpy()[rows], strict=True))
         want = [(sampler.conditions[i].state, sampler.conditions[i].perturbation) for i in cid.tolist()]
         assert got == want
-        assert len(set(cid.tolist())) <= 4 and all((cid == c).sum() % 16 == 0 for c in cid.unique())
+        assert len(set(cid.tolist())) <= 4
+        assert all((cid == c).sum() % 16 == 0 for c in cid.unique())
         x0 = sampler.control_source(cid, g).numpy()
         for j in (0, 31, 63):
             state = sampler.conditions[int(cid[j])].state
@@ -218,7 +220,8 @@ def test_backed_reads_match_memory_including_chunkwise_gene_selection(small):
         kw = {"path": str(path), "covariate_keys": ["cell_type"], "max_genes": 12}
         mem = load_data(DataConfig(**kw))
         bk = load_data(DataConfig(**kw, storage="backed", chunk_size=50))
-        assert isinstance(bk.X, BackedMatrix) and bk.X.shape == mem.X.shape
+        assert isinstance(bk.X, BackedMatrix)
+        assert bk.X.shape == mem.X.shape
         assert bk.genes == mem.genes
         pd.testing.assert_frame_equal(bk.obs, mem.obs)
         idx = np.random.default_rng(0).integers(0, mem.n_cells, 500)
@@ -249,9 +252,11 @@ def test_backed_training_matches_memory_statistically(tmp_path):
         assert floor[key] == pytest.approx(results["backed"].reference["no_change"][key])
     # seed-to-seed spread of either at 250 steps is about 0.2 x floor in rmse_mean, so compare on that scale
     for key in ("rmse_mean", "energy_distance"):
-        assert m[key] < 0.5 * floor[key] and b[key] < 0.5 * floor[key], (key, floor[key], m[key], b[key])
+        assert m[key] < 0.5 * floor[key], (key, floor[key], m[key], b[key])
+        assert b[key] < 0.5 * floor[key], (key, floor[key], m[key], b[key])
         assert abs(b[key] - m[key]) < 0.35 * floor[key], (key, floor[key], m[key], b[key])
-    assert b["pearson_delta"] > 0.8 and m["pearson_delta"] > 0.8
+    assert b["pearson_delta"] > 0.8
+    assert m["pearson_delta"] > 0.8
 
 
 # ------------------------------------------------------------------------------------ raw counts, zarr

@@ -77,7 +77,8 @@ def _interrupted(path: Path, run_dir: Path, nproc: int | None, tmp_path: Path) -
 def test_shards_cover_the_batch_contiguously():
     for n, world in [(64, 2), (65, 2), (10, 3), (3, 3)]:
         rows = [shard_rows(n, DistInfo(world, r)) for r in range(world)]
-        assert rows[0].start == 0 and rows[-1].stop == n
+        assert rows[0].start == 0
+        assert rows[-1].stop == n
         assert all(a.stop == b.start for a, b in zip(rows, rows[1:], strict=False))
         assert max(r.stop - r.start for r in rows) - min(r.stop - r.start for r in rows) <= 1
     with pytest.raises(ConfigError, match="fewer than the 4 processes"):

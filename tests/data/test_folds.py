@@ -43,7 +43,9 @@ def test_kang_folds_test_every_cell_type_exactly_once(kang):
     for fold in range(7):
         split = make_split(kang, TaskConfig(kind="covariate_transfer", n_folds=7, fold=fold))
         held = heldout(kang, split)
-        assert len(held["test"]) == 1 and len(held["val"]) == 1 and not held["test"] & held["val"]
+        assert len(held["test"]) == 1
+        assert len(held["val"]) == 1
+        assert not held["test"] & held["val"]
         tested += held["test"]
         # the next fold's pair validates this one
         nxt = heldout(kang, make_split(kang, TaskConfig(kind="covariate_transfer", n_folds=7, fold=(fold + 1) % 7)))
@@ -53,10 +55,11 @@ def test_kang_folds_test_every_cell_type_exactly_once(kang):
 
 def test_k562_folds_test_all_five_eligible_combinations(k562):
     folds = fold_of_pairs(k562, TaskConfig(kind="combination", n_folds=5))
-    assert len(folds) == 5 and sorted(folds.values()) == [0, 1, 2, 3, 4]
+    assert len(folds) == 5
+    assert sorted(folds.values()) == [0, 1, 2, 3, 4]
     for p, _ in folds:
-        assert "+" in p and all((t, "k562") in set(map(tuple, k562.obs[["perturbation", "state"]].to_numpy()))
-                                for t in p.split("+"))  # fmt: skip
+        assert "+" in p
+        assert all((t, "k562") in set(map(tuple, k562.obs[["perturbation", "state"]].to_numpy())) for t in p.split("+"))
     tested = set()
     for fold in range(5):
         held = heldout(k562, make_split(k562, TaskConfig(kind="combination", n_folds=5, fold=fold)))

@@ -53,7 +53,8 @@ def test_full_locality_puts_every_program_in_one_block(seed):
     a = simulate(SyntheticConfig(locality=1.0, seed=seed, **SMALL))
     for p in range(a.uns["ground_truth"]["config"]["n_programs"]):
         pos = np.sort(a.var["position"].to_numpy()[a.var["program"].to_numpy() == p])
-        assert len(pos) == 12 and np.all(np.diff(pos) == 1), f"program {p} at positions {pos}"
+        assert len(pos) == 12, f"program {p} at positions {pos}"
+        assert np.all(np.diff(pos) == 1), f"program {p} at positions {pos}"
     assert program_contiguity(a) == pytest.approx(1.0)
 
 
@@ -130,12 +131,15 @@ def test_interacting_combinations_deviate_from_the_sum_of_singles(bench):
 
 def test_x_is_log_normalised_and_counts_are_integers(bench):
     counts = bench.layers["counts"]
-    assert np.issubdtype(counts.dtype, np.integer) and counts.min() >= 0
-    assert bench.X.dtype == np.float32 and bench.X.min() >= 0
+    assert np.issubdtype(counts.dtype, np.integer)
+    assert counts.min() >= 0
+    assert bench.X.dtype == np.float32
+    assert bench.X.min() >= 0
     totals = np.expm1(bench.X.astype(np.float64)).sum(axis=1)
     np.testing.assert_allclose(totals, np.median(counts.sum(axis=1)), rtol=1e-3)
     np.testing.assert_allclose(bench.X, normalize_log1p(counts.astype(np.float32)), rtol=1e-6)
-    assert set(bench.obs["condition"]) >= {"control", "P01"} and set(bench.obs["cell_type"]) == {"S1", "S2", "S3"}
+    assert set(bench.obs["condition"]) >= {"control", "P01"}
+    assert set(bench.obs["cell_type"]) == {"S1", "S2", "S3"}
     assert (bench.obs.groupby(["cell_type", "condition"]).size().drop("control", level=1) == 100).all()
 
 
@@ -161,12 +165,14 @@ def test_experiment_config_builds_a_task_and_overrides_apply():
     assert task.data.n_genes == 200
     np.testing.assert_array_equal(task.data.X, simulate(cfg.data.synthetic).X)
     held = task.obs[task.obs["split"].isin(["val", "test"]) & (task.obs["perturbation"] != "control")]
-    assert len(held) and held["perturbation"].str.contains("+", regex=False).all()
+    assert len(held)
+    assert held["perturbation"].str.contains("+", regex=False).all()
 
     cfg = load_experiment(EXPERIMENTS / "synthetic_transfer.yaml", {"data.synthetic.cells_per_condition": 20})
     task = build_task(cfg)
     held = task.obs[task.obs["split"].isin(["val", "test"]) & (task.obs["perturbation"] != "control")]
-    assert set(held["state"]) == {"S3"} and held["perturbation"].nunique() == 24
+    assert set(held["state"]) == {"S3"}
+    assert held["perturbation"].nunique() == 24
 
 
 def test_counts_layer_goes_through_the_loader_normalisation():
@@ -208,6 +214,8 @@ def test_cli_writes_the_benchmark(tmp_path):
     result = CliRunner().invoke(app, ["synth", str(out), "--set", "locality=0", "--set", "cells_per_condition=3"])
     assert result.exit_code == 0, result.output
     back = ad.read_h5ad(out)
-    assert config_from_adata(back).locality == 0.0 and abs(program_contiguity(back)) < 0.2
+    assert config_from_adata(back).locality == 0.0
+    assert abs(program_contiguity(back)) < 0.2
     bad = CliRunner().invoke(app, ["synth", str(out), "--set", "locality=2"])
-    assert bad.exit_code != 0 and "locality" in bad.output
+    assert bad.exit_code != 0
+    assert "locality" in bad.output

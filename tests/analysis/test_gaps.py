@@ -56,9 +56,11 @@ def test_gap_skips_nan_and_gives_no_interval_below_two_seeds() -> None:
     est = gap_estimate([1.0, np.nan, 3.0], [np.nan, 0.5], rng=0)
     assert (est["n_a"], est["n_b"]) == (2, 1)
     assert est["gap"] == pytest.approx(1.5)
-    assert math.isnan(est["ci_low"]) and math.isnan(est["ci_high"])
+    assert math.isnan(est["ci_low"])
+    assert math.isnan(est["ci_high"])
     empty = gap_estimate([1.0, 2.0], [np.nan], rng=0)
-    assert empty["n_b"] == 0 and math.isnan(empty["gap"])
+    assert empty["n_b"] == 0
+    assert math.isnan(empty["gap"])
 
 
 def test_gap_interval_is_welch_by_default_and_the_bootstraps_on_request() -> None:
@@ -67,13 +69,16 @@ def test_gap_interval_is_welch_by_default_and_the_bootstraps_on_request() -> Non
     a, b = [1.0, 1.2, 0.9, 1.1], [2.0, 2.3, 1.8]
     est = gap_estimate(a, b, level=0.9)
     ref = sps.ttest_ind(a, b, equal_var=False)
-    assert est["method"] == "welch" and not est["paired"]
+    assert est["method"] == "welch"
+    assert not est["paired"]
     assert (est["ci_low"], est["ci_high"]) == pytest.approx(tuple(ref.confidence_interval(0.9)))
-    assert est["p_value"] == pytest.approx(ref.pvalue) and est["df"] == pytest.approx(ref.df)
+    assert est["p_value"] == pytest.approx(ref.pvalue)
+    assert est["df"] == pytest.approx(ref.df)
     old = gap_estimate(a, b, n_boot=300, level=0.9, rng=5, method="percentile")
     assert (old["ci_low"], old["ci_high"]) == bootstrap_difference_ci(a, b, 300, 0.9, 5)
     assert math.isnan(old["p_value"])
-    assert stats.bootstrap_ci is bootstrap_ci and stats.bootstrap_difference_ci is bootstrap_difference_ci
+    assert stats.bootstrap_ci is bootstrap_ci
+    assert stats.bootstrap_difference_ci is bootstrap_difference_ci
     assert all(math.isnan(v) for v in bootstrap_difference_ci([1.0, 2.0], [np.nan]))
 
 
@@ -81,10 +86,12 @@ def test_paired_gap_is_the_paired_t_interval_of_the_seed_differences() -> None:
     a, b = [1.0, 2.0, 3.0, 4.0, np.nan], [0.5, 1.8, 2.1, 3.9, 7.0]
     est = gap_estimate(a, b, paired=True)
     ref = sps.ttest_rel(a[:4], b[:4])  # the seed with a missing value is dropped as a pair
-    assert est["method"] == "paired t" and est["n_a"] == est["n_b"] == 4
+    assert est["method"] == "paired t"
+    assert est["n_a"] == est["n_b"] == 4
     assert est["gap"] == pytest.approx(np.mean(np.subtract(a[:4], b[:4])))
     assert (est["ci_low"], est["ci_high"]) == pytest.approx(tuple(ref.confidence_interval()))
-    assert est["p_value"] == pytest.approx(ref.pvalue) and est["df"] == 3
+    assert est["p_value"] == pytest.approx(ref.pvalue)
+    assert est["df"] == 3
     # a shared seed effect cancels: unpaired, the spread of the seeds swamps a constant gap of 0.1
     seeds = np.array([0.0, 1.0, 2.0, 3.0, 4.0])
     paired = gap_estimate(seeds + 0.1, seeds + np.array([0.0, 0.01, -0.01, 0.0, 0.0]), paired=True)
@@ -116,7 +123,8 @@ def test_small_sample_coverage_t_holds_its_level_and_the_percentile_bootstrap_do
     t_cov = _coverage(samples, mu, lambda x: (lambda e: (e.low, e.high))(t_interval(x)))
     pct_cov = _coverage(samples, mu, lambda x: bootstrap_ci(x, n_boot=500, rng=rng))
     assert t_range[0] <= t_cov <= t_range[1], (name, t_cov)
-    assert pct_cov < 0.89 and pct_cov < t_cov - 0.05, (name, pct_cov, t_cov)
+    assert pct_cov < 0.89, (name, pct_cov, t_cov)
+    assert pct_cov < t_cov - 0.05, (name, pct_cov, t_cov)
     # the gap estimate of paired seeds (what the gap tables use) is the t interval of the differences
     base = rng.normal(0.0, 3.0, (2000, 5))
     gap_cov = _coverage(
@@ -166,14 +174,16 @@ def test_finite_values_drops_missing_and_text() -> None:
 def test_normalised_score_hand_computed() -> None:
     assert normalised_score(2.5, floor=3.0, ceiling=1.0) == pytest.approx(0.25)  # energy: lower is better
     assert normalised_score(0.5, floor=0.1, ceiling=0.9) == pytest.approx(0.5)  # cosine: higher is better
-    assert normalised_score(3.0, 3.0, 1.0) == 0.0 and normalised_score(1.0, 3.0, 1.0) == 1.0
+    assert normalised_score(3.0, 3.0, 1.0) == 0.0
+    assert normalised_score(1.0, 3.0, 1.0) == 1.0
     assert math.isnan(normalised_score(1.0, 2.0, 2.0))
     # the normalised gap is the difference of the two arms' normalised scores (the table case is in test_why_unet.py)
     assert normalised_gap(-1.0, -1.2, -0.8, floor=3.0, ceiling=0.0, direction="minimize")[0] == pytest.approx(
         normalised_score(1.5, 3.0, 0.0) - normalised_score(2.5, 3.0, 0.0)
     )
     arr = normalised_score(np.array([3.0, 1.0]), 3.0, 1.0)
-    assert isinstance(arr, np.ndarray) and arr.tolist() == [0.0, 1.0]
+    assert isinstance(arr, np.ndarray)
+    assert arr.tolist() == [0.0, 1.0]
 
 
 def test_normalised_gap_orders_its_interval_and_needs_a_usable_range() -> None:
@@ -182,7 +192,8 @@ def test_normalised_gap_orders_its_interval_and_needs_a_usable_range() -> None:
     assert normalised_gap(0.4, 0.2, 0.6, floor=0.1, ceiling=0.9, direction="maximize") == pytest.approx(
         (0.5, 0.25, 0.75)
     )
-    assert has_range(3.0, 1.0, "minimize") and has_range(0.1, 0.9, "maximize")
+    assert has_range(3.0, 1.0, "minimize")
+    assert has_range(0.1, 0.9, "maximize")
     for floor, ceiling, direction in ((3.0, 1.0, "maximize"), (1.0, 1.0, "minimize"), (math.nan, 1.0, "minimize")):
         assert not has_range(floor, ceiling, direction)
         assert all(math.isnan(v) for v in normalised_gap(1.0, 0.5, 1.5, floor, ceiling, direction))
@@ -191,11 +202,17 @@ def test_normalised_gap_orders_its_interval_and_needs_a_usable_range() -> None:
 def test_metric_gap_row() -> None:
     row = metric_gap([1.0, 1.1, 0.9], [2.0, 2.1, 1.9], "minimize", floor=3.0, ceiling=0.0, n_boot=200, rng=0)
     assert list(row)[:7] == ["n_a", "n_b", "mean_a", "mean_b", "gap", "ci_low", "ci_high"]
-    assert row["gap"] == pytest.approx(-1.0) and row["a_better"] and row["excludes_zero"]
-    assert row["norm_gap"] == pytest.approx(1.0 / 3.0) and row["norm_ci_low"] <= row["norm_gap"] <= row["norm_ci_high"]
-    assert row["flag"] == "CI excludes 0" and row["level"] == 0.95
+    assert row["gap"] == pytest.approx(-1.0)
+    assert row["a_better"]
+    assert row["excludes_zero"]
+    assert row["norm_gap"] == pytest.approx(1.0 / 3.0)
+    assert row["norm_ci_low"] <= row["norm_gap"] <= row["norm_ci_high"]
+    assert row["flag"] == "CI excludes 0"
+    assert row["level"] == 0.95
     single = metric_gap([1.0], [2.0, 2.1], "maximize", rng=0)
-    assert not single["a_better"] and not single["excludes_zero"] and math.isnan(single["norm_gap"])
+    assert not single["a_better"]
+    assert not single["excludes_zero"]
+    assert math.isnan(single["norm_gap"])
     assert single["flag"] == "n<2: no interval; no floor-ceiling range"
     assert metric_gap([1.0], [2.0, 2.1], "maximize", rng=0, flag_missing_range=False)["flag"] == "n<2: no interval"
 
@@ -206,15 +223,20 @@ def test_range_noise_and_a_gap_over_a_noisy_range_is_not_normalised() -> None:
     spans = np.subtract(ceilings, floors)
     lo, hi = sps.ttest_1samp(spans, 0.0).confidence_interval()
     assert noise["span"] == pytest.approx(spans.mean())
-    assert (noise["span_ci_low"], noise["span_ci_high"]) == pytest.approx((lo, hi)) and noise["range_within_noise"]
+    assert (noise["span_ci_low"], noise["span_ci_high"]) == pytest.approx((lo, hi))
+    assert noise["range_within_noise"]
     clear = range_noise([3.0, 3.1, 2.9], [0.1, 0.0, 0.2])
-    assert not clear["range_within_noise"] and clear["span_ci_high"] < 0
+    assert not clear["range_within_noise"]
+    assert clear["span_ci_high"] < 0
     assert not range_noise([1.0], [0.5])["range_within_noise"]  # one run: no interval, no check
     row = metric_gap(
         [1.0, 1.1, 0.9], [2.0, 2.1, 1.9], "minimize", floor=1.01, ceiling=1.004, floors=floors, ceilings=ceilings
     )
-    assert row["range_within_noise"] and math.isnan(row["norm_gap"]) and math.isnan(row["norm_ci_low"])
+    assert row["range_within_noise"]
+    assert math.isnan(row["norm_gap"])
+    assert math.isnan(row["norm_ci_low"])
     assert row["flag"] == "CI excludes 0; range within noise"
     ok = metric_gap([1.0, 1.1, 0.9], [2.0, 2.1, 1.9], "minimize", floor=3.0, ceiling=0.1,
                     floors=[3.0, 3.1, 2.9], ceilings=[0.1, 0.0, 0.2])  # fmt: skip
-    assert not ok["range_within_noise"] and ok["norm_gap"] == pytest.approx(1.0 / 2.9)
+    assert not ok["range_within_noise"]
+    assert ok["norm_gap"] == pytest.approx(1.0 / 2.9)

@@ -73,7 +73,8 @@ def test_gene_selection_keeps_perturbed_genes(devel):
     perturbed = {t for p in d.obs["perturbation"].unique() for t in d.tokens(p)}
     measured = perturbed & set(devel.var_names)
     assert len(d.genes) == 60
-    assert measured and measured <= set(d.genes)
+    assert measured
+    assert measured <= set(d.genes)
     # the rest are the most variable genes, in stored order
     assert d.genes == sorted(d.genes, key=list(devel.var_names).index)
 
@@ -120,7 +121,8 @@ def test_covariate_transfer_on_glioblastoma_lines(devel):
     obs = d.obs.assign(split=split)
     for p, s in pairs:  # seen in training in the other two lines, not in its held-out line
         trained = ((obs["perturbation"] == p) & (obs["split"] == "train")).groupby(obs["state"]).any()
-        assert trained.sum() == 2 and not trained[s]
+        assert trained.sum() == 2
+        assert not trained[s]
     # val and test both non-empty and every pair labelled (none silently dropped)
     labels = obs[obs["perturbation"] != "control"].groupby(["perturbation", "state"])["split"].agg(set)
     assert all(len(v) == 1 for v in labels)
@@ -128,7 +130,9 @@ def test_covariate_transfer_on_glioblastoma_lines(devel):
     # controls split 50/25/25 within each line
     ctrl = obs[obs["perturbation"] == "control"]
     counts = ctrl.groupby(["state", "split"]).size().unstack()
-    assert (counts["train"] == 50).all() and (counts["val"] == 25).all() and (counts["test"] == 25).all()
+    assert (counts["train"] == 50).all()
+    assert (counts["val"] == 25).all()
+    assert (counts["test"] == 25).all()
 
 
 def test_split_is_deterministic_and_seeded(devel):
@@ -166,9 +170,11 @@ def test_manual_kang_task_and_split_csv_round_trip(tmp_path):
     split = make_split(d, cfg)
     obs = d.obs.assign(split=split)
     stim_cd4 = obs[(obs["perturbation"] == "stimulated") & (obs["cell_type"] == "CD4T")]
-    assert len(stim_cd4) == 356 and (stim_cd4["split"] == "test").all()
+    assert len(stim_cd4) == 356
+    assert (stim_cd4["split"] == "test").all()
     stim_b = obs[(obs["perturbation"] == "stimulated") & (obs["cell_type"] == "B")]
-    assert stim_b["split"].nunique() == 1 and stim_b["split"].iloc[0] in {"val", "test"}
+    assert stim_b["split"].nunique() == 1
+    assert stim_b["split"].iloc[0] in {"val", "test"}
     other = obs[(obs["perturbation"] == "stimulated") & ~obs["cell_type"].isin(["CD4T", "B"])]
     assert (other["split"] == "train").all()
     ctrl_cd4 = obs[(obs["perturbation"] == "control") & (obs["cell_type"] == "CD4T")]
@@ -221,7 +227,8 @@ def test_task_encoding_and_unknown_perturbation():
     split = make_split(d, TaskConfig(kind="covariate_transfer", seed=0, heldout_fraction=0.4))
     task = Task(d, split)
     tokens, covs = task.encode(Condition("s1", "A+B"))
-    assert len(tokens) == 2 and tokens == sorted(task.token_ids[t] for t in ("A", "B"))
+    assert len(tokens) == 2
+    assert tokens == sorted(task.token_ids[t] for t in ("A", "B"))
     assert covs == [1]
     assert task.encode(Condition("s0", "control"))[0] == []
     with pytest.raises(DataError, match="unknown to the training vocabulary"):
@@ -267,5 +274,6 @@ def test_gene_order_seed_run_gives_each_replicate_its_own_permutation(synthetic_
         order(**{"seed": 0, "data.gene_order_seed": "run"}),
         order(**{"seed": 1, "data.gene_order_seed": "run"}),
     )
-    assert run0 != run1 and sorted(run0) == sorted(run1) == sorted(default)
+    assert run0 != run1
+    assert sorted(run0) == sorted(run1) == sorted(default)
     assert order(**{"seed": 5, "data.gene_order_seed": 1}) == run1

@@ -17,7 +17,7 @@ from arch_lab.networks import build_network
 from arch_lab.networks.layers.attention import check_full_attention_memory, full_attention_bytes
 from arch_lab.spec import CondBatch, DataSpec
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # the module, not the function of the same name that arch_lab.networks re-exports
 attention_module = importlib.import_module("arch_lab.networks.layers.attention")
 
@@ -60,7 +60,8 @@ def test_check_refuses_above_limit_and_accepts_below() -> None:
         check_full_attention_memory(8, 4, 1024, 2, "cpu", limit_bytes=limit)  # 16x the memory
     message = str(info.value)
     assert "\n" not in message
-    assert "self_attention: latent" in message and "1024 genes" in message
+    assert "self_attention: latent" in message
+    assert "1024 genes" in message
 
 
 def test_available_memory_is_read() -> None:
@@ -109,7 +110,8 @@ def test_quick_benchmark_writes_markdown_and_csv(tmp_path: Path) -> None:
     assert {r["status"] for r in rows} == {"ok"}
     assert {(r["n_genes"], r["batch_size"]) for r in rows} == {("32", "8"), ("64", "8")}
     for r in rows:
-        assert float(r["train_cells_per_s"]) > 0 and float(r["flops_per_step"]) > 0
+        assert float(r["train_cells_per_s"]) > 0
+        assert float(r["flops_per_step"]) > 0
     with open(results / "performance_exponents.csv") as f:
         exps = list(csv.DictReader(f))
     assert [e["against"] for e in exps] == ["genes"]
@@ -132,7 +134,9 @@ def test_jobs_include_transformer_micro_batches_and_widths() -> None:
     args = perf.parse_args(parser_args)
     jobs = perf.build_jobs(args, ["mlp", "gene_transformer"])
     micro = [j for j in jobs if j["sweep"] == "micro"]
-    assert len(micro) == 1 and micro[0]["batch"] == 256 and micro[0]["optim"] == {"micro_batch_size": perf.MICRO_BATCH}
+    assert len(micro) == 1
+    assert micro[0]["batch"] == 256
+    assert micro[0]["optim"] == {"micro_batch_size": perf.MICRO_BATCH}
     widths = [j for j in jobs if j["sweep"] == "width"]
     assert sorted(j["config"]["dim"] for j in widths) == sorted(perf.WIDTHS)
     assert all(j["config"]["dim"] % j["config"]["heads"] == 0 and not j["bare"] for j in widths)
@@ -148,5 +152,6 @@ def test_overhead_benchmark_times_every_variant_against_the_bare_loop() -> None:
     rows = module.measure("mlp", n_genes=32, batch_size=8, threads=1, min_seconds=0.05)
     assert [r["variant"] for r in rows] == list(module.VARIANTS)
     for r in rows:
-        assert r["step_ms"] > 0 and r["bare_step_ms"] > 0
+        assert r["step_ms"] > 0
+        assert r["bare_step_ms"] > 0
         assert r["over_bare"] == pytest.approx(r["step_ms"] / r["bare_step_ms"])

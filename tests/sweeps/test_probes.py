@@ -76,11 +76,13 @@ def test_match_from_config_records_both_counts(synthetic_h5ad: Path, tmp_path: P
     result = api.train(experiment_from_dict(raw), run_dir=tmp_path / "run")
     record = json.loads((result.run_dir / "metrics.json").read_text())
     match = record["fit"]["parameter_matching"]
-    assert match["knob"] == "width" and match["reference"] == {"name": "unet1d"}
+    assert match["knob"] == "width"
+    assert match["reference"] == {"name": "unet1d"}
     assert record["parameter_count"] == match["parameter_count"]
     assert abs(match["parameter_count"] - match["reference_parameter_count"]) <= 0.05 * match["target"]
     knobs, again = resolve_matched_knobs("mlp", {"depth": 1}, match["target"], DataSpec.synthetic(24))
-    assert knobs["width"] == match["value"] and again is not None
+    assert knobs["width"] == match["value"]
+    assert again is not None
     with pytest.raises(ConfigError, match="exactly one of 'reference'"):
         experiment_from_dict({**raw, "network": {"name": "mlp", "match_parameters": {"knob": "width"}}})
 
@@ -107,7 +109,8 @@ def test_budget_gives_the_expected_steps(synthetic_h5ad: Path, tmp_path: Path):
     from arch_lab import api
     from arch_lab.config import experiment_from_dict
 
-    assert steps_for_budget(1000.0, 300) == 4 and steps_for_budget(900.0, 300) == 3
+    assert steps_for_budget(1000.0, 300) == 4
+    assert steps_for_budget(900.0, 300) == 3
     assert steps_for_budget(1e12, 300, max_steps=50) == 50
     with pytest.raises(ConfigError, match="train.max_flops"):
         steps_for_budget(0.0, 300)
@@ -121,8 +124,11 @@ def test_budget_gives_the_expected_steps(synthetic_h5ad: Path, tmp_path: Path):
     raw["train"]["max_flops"] = 6.5 * per_step
     result = api.train(experiment_from_dict(raw), run_dir=tmp_path / "run", task=task)
     fit = json.loads((result.run_dir / "metrics.json").read_text())["fit"]
-    assert fit["flops_per_step"] == per_step and fit["steps"] == 7 and fit["flop_budget_steps"] == 7
-    assert fit["train_flops"] == 7 * per_step and fit["flop_budget_capped"] is False
+    assert fit["flops_per_step"] == per_step
+    assert fit["steps"] == 7
+    assert fit["flop_budget_steps"] == 7
+    assert fit["train_flops"] == 7 * per_step
+    assert fit["flop_budget_capped"] is False
 
 
 def test_match_flops_spends_the_reference_budget(synthetic_h5ad: Path, tmp_path: Path):
@@ -142,7 +148,8 @@ def test_match_flops_spends_the_reference_budget(synthetic_h5ad: Path, tmp_path:
     result = api.train(cfg, run_dir=tmp_path / "run", task=task)
     fit = json.loads((result.run_dir / "metrics.json").read_text())["fit"]
     assert fit["max_flops"] == 3 * ref
-    assert fit["steps"] == steps_for_budget(3 * ref, own) and fit["steps"] > 3
+    assert fit["steps"] == steps_for_budget(3 * ref, own)
+    assert fit["steps"] > 3
     raw["train"]["max_flops"] = 1e9
     with pytest.raises(ConfigError, match="not both"):
         experiment_from_dict(raw)
@@ -200,7 +207,9 @@ def test_arms_expand_into_overrides_and_grid_crosses_them(bench: Path):
         ("mlp_matched", 1e-3), ("mlp_matched", 2e-3), ("unet_k1", 1e-3), ("unet_k1", 2e-3)
     ]  # fmt: skip
     cfg = sweep.experiment({"arm": "unet_k1", "optim.lr": 2e-3})
-    assert cfg.network.name == "unet1d" and cfg.network.knobs()["kernel_size"] == 1 and cfg.optim.lr == 2e-3
+    assert cfg.network.name == "unet1d"
+    assert cfg.network.knobs()["kernel_size"] == 1
+    assert cfg.optim.lr == 2e-3
     assert "dim" not in cfg.network.knobs()  # the base's network knobs are dropped for another network
     assert sweep.space.optuna_params({"arm": "unet_k1", "optim.lr": 2e-3}) == {"arm": "unet_k1", "optim.lr": 2e-3}
 
@@ -227,12 +236,16 @@ def test_bad_arm_is_refused_in_one_line_naming_arm_and_key(bench: Path, change: 
 def test_profile_merges_and_renames_the_study(bench: Path):
     raw = arms_sweep()
     merged = apply_profile(raw, "quick")
-    assert merged["study"]["name"] == "arms_quick" and "profiles" not in merged
+    assert merged["study"]["name"] == "arms_quick"
+    assert "profiles" not in merged
     assert merged["fixed"] == {"train.max_steps": 2, "train.eval_every": 2}
-    assert merged["budget"] == {"replicates": 1, "n_trials": 2} and merged["space"] == raw["space"]
+    assert merged["budget"] == {"replicates": 1, "n_trials": 2}
+    assert merged["space"] == raw["space"]
     path = write(bench, raw)
     quick = load_sweep(path, "quick")
-    assert quick.name == "arms_quick" and quick.n_trials == 2 and quick.profile == "quick"
+    assert quick.name == "arms_quick"
+    assert quick.n_trials == 2
+    assert quick.profile == "quick"
     assert quick.experiment({"arm": "unet_k1", "optim.lr": 1e-3}).train.max_steps == 2
     assert load_sweep(path).name == "arms"
     with pytest.raises(ConfigError, match=r"--profile slow: not a profile of this sweep \(its profiles: quick\)"):
@@ -246,11 +259,14 @@ def test_arms_sweep_runs_records_arm_and_exports_runs(bench: Path):
     path = write(bench, arms_sweep())
     run_sweep(path, profile="quick")
     status = sweep_status(path, profile="quick")
-    assert status.name == "arms_quick" and status.finished == 2
+    assert status.name == "arms_quick"
+    assert status.finished == 2
     assert {row["params"]["arm"] for row in status.best} <= {"unet_k1", "mlp_matched"}
     df = export_runs(path, bench / "runs.csv", profile="quick")
-    assert len(df) == 2 and list(df.columns[:4]) == ["study", "trial", "arm", "task"]
-    assert df["flops_per_step"].gt(0).all() and df["steps"].eq(2).all()
+    assert len(df) == 2
+    assert list(df.columns[:4]) == ["study", "trial", "arm", "task"]
+    assert df["flops_per_step"].gt(0).all()
+    assert df["steps"].eq(2).all()
     assert {"energy_distance", "val_energy_distance", "floor_energy_distance"} <= set(df.columns)
     assert pd.read_csv(bench / "runs.csv")["arm"].notna().all()
 
@@ -264,7 +280,9 @@ def test_probe_files_exist():
 @pytest.mark.parametrize("path", PROBES, ids=lambda p: p.stem)
 def test_probe_yaml_validates_with_five_seeds_and_a_quick_profile(path: Path):
     sweep = load_sweep(path)
-    assert sweep.replicates >= 5 and sweep.is_grid and sweep.space.arms()
+    assert sweep.replicates >= 5
+    assert sweep.is_grid
+    assert sweep.space.arms()
     assert sweep.name.startswith("probe_")
     # the header states the grid it runs: "# Cells: N; R seeds each = N*R runs"
     header = re.search(r"# Cells: (\d+); (\d+) seeds each = (\d+) runs", path.read_text())
@@ -272,7 +290,8 @@ def test_probe_yaml_validates_with_five_seeds_and_a_quick_profile(path: Path):
     cells, seeds, runs = map(int, header.groups())
     assert (cells, seeds, runs) == (len(sweep.grid()), sweep.replicates, len(sweep.grid()) * sweep.replicates)
     quick = load_sweep(path, "quick")
-    assert quick.name == f"{sweep.name}_quick" and quick.replicates == 1
+    assert quick.name == f"{sweep.name}_quick"
+    assert quick.replicates == 1
     arms = {a.key: set(a.choices) for a in sweep.space.arms()}
     assert {a.key: {c[a.key] for c in quick.grid()} for a in quick.space.arms()} == arms
     for values in quick.grid():
@@ -286,8 +305,10 @@ def test_probe_quick_profile_runs_end_to_end(path: Path, tmp_path: Path, monkeyp
     assert result.status.finished == result.status.slots == len(result.sweep.grid())
     assert result.status.counts == {"COMPLETE": result.status.slots}, result.status.failures
     df = export_runs(path, tmp_path / "runs.csv", storage=f"sqlite:///{tmp_path / 'quick.db'}", profile="quick")
-    assert len(df) == result.status.slots and df["arm"].notna().all()
-    assert df["parameter_count"].gt(0).all() and df["flops_per_step"].gt(0).all()
+    assert len(df) == result.status.slots
+    assert df["arm"].notna().all()
+    assert df["parameter_count"].gt(0).all()
+    assert df["flops_per_step"].gt(0).all()
     if "data.synthetic.locality" in result.sweep.space.keys():
         assert df["locality"].notna().all()
     base = load_experiment(result.sweep.base_path)

@@ -134,7 +134,8 @@ def test_study_runs_join_trials_with_runs(lab):
     np.testing.assert_allclose(runs["seed_value"], runs["energy_distance"])
     assert (runs["backbone"] == runs["params_network.name"]).all()
     np.testing.assert_array_equal(runs["guidance"], runs["params_flow.guidance"])
-    assert (runs["parameter_count"] > 0).all() and (runs["train_seconds"] > 0).all()
+    assert (runs["parameter_count"] > 0).all()
+    assert (runs["train_seconds"] > 0).all()
     per_trial = runs.groupby("trial")["energy_distance"].mean()
     np.testing.assert_allclose(per_trial.to_numpy(), runs.groupby("trial")["objective"].first().to_numpy())
 
@@ -153,8 +154,10 @@ def test_study_runs_lists_a_run_of_a_requeued_trial_once(lab, tmp_path):
         user_attrs={"run_dirs": done, "values_per_seed": [1.0, 1.0]},
     ))  # fmt: skip
     runs = A.study_runs(study)
-    assert sorted(runs["run_dir"]) == sorted(done) and runs["run_dir"].is_unique
-    assert runs["trial"].tolist() == [1, 1] and runs["trial_state"].tolist() == ["complete", "complete"]
+    assert sorted(runs["run_dir"]) == sorted(done)
+    assert runs["run_dir"].is_unique
+    assert runs["trial"].tolist() == [1, 1]
+    assert runs["trial_state"].tolist() == ["complete", "complete"]
 
 
 def test_trials_table_keeps_every_trial(lab):
@@ -169,8 +172,10 @@ def test_load_runs_skips_incomplete_runs_with_a_warning(lab):
         runs = A.load_runs([lab["baselines"]])
     assert runs["backbone"].tolist() == ["perturbation_mean", "perturbation_mean"]
     assert runs["seed"].tolist() == [0, 1]
-    assert runs["train_seconds"].isna().all() and runs["network"].isna().all()
-    assert runs["floor_energy_distance"].notna().all() and runs["ceiling_energy_distance"].notna().all()
+    assert runs["train_seconds"].isna().all()
+    assert runs["network"].isna().all()
+    assert runs["floor_energy_distance"].notna().all()
+    assert runs["ceiling_energy_distance"].notna().all()
 
 
 def test_per_condition_and_history_tables(lab):
@@ -184,7 +189,8 @@ def test_per_condition_and_history_tables(lab):
     ref = A.load_reference(runs)
     assert set(ref["reference"]) == {"no_change", "split_half"}
     long = A.long_metrics(runs, ["energy_distance", "deg_recall"])
-    assert len(long) == 2 * len(runs) and set(long["direction"]) == {"minimize", "maximize"}
+    assert len(long) == 2 * len(runs)
+    assert set(long["direction"]) == {"minimize", "maximize"}
 
 
 @pytest.mark.parametrize(
@@ -245,7 +251,8 @@ def test_bootstrap_interval_contains_the_mean_and_narrows_with_level():
     for n in (2, 3, 5, 20):
         v = rng.normal(size=n)
         lo, hi = A.bootstrap_ci(v, rng=1)
-        assert lo <= v.mean() <= hi and lo < hi
+        assert lo <= v.mean() <= hi
+        assert lo < hi
         lo50, hi50 = A.bootstrap_ci(v, level=0.5, rng=1)
         assert lo <= lo50 <= hi50 <= hi
     assert A.bootstrap_ci([2.5]) == (2.5, 2.5)
@@ -276,22 +283,22 @@ def test_study_comparisons_pair_backbones_by_seed(lab):
     """Per seed, each backbone's runs sharing a seed are averaged, and the backbones paired on that seed."""
     runs = lab["runs"]
     roles = A.resolve_roles([lab["study"]], None, "energy_distance")
-    assert roles.primary == "energy_distance" and not roles.declared
+    assert roles.primary == "energy_distance"
+    assert not roles.declared
     per_seed, per_cond = A.study_comparisons(runs, lab["per_condition"], roles, ["energy_distance", "deg_recall"],
                                              arms=["unet1d", "mlp", "perturbation_mean"])  # fmt: skip
     row = per_seed[(per_seed["metric"] == "energy_distance") & (per_seed["arm_a"] == "unet1d")]
     row = row[row["arm_b"] == "mlp"].iloc[0]
     by_seed = runs.groupby(["backbone", "seed"])["energy_distance"].mean()
     diffs = [by_seed[("unet1d", s)] - by_seed[("mlp", s)] for s in SEEDS]
-    assert row["pairing"] == "paired" and row["n_a"] == len(SEEDS)
+    assert row["pairing"] == "paired"
+    assert row["n_a"] == len(SEEDS)
     assert row["difference"] == pytest.approx(np.mean(diffs))
     if np.ptp(diffs) > 0:
         assert row["p_value"] == pytest.approx(sps.ttest_1samp(diffs, 0.0).pvalue)
     assert per_seed["role"].tolist() == ["primary"] * 3 + ["secondary"] * 3
-    assert (
-        set(per_cond["unit"]) == {"condition"}
-        and (per_cond["n_a"] == lab["per_condition"]["condition"].nunique()).all()
-    )
+    assert set(per_cond["unit"]) == {"condition"}
+    assert (per_cond["n_a"] == lab["per_condition"]["condition"].nunique()).all()
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -400,7 +407,8 @@ def test_cells_projection_and_gene_logfc(lab):
     assert n_obs > 0
     genes = A.gene_logfc(list(runs["run_dir"]))
     n_genes = genes["gene"].nunique()
-    assert len(genes) == 3 * n_genes and sorted(genes["de_rank"].unique()) == list(range(1, n_genes + 1))
+    assert len(genes) == 3 * n_genes
+    assert sorted(genes["de_rank"].unique()) == list(range(1, n_genes + 1))
     fig = A.fig_gene_logfc(genes, n_labels=4)
     for ax in fig.axes:
         assert len([t for t in ax.texts if t.get_gid() == "gene_label"]) == 4
@@ -410,7 +418,8 @@ def test_cells_projection_and_gene_logfc(lab):
 def test_guidance_sweep_draws_a_line_per_varied_backbone(lab):
     fig = A.fig_guidance_sweep(lab["runs"])
     gids = {line.get_gid() for line in fig.axes[0].lines}
-    assert "curve:mlp" in gids and "curve:unet1d" not in gids
+    assert "curve:mlp" in gids
+    assert "curve:unet1d" not in gids
     line = next(x for x in fig.axes[0].lines if x.get_gid() == "curve:mlp")
     mlp = lab["runs"][lab["runs"]["backbone"] == "mlp"].groupby("guidance")["energy_distance"].mean()
     np.testing.assert_allclose(line.get_xdata(), mlp.to_numpy())
@@ -428,23 +437,32 @@ def test_report_cli_writes_every_figure_table_and_caption(lab, tmp_path):
         assert any(s.startswith(f"fig{n}_") for s in pdfs), (n, pdfs)
     for stem in pdfs:
         pdf, png = out / "figures" / f"{stem}.pdf", out / "figures" / f"{stem}.png"
-        assert pdf.read_bytes().startswith(b"%PDF") and pdf.stat().st_size > 1000
-        assert png.read_bytes().startswith(b"\x89PNG") and _png_dpi(png) == pytest.approx(300, abs=1)
+        assert pdf.read_bytes().startswith(b"%PDF")
+        assert pdf.stat().st_size > 1000
+        assert png.read_bytes().startswith(b"\x89PNG")
+        assert _png_dpi(png) == pytest.approx(300, abs=1)
     text = (out / "report.md").read_text()
     for backbone in ("mlp", "unet1d", "perturbation_mean"):
         assert backbone in text
     for stem in pdfs:
-        assert f"figures/{stem}.png" in text and f"figures/{stem}.pdf" in text
+        assert f"figures/{stem}.png" in text
+        assert f"figures/{stem}.pdf" in text
     tables = ("runs", "per_condition", "summary", "references", "comparisons", "condition_comparisons",
               "paired_differences", "paired_summary", "trials")  # fmt: skip
     for table in tables:
-        assert (out / "tables" / f"{table}.csv").is_file() and f"tables/{table}.csv" in text
+        assert (out / "tables" / f"{table}.csv").is_file()
+        assert f"tables/{table}.csv" in text
     comparisons = pd.read_csv(out / "tables" / "comparisons.csv")
-    assert comparisons["role"].iloc[0] == "primary" and comparisons["metric"].iloc[0] == "energy_distance"
-    assert set(comparisons["pairing"]) == {"paired"} and {"p_holm", "p_bh", "ci_low_holm"} <= set(comparisons.columns)
-    assert "## Comparisons" in text and "### Primary claim: `energy_distance`, per seed" in text
-    assert "### Secondary metrics, per seed" in text and "per held-out condition" in text
-    assert "Primary metric: `energy_distance`" in text and "not pre-declared" in text  # the toy study declares none
+    assert comparisons["role"].iloc[0] == "primary"
+    assert comparisons["metric"].iloc[0] == "energy_distance"
+    assert set(comparisons["pairing"]) == {"paired"}
+    assert {"p_holm", "p_bh", "ci_low_holm"} <= set(comparisons.columns)
+    assert "## Comparisons" in text
+    assert "### Primary claim: `energy_distance`, per seed" in text
+    assert "### Secondary metrics, per seed" in text
+    assert "per held-out condition" in text
+    assert "Primary metric: `energy_distance`" in text
+    assert "not pre-declared" in text
     summary = pd.read_csv(out / "tables" / "summary.csv").dropna(subset=["ci_low"])
     assert ((summary["ci_low"] <= summary["mean"] + 1e-9) & (summary["mean"] <= summary["ci_high"] + 1e-9)).all()
     runs = pd.read_csv(out / "tables" / "runs.csv")
@@ -460,7 +478,8 @@ def test_report_notes_figures_the_data_cannot_support(tmp_path, lab):
     assert "does not vary" in skipped["fig8_guidance_sweep"]
     assert not list((tmp_path / "r" / "figures").glob("fig8*"))
     text = report.path.read_text()
-    assert "## Not drawn" in text and "fig8_guidance_sweep" in text
+    assert "## Not drawn" in text
+    assert "fig8_guidance_sweep" in text
 
 
 @pytest.mark.parametrize(
@@ -478,7 +497,9 @@ def test_report_cli_bad_input_exits_non_zero_with_one_line(lab, tmp_path, args, 
     result = runner.invoke(app, ["report", *args(lab), "--out", str(tmp_path / "out")])
     assert result.exit_code != 0
     err = result.stderr.strip()
-    assert err.startswith("error: ") and "\n" not in err and message in err
+    assert err.startswith("error: ")
+    assert "\n" not in err
+    assert message in err
     assert not (tmp_path / "out" / "report.md").exists()
 
 
@@ -494,4 +515,5 @@ def test_analysis_scripts_write_their_figure(lab, tmp_path, script):
     code = module.main([lab["storage"], str(lab["baselines"]), "--out", str(out)])
     assert code == 0
     written = sorted(p.suffix for p in out.iterdir())
-    assert written == [".pdf", ".png"] and all(p.stat().st_size > 1000 for p in out.iterdir())
+    assert written == [".pdf", ".png"]
+    assert all(p.stat().st_size > 1000 for p in out.iterdir())

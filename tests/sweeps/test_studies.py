@@ -69,8 +69,10 @@ def _trials(study: optuna.Study) -> None:
 def test_one_lookup_for_yaml_name_url_and_file(bench: Path):
     db = bench / "runs" / "sweeps" / "toy.db"
     assert locate_study("toy.yaml")[:2] == locate_study("toy")[:2] == locate_study(f"sqlite:///{db}#toy")[:2]
-    assert locate_study("toy.yaml").storage.path == db and locate_study("toy.yaml").name == "toy"
-    assert locate_study("toy").default and not locate_study("toy.yaml").default
+    assert locate_study("toy.yaml").storage.path == db
+    assert locate_study("toy.yaml").name == "toy"
+    assert locate_study("toy").default
+    assert not locate_study("toy.yaml").default
     assert locate_study("toy.yaml", profile="quick").name == "toy_quick"
     assert locate_study("toy", profile="quick").storage.path == bench / "runs" / "sweeps" / "toy_quick.db"
     assert locate_study("other", storage=f"sqlite:///{db}") == ("other", locate_study("toy").storage, False)
@@ -92,14 +94,16 @@ def test_one_trials_table_and_the_export_layout(bench: Path):
     study = optuna.create_study(study_name="toy", storage=f"sqlite:///{bench / 'toy.db'}")
     with pytest.raises(ArchLabError, match="has no trials"):
         trials_table(study)
-    assert trials_table(study, allow_empty=True).empty and export_layout(trials_table(study, allow_empty=True)).empty
+    assert trials_table(study, allow_empty=True).empty
+    assert export_layout(trials_table(study, allow_empty=True)).empty
     _trials(study)
     trials = trials_table(study)
     assert trials["trial"].tolist() == [0, 1, 2, 3]
     assert trials["state"].tolist() == ["complete", "complete", "fail", "pruned"]
     assert trials["backbone"].tolist() == ["mlp", "unet1d", "mlp", "unet1d"]
     assert trials["params_fixed.blocks"].tolist() == ["[1, 2]"] * 4  # sampled values, fixed ones included
-    assert str(trials["params_network.width"].dtype) == "Int64" and str(trials["user_attrs_slot"].dtype) == "Int64"
+    assert str(trials["params_network.width"].dtype) == "Int64"
+    assert str(trials["user_attrs_slot"].dtype) == "Int64"
     assert trials["reason"].tolist()[2:] == [
         "worker lost (no heartbeat within the grace period); retries exhausted",
         "pruned at step 10",
@@ -108,11 +112,11 @@ def test_one_trials_table_and_the_export_layout(bench: Path):
     assert trials["user_attrs_run_dirs"][0] == ["/r/trial-0/seed-0", "/r/trial-0/seed-1"]
 
     out = export_trials(str(bench / "toy.db"), bench / "trials.csv")
-    assert list(out.columns[:3]) == ["number", "state", "value"] and list(out.columns[-len(EXPORT_TAIL) :]) == list(
-        EXPORT_TAIL
-    )
+    assert list(out.columns[:3]) == ["number", "state", "value"]
+    assert list(out.columns[-len(EXPORT_TAIL) :]) == list(EXPORT_TAIL)
     assert out["state"].tolist() == ["COMPLETE", "COMPLETE", "FAIL", "PRUNED"]
-    assert out["run_dirs"][1] == "/r/trial-1/seed-0;/r/trial-1/seed-1" and set(out["seeds"]) == {"0;1"}
+    assert out["run_dirs"][1] == "/r/trial-1/seed-0;/r/trial-1/seed-1"
+    assert set(out["seeds"]) == {"0;1"}
     csv = pd.read_csv(bench / "trials.csv", dtype=str, keep_default_na=False)
     assert csv["parameter_count"].tolist() == ["1000", "1001", "", "1003"]  # integers stay integers
     assert csv["params_network.width"].tolist() == ["", "16", "", "48"]

@@ -1,0 +1,65 @@
+"""The command-line package: entry points, one-line errors, and an import graph without cycles."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import typer
+from conftest import REPO
+from test_layout import cycles, import_graph, module_names
+from typer.testing import CliRunner
+
+from arch_lab.cli import app, main
+from arch_lab.cli.errors import friendly, friendly_with
+from arch_lab.errors import ArchLabError
+
+runner = CliRunner()
+
+
+def test_console_script_and_module_entry_points():
+    assert callable(main)
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "sweep" in result.stdout
+    assert "train" in result.stdout
+    result = runner.invoke(app, ["sweep", "--help"])
+    assert result.exit_code == 0
+    assert "export" in result.stdout
+    done = subprocess.run(
+        [sys.executable, "-m", "arch_lab.cli", "sweep", "--help"], capture_output=True, text=True, cwd=REPO
+    )
+    assert done.returncode == 0
+    assert "worker" in done.stdout
+
+
+def _raises(exc: BaseException):
+    def command() -> None:
+        raise exc
+
+    return command
+
+
+@pytest.mark.parametrize(
+    ("decorate", "exc", "code", "message"),
+    [
+        (friendly, ArchLabError("bad key\nsecond line"), 2, "error: bad key"),
+        (friendly, KeyboardInterrupt(), 130, "error: interrupted; resume with: arch-lab train --resume RUN_DIR"),
+        (friendly_with("stopped: rerun"), KeyboardInterrupt(), 130, "error: stopped: rerun"),
+    ],
+)
+def test_user_errors_are_one_line_and_a_non_zero_exit(decorate, exc, code, message, capsys):
+    with pytest.raises(typer.Exit) as stop:
+        decorate(_raises(exc))()
+    assert stop.value.exit_code == code
+    assert capsys.readouterr().err.strip() == message
+
+
+def test_cli_modules_import_downwards_only():
+    """The sweep commands and the error formatting never import the top-level command module (the cycle check of
+    the whole library is ``tests/test_layout.py``)."""
+    graph = import_graph(module_names(REPO / "arch_lab"))
+    assert {"arch_lab.cli.main", "arch_lab.cli.sweep", "arch_lab.cli.errors"} <= set(graph)
+    assert "arch_lab.cli.main" not in graph["arch_lab.cli.sweep"] | graph["arch_lab.cli.errors"]
+    assert cycles(graph) == []
