@@ -78,12 +78,14 @@ class TrialRunner:
         self.space_hash = sweep.space_hash()
         self.tasks = TaskCache()
 
-    def run_dir(self, number: int, replicate: int) -> Path:
-        """``<output_dir>/<study>/trial-<number>/seed-<replicate>`` (absolute)."""
-        return (self.sweep.run_root / f"trial-{number}" / f"seed-{replicate}").resolve()
+    def run_dir(self, number: int, replicate: int, fold: int | None = None) -> Path:
+        """``<output_dir>/<study>/trial-<number>/[fold-<fold>/]seed-<replicate>`` (absolute)."""
+        trial = self.sweep.run_root / f"trial-{number}"
+        return (trial / (f"fold-{fold}" if fold is not None else "") / f"seed-{replicate}").resolve()
 
     def __call__(self, trial: optuna.Trial) -> float:
-        """Run every replicate of the trial's configuration and return the mean objective.
+        """Run every replicate (of every fold, with ``budget.folds``) of the trial's configuration and return the
+        mean objective.
 
         Raises
         ------
@@ -109,14 +111,17 @@ class TrialRunner:
         run_dirs: list[str] = []
         seeds: list[int] = []
         per_seed: list[float] = []
-        for replicate in range(self.sweep.replicates):
-            cfg = self.sweep.experiment(values, replicate)
-            run_dir = self.run_dir(trial.number, replicate)
+        runs = [(fold, replicate) for fold in self.sweep.folds for replicate in range(self.sweep.replicates)]
+        for i, (fold, replicate) in enumerate(runs):
+            cfg = self.sweep.experiment(values, replicate, fold)
+            run_dir = self.run_dir(trial.number, replicate, fold)
             run_dirs.append(str(run_dir))
             seeds.append(cfg.seed)
             trial.set_user_attr("run_dirs", run_dirs)
             trial.set_user_attr("seeds", seeds)
-            callbacks = [self._reporter(trial)] if replicate == 0 else None
+            if fold is not None:
+                trial.set_user_attr("folds", [f for f, _ in runs[: i + 1]])
+            callbacks = [self._reporter(trial)] if i == 0 else None
             result = self._train(cfg, run_dir, callbacks)
             per_seed.append(self._score(result, cfg))
             trial.set_user_attr("values_per_seed", per_seed)

@@ -135,7 +135,10 @@ class BudgetSection(_Section):
     timeout
         Seconds after which a worker claims no new trial (the rest stays queued for a later run).
     replicates
-        Seeds per configuration (base seed + 0, 1, ...); the trial value is the mean over seeds.
+        Seeds per configuration (base seed + 0, 1, ...); the trial value is the mean over seeds (and folds).
+    folds
+        ``all``: run every cross-validation fold of the base experiment (``task.n_folds``), each with every seed,
+        so a trial's value pools every held-out condition; or a list of fold numbers. None: the base's one split.
     max_failures
         Workers stop claiming trials once this many trials have failed.
     """
@@ -143,6 +146,7 @@ class BudgetSection(_Section):
     n_trials: int | None = Field(default=None, gt=0)
     timeout: float | None = Field(default=None, gt=0)
     replicates: int = Field(default=1, gt=0)
+    folds: Literal["all"] | list[int] | None = None
     max_failures: int | None = Field(default=None, gt=0)
 
 

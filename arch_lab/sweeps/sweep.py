@@ -80,6 +80,17 @@ class Sweep:
         return self.spec.sampler.type in GRID_SAMPLERS
 
     @property
+    def folds(self) -> list[int | None]:
+        """The cross-validation folds each configuration runs (``[None]``: the base experiment's one split)."""
+        folds = self.spec.budget.folds
+        if folds is None:
+            return [None]
+        if folds == "all":
+            n_folds = self.spec.fixed.get("task.n_folds", (self.base_raw.get("task") or {}).get("n_folds"))
+            return list(range(int(n_folds))) if n_folds else [None]
+        return [int(f) for f in folds]
+
+    @property
     def base_seed(self) -> int:
         """The base experiment's seed; replicate ``s`` uses ``base_seed + s``."""
         return int(self.base_raw.get("seed", 0))
@@ -124,18 +135,22 @@ class Sweep:
             "fixed": self.spec.fixed,
             "objective": self.objective.describe(),
             "replicates": self.replicates,
+            **({"folds": self.folds} if self.spec.budget.folds is not None else {}),
         }
         text = json.dumps(payload, sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
-    def overrides(self, values: Mapping[str, Any], replicate: int = 0) -> dict[str, Any]:
+    def overrides(self, values: Mapping[str, Any], replicate: int = 0, fold: int | None = None) -> dict[str, Any]:
         """The dotted overrides of one run: quiet progress, ``fixed``, the configuration (an arm's overrides
-        first, then the other values) and the seed.
+        first, then the other values), the seed and, with ``budget.folds``, the fold.
         """
         expanded = self.space.expand(values)
-        return {"train.progress": False, **self.spec.fixed, **expanded, "seed": self.base_seed + replicate}
+        out = {"train.progress": False, **self.spec.fixed, **expanded, "seed": self.base_seed + replicate}
+        if fold is not None:
+            out["task.fold"] = fold
+        return out
 
-    def experiment(self, values: Mapping[str, Any], replicate: int = 0) -> ExperimentConfig:
+    def experiment(self, values: Mapping[str, Any], replicate: int = 0, fold: int | None = None) -> ExperimentConfig:
         """The experiment config of one run of a configuration.
 
         Network knobs of the base experiment apply only to the base's network: when the configuration selects
@@ -148,7 +163,7 @@ class Sweep:
             not have (checked by the experiment's validation).
         """
         raw = copy.deepcopy(self.base_raw)
-        overrides = self.overrides(values, replicate)
+        overrides = self.overrides(values, replicate, fold)
         base_network = raw.get("network") if isinstance(raw.get("network"), dict) else {}
         base_name = base_network.get("name", "mlp")
         if overrides.get("network.name", base_name) != base_name:
@@ -232,6 +247,7 @@ def load_sweep(path: str | Path, profile: str | None = None) -> Sweep:
     sweep = Sweep(path, spec, space, objective, base_path, base_raw, profile)
     _check_base(sweep)
     _check_fixed(sweep)
+    _check_folds(sweep)
     _check_arms(sweep)
     _check_budget(sweep)
     _check_probes(sweep)
@@ -244,6 +260,22 @@ def _check_base(sweep: Sweep) -> None:
         experiment_from_dict(sweep.base_raw)
     except ConfigError as err:
         raise ConfigError(f"base: {sweep.base_path}: {err}") from None
+
+
+def _check_folds(sweep: Sweep) -> None:
+    folds = sweep.spec.budget.folds
+    if folds is None:
+        return
+    if "task.fold" in sweep.spec.fixed or "task.fold" in set(sweep.space.keys()):
+        raise ConfigError("task.fold: set by budget.folds; drop it from fixed and space (or drop budget.folds)")
+    n_folds = experiment_from_dict(copy.deepcopy(sweep.base_raw), sweep.spec.fixed).task.n_folds
+    if n_folds is None:
+        raise ConfigError(
+            "budget.folds: the base experiment has no folds; set task.n_folds in it (or in fixed), or drop budget.folds"
+        )
+    bad = [f for f in sweep.folds if f is None or not 0 <= f < n_folds]
+    if bad or not sweep.folds:
+        raise ConfigError(f"budget.folds: folds must be 'all' or numbers from 0 to {n_folds - 1}; got {folds}")
 
 
 def _check_fixed(sweep: Sweep) -> None:

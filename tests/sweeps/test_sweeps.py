@@ -547,3 +547,47 @@ def test_postgres_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(ben
     assert status.finished == status.slots == 3
     assert "worker lost" in status.failures[0]["reason"]
     assert len(export_trials(path, bench / "k.csv", pg_url)) == 4
+
+
+# ------------------------------------------------------------------------------------------------ folds
+def test_budget_folds_runs_every_fold_of_each_configuration(bench: Path):
+    """``budget.folds: all`` runs each configuration on every cross-validation fold; the trial value is the mean
+    over folds and seeds, and each held-out pair of the data is tested in exactly one of the runs."""
+    raw = sweep_dict(
+        "folds",
+        space={"optim.lr": {"type": "categorical", "choices": [2e-3]}},
+        fixed={"task.kind": "combination", "task.n_folds": 3, "train.max_steps": 4, "train.eval_every": 4},
+        budget={"replicates": 2, "folds": "all"},
+    )
+    run = run_sweep(write_sweep(bench, raw))
+    (trial,) = load("folds", run.storage.url).get_trials()
+    assert trial.state == TrialState.COMPLETE
+    dirs = [Path(d) for d in trial.user_attrs["run_dirs"]]
+    assert [d.relative_to(dirs[0].parents[1]).as_posix() for d in dirs] == [
+        f"fold-{f}/seed-{s}" for f in range(3) for s in range(2)
+    ]
+    assert trial.user_attrs["folds"] == [0, 0, 1, 1, 2, 2]
+    values = trial.user_attrs["values_per_seed"]
+    assert len(values) == 6
+    assert trial.value == pytest.approx(sum(values) / 6)
+    tested = []
+    for d in dirs[::2]:
+        per = pd.read_csv(d / "metrics_per_condition.csv")
+        cfg = yaml.safe_load((d / "config.yaml").read_text())
+        tested += [(cfg["task"]["fold"], s, p) for s, p in zip(per["state"], per["perturbation"], strict=True)]
+    assert sorted((s, p) for _, s, p in tested) == [(s, "A+B") for s in ("s0", "s1", "s2")]
+    assert sorted({f for f, _, _ in tested}) == [0, 1, 2]
+
+
+@pytest.mark.parametrize(
+    ("fixed", "budget", "message"),
+    [
+        ({}, {"folds": "all"}, "the base experiment has no folds; set task.n_folds"),
+        ({"task.kind": "combination", "task.n_folds": 3}, {"folds": [0, 3]}, "numbers from 0 to 2"),
+        ({"task.kind": "combination", "task.n_folds": 3, "task.fold": 1}, {"folds": "all"}, "set by budget.folds"),
+    ],
+)
+def test_bad_fold_budgets_are_named(bench: Path, fixed: dict, budget: dict, message: str):
+    raw = sweep_dict("badfolds", fixed=fixed, budget={"replicates": 1, **budget})
+    with pytest.raises(ConfigError, match=message):
+        load_sweep(write_sweep(bench, raw))
