@@ -9,8 +9,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import anndata as ad
 import numpy as np
 import pandas as pd
 
@@ -163,30 +164,62 @@ def load_method(run_dir: Path) -> tuple[ExperimentConfig, Task, Method]:
     return cfg, task, method
 
 
-def predict(run_dir: Path, conditions_csv: Path, out: Path, n_cells: int = 100, seed: int = 0):
+def predict(
+    run_dir: Path, conditions_csv: Path, out: Path, n_cells: int | Literal["observed"] = 100, seed: int = 0
+) -> ad.AnnData:
     """Generate cells for the conditions listed in a CSV and write them as ``.h5ad``.
 
-    The CSV has a ``perturbation`` column and one column per covariate key of the run (or a ``state`` column).
-    Combinations never seen in training are fine as long as each single is known.
+    Parameters
+    ----------
+    run_dir
+        A completed run directory.
+    conditions_csv
+        One row per condition: the data's perturbation column (the run's ``data.perturbation_key``, e.g.
+        ``condition``; ``perturbation`` is accepted too) and one column per covariate key (or a ``state`` column
+        of covariate values joined by ``|``). Combinations never seen in training are fine as long as each single
+        is known.
+    out
+        The ``.h5ad`` to write (the data's column names, genes and gene annotations).
+    n_cells
+        Cells per condition, or ``"observed"``: as many as the data holds for the condition (all splits).
+    seed
+        Seeds the source cells and the generation.
+
+    Returns
+    -------
+    anndata.AnnData
+        The generated cells, as written.
+
+    Raises
+    ------
+    DataError
+        A missing file or column, an unknown perturbation or state, or ``observed`` for a condition the data does
+        not hold.
     """
     cfg, task, method = load_method(run_dir)
     p = Path(conditions_csv)
     if not p.is_file():
         raise DataError(f"{p}: conditions file not found")
     df = pd.read_csv(p, dtype=str)
-    if "perturbation" not in df.columns:
-        raise DataError(f"{p}: needs a 'perturbation' column; columns are {list(df.columns)}")
+    key = task.data.perturbation_key
+    column = key if key in df.columns else "perturbation" if "perturbation" in df.columns else None
+    if column is None:
+        raise DataError(f"{p}: needs the perturbation column {key!r} (the data's); columns are {list(df.columns)}")
     keys = task.data.covariate_keys
     if "state" not in df.columns:
         missing = [k for k in keys if k not in df.columns]
         if missing:
             raise DataError(f"{p}: missing covariate columns {missing} (or give a 'state' column)")
         df["state"] = df[keys].agg("|".join, axis=1) if keys else "all"
-    conditions = [Condition(s, pert) for s, pert in zip(df["state"], df["perturbation"], strict=True)]
+    conditions = [Condition(s, pert) for s, pert in zip(df["state"], df[column], strict=True)]
     for c in conditions:
         task.encode(c)
+        if n_cells == "observed" and not len(task.cells(None, c)):
+            raise DataError(
+                f"--n-cells observed: {c.perturbation!r} in state {c.state!r} was never observed; give a number"
+            )
     rng = np.random.default_rng(seed)
-    requests = make_requests(task, conditions, "train", n_cells, rng, reuse_sources=True)
+    requests = make_requests(task, conditions, None, n_cells, rng, reuse_sources=True)
     adata = predictions_to_anndata(task, requests, method.predict(requests, rng))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

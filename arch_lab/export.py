@@ -113,3 +113,23 @@ def export_cell_eval(task: Task, predictions: ad.AnnData, split: str, out: Path)
     pred.write_h5ad(export.pred)
     real.write_h5ad(export.real)
     return export
+
+
+def export_run_cell_eval(run_dir: str | Path, out: str | Path) -> CellEvalExport:
+    """Export a completed run's predictions for cell-eval (see :func:`export_cell_eval`).
+
+    The real cells come from the split the run scored (``eval.split``), rebuilt from the run's ``split.csv``.
+
+    Raises
+    ------
+    ArchLabError
+        Not a completed run, or its data changed since the run.
+    """
+    from arch_lab.api import load_run_task
+    from arch_lab.rundir import RunDir
+
+    run = RunDir(run_dir)
+    if not run.is_completed():
+        raise ArchLabError(f"{run_dir}: run is not completed; finish it (arch-lab train --resume) before exporting")
+    cfg = run.read_config()
+    return export_cell_eval(load_run_task(run, cfg), run.read_predictions(), cfg.eval.split, Path(out))

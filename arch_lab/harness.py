@@ -50,7 +50,7 @@ class EvalResult:
 def make_requests(
     task: Task,
     conditions: list[Condition],
-    split: str,
+    split: str | None,
     n_cells: int | str,
     rng: np.random.Generator,
     reuse_sources: bool = False,
@@ -64,7 +64,7 @@ def make_requests(
     conditions
         The conditions to predict.
     split
-        The split whose observed cells ``n_cells='observed'`` counts.
+        The split whose observed cells ``n_cells='observed'`` counts (None: every split).
     n_cells
         Cells per condition, or ``'observed'``: as many as were observed for the condition in ``split``.
     rng

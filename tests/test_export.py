@@ -15,10 +15,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import EXPERIMENTS
+from typer.testing import CliRunner
 
 from arch_lab import api
+from arch_lab.cli import app
 from arch_lab.config import load_experiment
-from arch_lab.export import cell_eval_tables, export_cell_eval
+from arch_lab.export import cell_eval_tables
 from arch_lab.harness import perturbation_column
 
 
@@ -63,17 +65,50 @@ def test_cell_eval_tables_hold_the_same_perturbations_and_disjoint_controls(kang
 
 @pytest.mark.slow
 def test_cell_eval_scores_an_export_unchanged_and_agrees_on_pearson_delta(kang_run, tmp_path):
+    """``arch-lab export cell-eval RUN --out DIR`` prints a command; run exactly that command."""
     pytest.importorskip("cell_eval", reason="install the cell-eval extra: pip install -e '.[cell-eval]'")
-    cfg, result, task, pred = kang_run
-    export = export_cell_eval(task, pred, cfg.eval.split, tmp_path / "export")
-    command = shlex.split(export.command(num_threads=1, profile="anndata"))
+    _, result, _, _ = kang_run
+    printed = CliRunner().invoke(app, ["export", "cell-eval", str(result.run_dir), "--out", str(tmp_path / "ex")])
+    assert printed.exit_code == 0, printed.output
+    command = shlex.split(printed.stdout.strip().splitlines()[-1])
+    assert command[:2] == ["cell-eval", "run"]
     exe = shutil.which("cell-eval", path=str(Path(sys.executable).parent)) or shutil.which("cell-eval")
     assert exe is not None
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    proc = subprocess.run([exe, *command[1:]], capture_output=True, text=True, timeout=900, env=env)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "2"}
+    proc = subprocess.run([exe, *command[1:]], capture_output=True, text=True, timeout=1200, env=env)
     assert proc.returncode == 0, proc.stderr[-2000:]
     ours = result.per_condition.set_index("state")["pearson_delta"]
     assert len(ours) == 2
     for state, value in ours.items():
-        theirs = pd.read_csv(export.outdir / f"{state}_results.csv").set_index("perturbation")
+        theirs = pd.read_csv(tmp_path / "ex" / "cell_eval" / f"{state}_results.csv").set_index("perturbation")
         assert theirs.loc["stimulated", "pearson_delta"] == pytest.approx(value, abs=1e-5)
+
+
+def test_export_refuses_a_run_that_is_not_complete(tmp_path):
+    printed = CliRunner().invoke(app, ["export", "cell-eval", str(tmp_path), "--out", str(tmp_path / "ex")])
+    assert printed.exit_code != 0
+    assert "not a run directory" in printed.stderr or "not completed" in printed.stderr
+
+
+def test_predict_reads_the_data_column_names_and_observed_counts(kang_run, tmp_path):
+    cfg, result, task, _ = kang_run
+    conditions = tmp_path / "conditions.csv"
+    pd.DataFrame({"condition": ["stimulated", "stimulated"], "cell_type": ["CD4T", "B"]}).to_csv(
+        conditions, index=False
+    )
+    out = tmp_path / "generated.h5ad"
+    printed = CliRunner().invoke(
+        app,
+        ["predict", str(result.run_dir), "--conditions", str(conditions), "--out", str(out), "--n-cells", "observed"],
+    )
+    assert printed.exit_code == 0, printed.output
+    generated = ad.read_h5ad(out)
+    assert "condition" in generated.obs
+    counts = generated.obs.groupby("cell_type", observed=True).size()
+    for cell_type in ("CD4T", "B"):
+        state_cells = task.cells(None, next(c for c in task.conditions("test") + task.conditions("val") + task.conditions("train")
+                                            if c.state == cell_type and c.perturbation == "stimulated"))  # fmt: skip
+        assert counts[cell_type] == len(state_cells)
+    bad = CliRunner().invoke(app, ["predict", str(result.run_dir), "--conditions", str(conditions), "--n-cells", "x"])
+    assert bad.exit_code != 0
+    assert "--n-cells x: give a positive number of cells or 'observed'" in bad.stderr

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 
@@ -19,6 +19,8 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Velocity networks for flow-matching models of cell perturbation."
 )
 app.add_typer(sweep_app, name="sweep")
+export_app = typer.Typer(help="Write a run's predictions in the layout another evaluator reads.", no_args_is_help=True)
+app.add_typer(export_app, name="export")
 
 
 def _overrides(values: list[str] | None) -> dict[str, Any]:
@@ -86,16 +88,41 @@ def _print_summary(run_dir: Path, summary: dict[str, float], reference: dict[str
 @friendly
 def predict(
     run_dir: Annotated[Path, typer.Argument(help="A completed run directory.")],
-    conditions: Annotated[Path, typer.Option(help="CSV with a perturbation column and covariate columns.")],
+    conditions: Annotated[
+        Path, typer.Option(help="CSV with the data's perturbation column and its covariate columns.")
+    ],
     out: Annotated[Path, typer.Option(help="Output .h5ad.")] = Path(RunDir.PREDICTIONS),
-    n_cells: Annotated[int, typer.Option(help="Cells to generate per condition.")] = 100,
+    n_cells: Annotated[
+        str, typer.Option(help="Cells per condition: a number, or 'observed' (as many as the data holds).")
+    ] = "100",
     seed: int = 0,
 ) -> None:
     """Generate cells for the conditions listed in a CSV."""
     from arch_lab import api
 
-    adata = api.predict(run_dir, conditions, out, n_cells=n_cells, seed=seed)
+    count: int | Literal["observed"]
+    if n_cells == "observed":
+        count = "observed"
+    elif n_cells.isdigit() and int(n_cells) > 0:
+        count = int(n_cells)
+    else:
+        raise ArchLabError(f"--n-cells {n_cells}: give a positive number of cells or 'observed'")
+    adata = api.predict(run_dir, conditions, out, n_cells=count, seed=seed)
     typer.echo(f"wrote {adata.n_obs} cells × {adata.n_vars} genes to {out}")
+
+
+@export_app.command("cell-eval")
+@friendly
+def export_cell_eval(
+    run_dir: Annotated[Path, typer.Argument(help="A completed run directory.")],
+    out: Annotated[Path, typer.Option(help="Folder for pred.h5ad and real.h5ad.")],
+) -> None:
+    """Write pred.h5ad and real.h5ad for cell-eval and print the cell-eval command that scores them."""
+    from arch_lab.export import export_run_cell_eval
+
+    export = export_run_cell_eval(run_dir, out)
+    typer.echo(f"wrote {export.pred} and {export.real}; score them with:")
+    typer.echo(export.command())
 
 
 @app.command()
