@@ -80,7 +80,8 @@ def test_shipped_experiments_validate():
 # --------------------------------------------------------------------------------------------- baselines
 @pytest.fixture(scope="module")
 def k562_task():
-    cfg = load_experiment(EXPERIMENTS / "devel_k562_combination.yaml")
+    # fold 4 tests KLF1+TGFBR2, a double with a strong response (fold 0's MAP2K3+MAP2K6 is near the noise)
+    cfg = load_experiment(EXPERIMENTS / "devel_k562_combination.yaml", {"task.fold": 4})
     return cfg, build_task(cfg)
 
 
@@ -92,7 +93,7 @@ def test_baselines_on_unseen_combinations(k562_task, name):
     method = build_method(cfg, task)
     method.fit()
     res = evaluate(task, method, cfg.eval, seed=0)
-    assert len(res.per_condition) == len(task.conditions("test")) == 2
+    assert len(res.per_condition) == len(task.conditions("test")) == 1  # fold 0 of 5 tests one eligible double
     assert res.predictions.n_vars == task.data.n_genes
     assert np.isfinite(res.predictions.X).all()
     assert (res.predictions.X >= 0).all()
@@ -230,7 +231,7 @@ def test_predict_unseen_combination_from_run(synthetic_h5ad, tmp_path):
     assert result.exit_code == 0, result.output
     pred = ad.read_h5ad(out)
     assert pred.n_obs == 14
-    assert list(pred.obs["perturbation"].unique()) == ["B+C", "A"]
+    assert list(pred.obs["condition"].unique()) == ["B+C", "A"]  # the data's column name (the CSV's "perturbation")
     bad = pd.DataFrame({"perturbation": ["Q"], "cell_type": ["s0"]})
     bad.to_csv(tmp_path / "bad.csv", index=False)
     result = runner.invoke(app, ["predict", str(res.run_dir), "--conditions", str(tmp_path / "bad.csv"),
