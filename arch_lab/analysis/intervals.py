@@ -2,7 +2,7 @@
 
 Comparisons in arch_lab rest on a handful of seeds (often 5) or conditions. At that size the percentile bootstrap
 (:func:`bootstrap_ci`, :func:`bootstrap_difference_ci`) is too narrow: it uses the plug-in standard deviation and
-normal-like quantiles, and holds a 95% target only about 84% of the time at n = 5 (``tests/test_gaps.py``
+normal-like quantiles, and holds a 95% target only about 84% of the time at n = 5 (``tests/analysis/test_gaps.py``
 simulates this). The library therefore uses
 
 - :func:`t_interval`: the Student t interval of a mean with the one-sample t test of ``mean = 0``; applied to
