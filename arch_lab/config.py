@@ -386,6 +386,11 @@ class FlowConfig(_Section):
     steps: int = Field(default=20, gt=0)
     rtol: float = 1e-4
     atol: float = 1e-4
+    #: Weight of the distribution-level auxiliary loss (grouped MMD of one-step endpoint estimates against the
+    #: target cells, per condition; see :class:`arch_lab.flow.objective.FlowMatchingObjective`); 0: none.
+    mmd_weight: float = Field(default=0.0, ge=0)
+    #: Rows with earlier training times are left out of the MMD term.
+    mmd_min_t: float = Field(default=0.5, ge=0, lt=1)
 
 
 class OptimConfig(_Section):

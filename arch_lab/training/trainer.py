@@ -165,7 +165,12 @@ class FlowTrainer:
         )
         f = cfg.flow
         self.objective = FlowMatchingObjective(
-            StraightPath(f.sigma), make_time_sampler(f.time_sampler), make_coupling(f.coupling), f.cond_dropout
+            StraightPath(f.sigma),
+            make_time_sampler(f.time_sampler),
+            make_coupling(f.coupling),
+            f.cond_dropout,
+            mmd_weight=f.mmd_weight,
+            mmd_min_t=f.mmd_min_t,
         )
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if getattr(task.data.X, "backed", False):  # data on disk: shuffled chunks (arch_lab.training.sampling)
