@@ -417,6 +417,9 @@ class TrainConfig(_Section):
     """Training length, evaluation and checkpoints."""
 
     max_steps: int = Field(default=2000, gt=0)
+    #: Wall-clock budget of training in seconds (None: none): training stops after the first step past it, with
+    #: a last validation, so runs compared at equal wall time can be asked for (``fit.time_limited`` records it).
+    max_seconds: float | None = Field(default=None, gt=0)
     #: Equal-compute budget: train ``ceil(max_flops / flops_per_step)`` steps (at most ``max_steps``), with
     #: ``flops_per_step`` counted by :mod:`arch_lab.flops`. None trains ``max_steps`` steps.
     max_flops: float | None = Field(default=None, gt=0)

@@ -70,6 +70,7 @@ class FlowMatching(Method):
             "best_value": state.best_value,
             "select_metric": self.cfg.train.select_metric,
             "stopped_early": state.stopped_early,
+            "time_limited": state.time_limited,
             "train_seconds": state.train_seconds,
             "history": state.history,
             "precision": str(trainer.autocast_dtype or "fp32"),

@@ -13,7 +13,9 @@ Rank 0 alone validates and writes; its decisions are broadcast so the ranks stay
 
 from __future__ import annotations
 
+import logging
 import math
+import sys
 import time
 import weakref
 from collections.abc import Callable
@@ -39,6 +41,10 @@ from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
 from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
+log = logging.getLogger(__name__)
+
+#: Steps after which the trainer logs its expected wall time (measured seconds per step x steps left).
+ETA_AFTER_STEPS = 20
 #: Parameters with at least this many elements have their gradient norm taken in a hook during backward.
 HOOKED_NUMEL = 1 << 16
 
@@ -86,6 +92,8 @@ class TrainState:
     evals_since_best: int = 0
     stopped_early: bool = False
     train_seconds: float = 0.0
+    #: True when training stopped at ``train.max_seconds`` of wall time rather than at ``train.max_steps``.
+    time_limited: bool = False
 
 
 def _grad_sq_recorder(trainer_ref: weakref.ReferenceType) -> Callable[[torch.Tensor], None]:
@@ -406,6 +414,13 @@ class FlowTrainer:
         if reason is not None:
             raise ArchLabError(f"training stopped on rank 0 at step {step}: {reason}")
 
+    def _out_of_time(self, max_seconds: float) -> bool:
+        """Whether the wall-time budget is spent (rank 0 decides for every rank, so they stop together)."""
+        over = self.state.train_seconds >= max_seconds
+        if self.dist.distributed:
+            over = bool(distributed.broadcast_object(over if self.dist.is_main else None, self.dist))
+        return over
+
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`."""
         cfg = self.cfg.train
@@ -423,6 +438,7 @@ class FlowTrainer:
         started = time.perf_counter() - self.state.train_seconds
         logs: dict[str, float] = {}
         interval: list[float] = []
+        first_step, first_time = self.state.step, time.perf_counter()
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
             logs = self.train_step()
             interval.append(logs["loss"])
@@ -442,6 +458,23 @@ class FlowTrainer:
                     post[f"best_{cfg.select_metric}"] = f"{self.state.best_value:.4f}"
                 bar.set_postfix(post, refresh=False)
             self.state.train_seconds = time.perf_counter() - started
+            if step - first_step == ETA_AFTER_STEPS and self.dist.is_main:
+                per_step = (time.perf_counter() - first_time) / ETA_AFTER_STEPS
+                left = cfg.max_steps - step
+                limit = "" if cfg.max_seconds is None else f", capped at train.max_seconds={cfg.max_seconds:g} s"
+                message = (
+                    f"expected training time: {per_step * left:.0f} s more ({per_step:.3f} s/step measured over "
+                    f"{ETA_AFTER_STEPS} steps x {left} steps left{limit})"
+                )
+                if bar.disable:
+                    log.info(message)
+                else:
+                    bar.write(message, file=sys.stderr)
+            if cfg.max_seconds is not None and not self.state.stopped_early and self._out_of_time(cfg.max_seconds):
+                if metrics is None:  # a last validation, so the best checkpoint considers the final weights
+                    metrics = self._evaluate(step, {**logs, "loss": float(np.mean(interval))})
+                    interval = []
+                self.state.stopped_early = self.state.time_limited = True
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or self.state.stopped_early:
                 self.save_checkpoint()
             if metrics is not None:
