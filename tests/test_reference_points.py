@@ -76,19 +76,25 @@ def test_baseline_energy_equals_an_independent_computation_on_real_cells(shipped
 
 
 def test_no_change_scores_like_real_controls_on_the_null_task():
-    """On the null-effect task, the no_change floor is as far from the observed cells as real control cells of the
-    same states are (before the fix it scored 0.42 against 0.065, through duplicated cells)."""
-    cfg = load_experiment(EXPERIMENTS / "devel_glioblastoma_transfer.yaml")
-    task = build_task(cfg)
-    method = _baseline(cfg, task, "no_change")
-    ecfg = cfg.eval.model_copy(update={"n_cells": "observed", "energy_max_cells": None, "reference_points": False})
-    floor = evaluate(task, method, ecfg, seed=0).per_condition
-    real = [
-        independent_energy(task.data.X[task.controls(c.state, "test")], task.data.X[task.cells("test", c)])
-        for c in task.conditions("test")
-    ]
-    assert abs(floor["energy_distance"].mean() - np.mean(real)) < 0.05
-    assert floor["energy_distance"].mean() < 0.1
+    """On the null-effect task, pooled over its five folds, the no_change floor is as far from the observed cells as
+    real control cells of the same states are, within noise (before the fix it scored 0.42 against 0.065, through
+    duplicated cells)."""
+    floor, real = [], []
+    for fold in range(5):
+        cfg = load_experiment(EXPERIMENTS / "devel_glioblastoma_transfer.yaml", {"task.fold": fold})
+        task = build_task(cfg)
+        method = _baseline(cfg, task, "no_change")
+        ecfg = cfg.eval.model_copy(update={"n_cells": "observed", "energy_max_cells": None, "reference_points": False})
+        floor += list(evaluate(task, method, ecfg, seed=0).per_condition["energy_distance"])
+        real += [
+            independent_energy(task.data.X[task.controls(c.state, "test")], task.data.X[task.cells("test", c)])
+            for c in task.conditions("test")
+        ]
+    difference = np.asarray(real) - np.asarray(floor)
+    se = difference.std(ddof=1) / np.sqrt(len(difference))
+    assert len(difference) == 27
+    assert abs(difference.mean()) < 3 * se
+    assert np.mean(floor) < 0.1
 
 
 def test_no_change_floor_has_zero_response_and_sits_below_the_ceiling(shipped):
