@@ -162,7 +162,9 @@ def network_flops(
     -------
     FlopCount
     """
-    spec: DataSpec = network.spec
+    spec = getattr(network, "spec", None)
+    if not isinstance(spec, DataSpec):
+        raise ConfigError(f"{type(network).__qualname__} carries no DataSpec 'spec'; build it with build_network")
     cells = sample_cells or batch_size
     forward, train = _per_rows(network, spec, batch_size)
     one = forward if cells == batch_size else _per_rows(network, spec, cells)[0]

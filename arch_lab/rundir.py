@@ -105,7 +105,7 @@ class RunDir:
     MODEL = "model.pt"
 
     def __init__(self, path: _PathLike | RunDir) -> None:
-        self.path = path.path if isinstance(path, RunDir) else Path(path)
+        self.path: Path = path.path if isinstance(path, RunDir) else Path(path)
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: a fresh environment, a PostgreSQL server on loopback for the distributed-sweep
-# tests (installed from Debian's packages when missing), lint, then the whole test suite.
+# tests (installed from Debian's packages when missing), lint and type checks, then the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup_env.sh
@@ -20,4 +20,5 @@ fi
 
 ruff check arch_lab tests benchmarks analysis
 ruff format --check arch_lab tests benchmarks analysis
+mypy  # the library, with the settings of [tool.mypy] in pyproject.toml
 python -m pytest -q "$@"

@@ -187,7 +187,9 @@ def gene_logfc(run_dirs: Sequence[_PathLike], condition: str | Condition | None 
     runs, task = _load(run_dirs)
     split = runs[0]["split"]
     c = _check(task, split, [parse_condition(condition)])[0] if condition else None
-    c = c or (strongest_conditions(task, split, 1) or [None])[0]
+    if c is None:
+        strongest = strongest_conditions(task, split, 1)
+        c = strongest[0] if strongest else None
     if c is None:
         raise ArchLabError(f"split {split!r} holds no condition to show")
     X = task.data.X

@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import warnings
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import pandas as pd
@@ -53,12 +53,20 @@ def _styled(fn: F) -> F:
         with paper_style():
             return fn(*args, **kwargs)
 
-    return wrapper  # type: ignore[return-value]
+    return cast(F, wrapper)
+
+
+def _figure_of(ax: Axes) -> Figure:
+    """The figure ``ax`` is drawn in."""
+    fig = ax.get_figure(root=True)
+    if fig is None:
+        raise ArchLabError("the Axes given belongs to no figure")
+    return fig
 
 
 def _axes(ax: Axes | None, size: tuple[float, float]) -> tuple[Figure, Axes]:
     if ax is not None:
-        return ax.get_figure(root=True), ax
+        return _figure_of(ax), ax
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
 
@@ -77,7 +85,7 @@ def _panels(ax: Sequence[Axes] | None, n: int, size: tuple[float, float]) -> tup
     axes = list(ax)
     if len(axes) != n:
         raise ArchLabError(f"this figure has {n} panels; got {len(axes)} Axes")
-    return axes[0].get_figure(root=True), axes
+    return _figure_of(axes[0]), axes
 
 
 def _log_x(ax: Axes, x: np.ndarray) -> None:
@@ -417,12 +425,12 @@ def fig_cells_pca(cells: pd.DataFrame, ax: Axes | None = None) -> Figure:
     conds = list(dict.fromkeys(cells["condition"]))
     if ax is None:
         width = min(DOUBLE_COLUMN, 1.7 * len(conds) + 0.4)
-        rows = order or [None]
+        rows: list[str | None] = [*order] or [None]
         fig = Figure(figsize=(width, 1.6 * len(rows) + 0.5), layout="constrained")
         grid = fig.subplots(len(rows), len(conds), squeeze=False, sharex=True, sharey=True)
         panels = [(grid[i, j], [b] if b else [], [c], i, j) for i, b in enumerate(rows) for j, c in enumerate(conds)]
     else:
-        fig, panels = ax.get_figure(root=True), [(ax, order, conds, 0, 0)]
+        fig, panels = _figure_of(ax), [(ax, order, conds, 0, 0)]
     evr = cells.attrs.get("explained_variance_ratio", [np.nan, np.nan])
     for a, bs, cs, i, j in panels:
         sub = cells[cells["condition"].isin(cs)]
@@ -490,7 +498,7 @@ def fig_gene_logfc(genes: pd.DataFrame, ax: Axes | None = None, *, n_labels: int
             )
         )
     else:
-        fig, panels = ax.get_figure(root=True), [(ax, order)]
+        fig, panels = _figure_of(ax), [(ax, order)]
     per_gene = (
         genes.groupby(["backbone", "gene"], sort=False)
         .agg(

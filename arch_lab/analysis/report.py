@@ -7,6 +7,7 @@ condition, give t intervals and Holm-adjusted p-values, and put the study's pre-
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -280,12 +281,13 @@ def build_report(
     best = (means.idxmin() if METRICS[metric].direction == "minimize" else means.idxmax()) if len(means) else None
     if len(order) < 2:
         report.skipped.append(("fig2_paired", "needs at least two backbones"))
-    for other in [b for b in order if b != best] if best is not None else []:
-        figure(
-            f"fig2_paired_{metric}_{best}_vs_{other}",
-            f"{label} per held-out condition (mean over seeds), {best} against {other}; dashed line: equal.",
-            lambda other=other: figs.fig_paired_conditions(per_condition, a=best, b=other, metric=metric),
-        )
+    if best is not None:
+        for other in [b for b in order if b != best]:
+            figure(
+                f"fig2_paired_{metric}_{best}_vs_{other}",
+                f"{label} per held-out condition (mean over seeds), {best} against {other}; dashed line: equal.",
+                functools.partial(figs.fig_paired_conditions, per_condition, a=best, b=other, metric=metric),
+            )
     figure(
         "fig3_quality_vs_cost",
         f"{label} against trainable parameters and training time, every run a point; dashed: Pareto front.",
@@ -310,7 +312,7 @@ def build_report(
             f"fig5_sweep_diagnostics{suffix}",
             f"Study {study.study_name}: objective per trial with the best so "
             "far" + (f", and {importance} hyperparameter importances." if importances is not None else "."),
-            lambda trials=trials, importances=importances: figs.fig_sweep_diagnostics(trials, importances=importances),
+            functools.partial(figs.fig_sweep_diagnostics, trials, importances=importances),
         )
     shown = list(best_runs(runs, metric)["run_dir"])
     chosen = list(conditions) if conditions else None

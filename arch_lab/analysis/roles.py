@@ -72,7 +72,8 @@ def roles_from_sweep_file(path: str | Path) -> MetricRoles | None:
     if not p.is_file():
         return None
     raw = yaml.safe_load(p.read_text()) or {}
-    analysis = raw.get("analysis") if isinstance(raw.get("analysis"), Mapping) else {}
+    section = raw.get("analysis")
+    analysis = section if isinstance(section, Mapping) else {}
     primary = analysis.get("primary_metric") or _objective_metric(raw.get("objective"))
     if not isinstance(primary, str):
         return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -248,7 +248,7 @@ def paired_summary(
         ``metric``, ``direction``, ``backbone_a``, ``backbone_b``, ``n_conditions``, ``mean_difference``,
         ``ci_low``, ``ci_high``, ``p_value``, ``method``, ``fraction_a_better``, ``level``.
     """
-    rows = []
+    rows: list[dict[str, Any]] = []
     if differences.empty:
         return pd.DataFrame(rows)
     for (metric, a, b), g in differences.groupby(["metric", "backbone_a", "backbone_b"], sort=False):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib as mpl
 from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 #: Okabe & Ito's colour-blind-safe palette (black last).
 OKABE_ITO: tuple[str, ...] = (
@@ -54,7 +58,7 @@ CEILING_COLOR = "#000000"
 SINGLE_COLUMN = 3.5
 DOUBLE_COLUMN = 7.2
 
-PAPER_RC: dict[str, object] = {
+PAPER_RC: dict[RcKeyType, Any] = {
     "font.size": 7,
     "axes.titlesize": 8,
     "axes.labelsize": 7,

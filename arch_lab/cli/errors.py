@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import typer
 
@@ -43,7 +43,7 @@ def friendly_with(interrupted: str) -> Callable[[F], F]:
             except KeyboardInterrupt:
                 fail(interrupted, code=INTERRUPTED)
 
-        return wrapper  # type: ignore[return-value]
+        return cast(F, wrapper)
 
     return decorate
 

@@ -39,6 +39,9 @@ MAX_GAP = 8
 #: Bytes of float64 working memory a moments pass may use per block.
 MOMENT_BLOCK_BYTES = 32 << 20
 
+#: Sparse matrix and array classes (what ``scipy.sparse.issparse`` accepts, as an ``isinstance`` check).
+SPARSE = (sp.spmatrix, sp.sparray)
+
 
 def is_zarr(path: str | Path) -> bool:
     """True for a zarr store (a directory, or a path ending in ``.zarr``)."""
@@ -90,7 +93,8 @@ class RowReader:
             self.kind = "csr"
             self.data, self.indices = elem["data"], elem["indices"]
             self.indptr = np.asarray(elem["indptr"][:], dtype=np.int64)  # 8 bytes per cell, kept in memory
-            self.shape = tuple(int(v) for v in elem.attrs["shape"])
+            shape = elem.attrs["shape"]
+            self.shape = (int(shape[0]), int(shape[1]))
         elif enc == "csc_matrix":
             raise DataError(
                 f"{where} is stored column-major (CSC), so rows cannot be read in chunks; rewrite it as CSR"
@@ -120,7 +124,7 @@ class RowReader:
             block = block[rows]
         if cols is not None:
             block = block[:, cols]
-        out = block.toarray() if sp.issparse(block) else block
+        out = block.toarray() if isinstance(block, SPARSE) else block
         out = np.ascontiguousarray(out, dtype=np.float32)
         self.seconds += time.perf_counter() - t
         return out
@@ -371,7 +375,7 @@ def load_backed_data(path: str | Path, cfg: DataConfig) -> PerturbationData:
             f"kept {len(cols)} genes: top highly variable genes (moments of one chunk-wise pass, "
             f"{time.perf_counter() - t:.1f} s) plus {kept} measured perturbed genes"
         )
-    data.X = X  # type: ignore[assignment]
+    data.X = X
     data.genes = [str(g) for g in genes[cols]]
     data.var = var.iloc[cols].set_axis(pd.Index(data.genes))
     data.notes = [*data.notes, *notes]
@@ -445,7 +449,7 @@ class H5adWriter:
             self.indices[off:] = m.indices
             self.indptr[self.pos + 1 : self.pos + r + 1] = off + m.indptr[1:]
         else:
-            self.X[self.pos : self.pos + r] = block.toarray() if sp.issparse(block) else np.asarray(block)
+            self.X[self.pos : self.pos + r] = block.toarray() if isinstance(block, SPARSE) else np.asarray(block)
         self.pos += r
 
     def close(self, var: pd.DataFrame | None = None) -> Path:

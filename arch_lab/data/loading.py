@@ -6,7 +6,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anndata as ad
 import numpy as np
@@ -15,6 +15,9 @@ import scipy.sparse as sp
 
 from arch_lab.data.preprocess import is_raw_counts, median_total_count, normalize_log1p, select_genes
 from arch_lab.errors import DataError
+
+if TYPE_CHECKING:
+    from arch_lab.data.backed import BackedMatrix
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,8 @@ class PerturbationData:
     Attributes
     ----------
     X
-        ``[cells, genes]`` float32 log-normalised expression (dense).
+        ``[cells, genes]`` float32 log-normalised expression: dense in memory, or a
+        :class:`arch_lab.data.backed.BackedMatrix` that reads rows from disk (``data.storage: backed``).
     obs
         One row per cell, indexed by cell id, with columns ``perturbation`` (str), ``state`` (str, covariate
         values joined by ``|``) and one column per covariate key.
@@ -53,7 +57,7 @@ class PerturbationData:
         (None: natural log, scanpy's convention) and ``gene_selection`` (how genes were kept).
     """
 
-    X: np.ndarray
+    X: np.ndarray | BackedMatrix
     obs: pd.DataFrame
     genes: list[str]
     covariate_keys: list[str]

@@ -227,13 +227,13 @@ class FlowMatchingObjective:
             return LossOutput(loss=loss)
         with torch.no_grad():
             target_sq = batch.dx_t.square().mean()
-            logs = {
+            values = {
                 "loss": float(loss.detach()),
                 "null_fraction": float(batch.cond.null.float().mean()),
                 "pair_sq_dist": float(target_sq * batch.dx_t[0].numel()),
                 "target_sq_norm": float(target_sq),
             }
-        return LossOutput(loss=loss, logs=logs)
+        return LossOutput(loss=loss, logs=values)
 
     def prepare(
         self,

@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
+#: Which way a metric (or a sweep objective) improves.
+Direction = Literal["minimize", "maximize"]
+
 
 @dataclass(frozen=True)
 class MetricInfo:
@@ -18,7 +21,7 @@ class MetricInfo:
         One-line definition.
     """
 
-    direction: Literal["minimize", "maximize"]
+    direction: Direction
     description: str
 
 

@@ -29,6 +29,7 @@ import torch
 from arch_lab.errors import ConfigError
 from arch_lab.networks._registry import (
     build_network,
+    config_class,
     count_parameters,
     get_network_class,
     integer_knobs,
@@ -169,7 +170,7 @@ def resolve_matched_knobs(
     """
     if match is None:
         return dict(knobs), None
-    spec_ = {"target": int(match)} if isinstance(match, int) else dict(match)
+    spec_: dict[str, Any] = {"target": int(match)} if isinstance(match, int) else dict(match)
     reference = spec_.get("reference")
     if reference is not None:
         reference = dict(reference)
@@ -183,6 +184,7 @@ def resolve_matched_knobs(
         ref_record = None
     knob = spec_.get("knob") or default_knob(name)
     resolved = match_parameters(name, spec, target, knob, knobs, float(spec_.get("tolerance", 0.05)))
+    assert knob is not None  # match_parameters refused a missing knob
     count = parameter_count_of(name, resolved, spec)
     record = {
         "knob": knob,
@@ -213,7 +215,7 @@ def check_match_config(name: str, knobs: Mapping[str, Any], match: Mapping[str, 
             validate_network_config(str(ref_name), ref)
         except ConfigError as err:
             raise ConfigError(f"network.match_parameters.reference: {err}") from None
-    integer = integer_knobs(get_network_class(name).Config)
+    integer = integer_knobs(config_class(get_network_class(name)))
     knob = match.get("knob") or default_knob(name)
     if knob is None:
         raise ConfigError(

@@ -47,9 +47,7 @@ def register_network(name: str) -> Callable[[NetworkClass], NetworkClass]:
     """
 
     def decorate(cls: NetworkClass) -> NetworkClass:
-        config_cls = getattr(cls, "Config", None)
-        if not (isinstance(config_cls, type) and issubclass(config_cls, BaseModel)):
-            raise ConfigError(f"network class {cls.__qualname__} needs a nested pydantic 'Config' model")
+        config_cls = config_class(cls)
         if not callable(getattr(cls, "tiny_config", None)):
             raise ConfigError(f"network class {cls.__qualname__} needs a 'tiny_config' classmethod")
         knob = getattr(cls, "match_knob", None)
@@ -61,11 +59,25 @@ def register_network(name: str) -> Callable[[NetworkClass], NetworkClass]:
         existing = _REGISTRY.get(name)
         if existing is not None and _qualified_name(existing) != _qualified_name(cls):
             raise ConfigError(f"network name {name!r} is already registered by {_qualified_name(existing)}")
-        cls.network_name = name
+        setattr(cls, "network_name", name)  # noqa: B010 - an attribute the class does not declare
         _REGISTRY[name] = cls
         return cls
 
     return decorate
+
+
+def config_class(cls: type[nn.Module]) -> type[BaseModel]:
+    """The nested pydantic ``Config`` model of a network class.
+
+    Raises
+    ------
+    ConfigError
+        If the class has none.
+    """
+    config_cls = getattr(cls, "Config", None)
+    if not (isinstance(config_cls, type) and issubclass(config_cls, BaseModel)):
+        raise ConfigError(f"network class {cls.__qualname__} needs a nested pydantic 'Config' model")
+    return config_cls
 
 
 def _qualified_name(cls: type) -> str:
@@ -139,7 +151,7 @@ def validate_network_config(name: str, config: dict[str, Any] | BaseModel | None
         Unknown network, unknown key (named as ``network.<key>``) or invalid value; the message is one line.
     """
     cls = get_network_class(name)
-    config_cls: type[BaseModel] = cls.Config
+    config_cls = config_class(cls)
     if isinstance(config, config_cls):
         return config
     if config is None:
@@ -184,7 +196,10 @@ def build_network(name: str, config: dict[str, Any] | BaseModel | None, spec: Da
 
 def network_config(net: nn.Module) -> dict[str, Any]:
     """JSON-serialisable config of ``net``; ``build_network(name, network_config(net), spec)`` rebuilds it."""
-    return net.config.model_dump(mode="json")
+    config = getattr(net, "config", None)
+    if not isinstance(config, BaseModel):
+        raise ConfigError(f"{type(net).__qualname__} has no pydantic 'config'; is it a registered network?")
+    return config.model_dump(mode="json")
 
 
 def network_name(net: nn.Module) -> str:

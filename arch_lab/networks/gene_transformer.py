@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, cast
 
 import torch
 from einops import rearrange, repeat
@@ -66,7 +66,7 @@ class FeedForward(nn.Sequential):
         The row-wise modulation is folded into per-row weights of the first product,
         ``x (scale * W^T) + (shift W^T + b)``, so no modulated copy of ``x`` is made.
         """
-        first = self[0]
+        first = cast(nn.Linear, self[0])  # built in __init__
         weight = first.weight.t() * scale[:, :, None]  # [B, dim, hidden]
         bias = torch.addmm(first.bias, shift, first.weight.t())  # [B, hidden]
         hidden = torch.baddbmm(bias[:, None, :], x, weight)

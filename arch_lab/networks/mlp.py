@@ -112,13 +112,14 @@ class ResidualMLP(nn.Module):
         t = normalize_time(t, x_t.shape[0], x_t.device)
         x = x_t.to(dtype)
         emb = self.encoder.pooled(t, cond)
+        film: torch.Tensor | None = emb  # what modulates the blocks (nothing when concatenated to the input)
         if self.config.conditioning == "concat":
             h = self.input(torch.cat([x, emb.to(x.dtype)], dim=-1))
-            emb = None
+            film = None
         else:
             h = self.input(x)
         for block in self.blocks:
-            h = block(h, emb)
+            h = block(h, film)
         out = self.output(nn.functional.silu(self.output_norm(h)))
         if self.skip is not None:
             out = out + self.skip(x)

@@ -120,7 +120,7 @@ class Upsample(nn.Module):
 class Stage(nn.Sequential):
     """Layers applied in order, each given the conditioning embedding."""
 
-    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:  # type: ignore[override]  # takes emb too
         """Apply every layer to ``x`` with embedding ``emb``."""
         for layer in self:
             x = layer(x, emb)

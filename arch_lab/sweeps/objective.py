@@ -5,12 +5,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ConfigError
 from arch_lab.sweeps.schema import ObjectiveSection
 
-_FLIP = {"minimize": "maximize", "maximize": "minimize"}
+if TYPE_CHECKING:
+    from arch_lab.metrics.info import Direction
+
+_FLIP: dict[Direction, Direction] = {"minimize": "maximize", "maximize": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -29,7 +32,7 @@ class Objective:
 
     weights: tuple[tuple[str, float], ...]
     split: str
-    direction: str
+    direction: Direction
 
     @classmethod
     def from_section(cls, section: ObjectiveSection) -> Objective:
@@ -53,7 +56,7 @@ class Objective:
             key = "objective.metrics"
             if not weights:
                 raise ConfigError(f"{key}: give at least one metric with its weight")
-        natural: dict[str, str] = {}
+        natural: dict[str, Direction] = {}
         for name, w in weights.items():
             where = key if section.metric is not None else f"{key}.{name}"
             if name not in METRICS:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from arch_lab.sweeps.study import SLOT_ATTR, is_retry, load_study, locate_study, retried_by, trial_reason, trials_table
 
@@ -115,7 +115,7 @@ def sweep_status(
     slots = sum(1 for t in trials if SLOT_ATTR in t.user_attrs and not is_retry(t))
     direction = study.direction.name.lower()
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
-    complete.sort(key=lambda t: t.value, reverse=direction == "maximize")
+    complete.sort(key=lambda t: cast(float, t.value), reverse=direction == "maximize")  # values checked above
     best = [
         {
             "number": t.number,

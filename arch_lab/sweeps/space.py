@@ -93,12 +93,20 @@ class Param:
         """The config value of a categorical value as Optuna stores it."""
         return self.choices[self.optuna_choices().index(stored)] if self.encoded else stored
 
+    def bounds(self) -> tuple[float, float]:
+        """``(low, high)`` of a ``float`` or ``int`` dimension."""
+        if self.low is None or self.high is None:
+            raise ConfigError(f"{self.path}: {_ARTICLE[self.kind]} {self.kind} dimension has no bounds")
+        return self.low, self.high
+
     def suggest(self, trial: optuna.Trial) -> Any:
         """Sample (or read back, for enqueued and retried trials) this dimension's value."""
         if self.kind == "float":
-            return trial.suggest_float(self.key, self.low, self.high, log=self.log, step=self.step)
+            low, high = self.bounds()
+            return trial.suggest_float(self.key, low, high, log=self.log, step=self.step)
         if self.kind == "int":
-            return trial.suggest_int(self.key, int(self.low), int(self.high), log=self.log, step=int(self.step or 1))
+            low, high = self.bounds()
+            return trial.suggest_int(self.key, int(low), int(high), log=self.log, step=int(self.step or 1))
         if self.kind == "categorical":
             return self.decode(trial.suggest_categorical(self.key, list(self.optuna_choices())))
         return self.value
@@ -113,9 +121,10 @@ class Param:
             return f"expected a number, got {value!r}"
         if self.kind == "int" and not float(value).is_integer():
             return f"expected an integer, got {value!r}"
-        if not self.low <= value <= self.high:
+        low, high = self.bounds()
+        if not low <= value <= high:
             return f"{value!r} is outside [{self.low}, {self.high}]"
-        if self.step is not None and not _on_grid(value, self.low, self.step):
+        if self.step is not None and not _on_grid(value, low, self.step):
             return f"{value!r} is not on the grid low + k * step (step {self.step})"
         return None
 
@@ -129,17 +138,21 @@ class Param:
             return [self.value]
         if self.kind == "categorical":
             return list(self.choices)
+        low, high = self.bounds()
         if self.kind == "int":
-            return list(range(int(self.low), int(self.high) + 1, int(self.step or 1)))
-        n = round((self.high - self.low) / self.step)
-        return [round(self.low + k * self.step, 12) for k in range(n + 1)]
+            return list(range(int(low), int(high) + 1, int(self.step or 1)))
+        if self.step is None:
+            raise ConfigError(f"{self.path}: a grid needs a step for float dimensions (e.g. step: 0.1)")
+        n = round((high - low) / self.step)
+        return [round(low + k * self.step, 12) for k in range(n + 1)]
 
     def probes(self) -> list[Any]:
         """Values tried when checking the space against the base experiment (bounds and every choice)."""
         if self.kind in ("fixed", "categorical"):
             return self.grid()
         cast = int if self.kind == "int" else float
-        return [cast(self.low), cast(self.high)] if self.low != self.high else [cast(self.low)]
+        low, high = self.bounds()
+        return [cast(low), cast(high)] if low != high else [cast(low)]
 
     def default(self) -> Any:
         """A representative value (the low bound or the first choice)."""

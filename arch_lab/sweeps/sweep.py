@@ -164,7 +164,8 @@ class Sweep:
         """
         raw = copy.deepcopy(self.base_raw)
         overrides = self.overrides(values, replicate, fold)
-        base_network = raw.get("network") if isinstance(raw.get("network"), dict) else {}
+        network = raw.get("network")
+        base_network = network if isinstance(network, dict) else {}
         base_name = base_network.get("name", "mlp")
         if overrides.get("network.name", base_name) != base_name:
             raw["network"] = {"name": base_name}

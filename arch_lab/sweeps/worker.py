@@ -59,7 +59,7 @@ class _Heartbeat:
 
     def __enter__(self) -> _Heartbeat:
         if self.interval is not None:
-            self.backend.record_heartbeat(self.trial_id)
+            self._record()
             self._thread = threading.Thread(target=self._beat, daemon=True)
             self._thread.start()
         return self
@@ -67,9 +67,16 @@ class _Heartbeat:
     def _beat(self) -> None:
         while not self._stop.wait(self.interval):
             try:
-                self.backend.record_heartbeat(self.trial_id)
+                self._record()
             except Exception as exc:  # a database hiccup must not kill the trial
                 log.warning("heartbeat of trial id %s failed: %s", self.trial_id, exc)
+
+    def _record(self) -> None:
+        from optuna.storages import RDBStorage
+
+        if not isinstance(self.backend, RDBStorage):  # StorageSpec.heartbeats: only RDB storages keep them
+            raise TypeError(f"{type(self.backend).__name__} records no heartbeats")
+        self.backend.record_heartbeat(self.trial_id)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()

@@ -44,7 +44,7 @@ class EMA:
         self.updates = 0
         self._pending_decay = 1.0  # product of the decays of the steps not applied yet
         self._pending_steps = 0
-        self._shadow = list(self._module.parameters())
+        self._shadow: list[torch.Tensor] = list(self._module.parameters())
         self._shadow_buffers = list(self._module.buffers())
         self._network = network
         self._bind(network)

@@ -18,6 +18,7 @@ import queue
 import threading
 import time
 import weakref
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -156,7 +157,7 @@ class ChunkStats:
 
 def chunk_plan(
     n_rows: int, chunk_size: int, useful: np.ndarray, rng: np.random.Generator, rank: int = 0, world_size: int = 1
-):
+) -> Iterator[tuple[int, int]]:
     """Endless stream of ``(start, stop)`` logical row ranges: every useful chunk once per pass, shuffled.
 
     ``useful`` marks the rows worth reading (training rows); chunks without any are skipped. With several
@@ -174,7 +175,7 @@ def chunk_plan(
 
 def _reader_loop(
     X: BackedMatrix,
-    plan: Any,
+    plan: Iterable[tuple[int, int]],
     row_cid: np.ndarray,
     order: np.ndarray | None,
     out: queue.Queue,
@@ -359,7 +360,7 @@ class ChunkedConditionSampler:
     def _refresh_pool(self, x: np.ndarray, cid: np.ndarray) -> None:
         """New control cells of a chunk overwrite random pool entries of their state."""
         ctrl = np.flatnonzero(self.is_control_cid[cid])
-        if not len(ctrl):
+        if self.pool is None or not len(ctrl):
             return
         sid = self.cid_state[cid[ctrl]]
         for s in np.unique(sid):

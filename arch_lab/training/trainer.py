@@ -101,7 +101,7 @@ def _grad_sq_recorder(trainer_ref: weakref.ReferenceType) -> Callable[[torch.Ten
 
     def record(p: torch.Tensor) -> None:
         trainer = trainer_ref()
-        if trainer is not None and trainer._recording:
+        if trainer is not None and trainer._recording and p.grad is not None:  # set once accumulated
             g = p.grad.reshape(-1)
             trainer._grad_sq.append(torch.dot(g, g))
 
@@ -156,7 +156,8 @@ class FlowTrainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             model = DistributedDataParallel(self.network, device_ids=ids, output_device=ids[0] if ids else None)
         self._ddp = model if isinstance(model, DistributedDataParallel) else None
-        self.model = torch.compile(model) if cfg.train.compile else model
+        # torch.compile's annotations return a plain callable; for a module it is a module (OptimizedModule)
+        self.model: nn.Module = torch.compile(model) if cfg.train.compile else model  # type: ignore[assignment]
         self.ema = EMA(self.network, cfg.optim.ema_decay, cfg.optim.ema_every)
         self.validate = validate
         self.run_dir = RunDir(run_dir) if run_dir is not None else None
@@ -166,8 +167,9 @@ class FlowTrainer:
         # fused kernels on CUDA and CPU (on CPU ~3x faster than foreach/per-tensor updates; same arithmetic up to
         # float rounding order); other devices get torch's default
         self._fused = self.device.type in ("cuda", "cpu")
-        kind = {"fused": True} if self._fused else {}
-        self.optimizer = torch.optim.AdamW(self.parameters, lr=o.lr, weight_decay=o.weight_decay, **kind)
+        self.optimizer = torch.optim.AdamW(
+            self.parameters, lr=o.lr, weight_decay=o.weight_decay, fused=True if self._fused else None
+        )
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, lr_lambda(o.warmup_steps, cfg.train.max_steps, o.min_lr_ratio)
         )
@@ -183,8 +185,8 @@ class FlowTrainer:
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if getattr(task.data.X, "backed", False):  # data on disk: shuffled chunks (arch_lab.training.sampling)
             d = cfg.data
-            self.X = None
-            self.sampler = ChunkedConditionSampler(
+            self.X: torch.Tensor | None = None
+            self.sampler: ConditionSampler | ChunkedConditionSampler = ChunkedConditionSampler(
                 task, self.device, chunk_size=d.chunk_size, shuffle_buffer=d.shuffle_buffer, seed=cfg.seed,
                 controls=cfg.flow.source == "control",
             )  # fmt: skip
@@ -215,6 +217,7 @@ class FlowTrainer:
                 p.register_post_accumulate_grad_hook(record) for p in self.parameters if p.numel() >= HOOKED_NUMEL
             ]
         self._unhooked = [p for p in self.parameters if not self._hook_handles or p.numel() < HOOKED_NUMEL]
+        self.best_weights: dict[str, torch.Tensor] | None = None  # the best validated weights, set by fit
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -291,9 +294,9 @@ class FlowTrainer:
         coef = torch.clamp(max_norm / (total + 1e-6), max=1.0)
         if self.device.type == "cpu" and coef.item() == 1.0:  # nothing to rescale (free to ask on the CPU)
             if self._fused:
-                self.optimizer.grad_scale = None
+                self.optimizer.grad_scale = None  # type: ignore[attr-defined]  # read by step(), undeclared in torch
         elif self._fused:
-            self.optimizer.grad_scale = coef.reciprocal().float()
+            self.optimizer.grad_scale = coef.reciprocal().float()  # type: ignore[attr-defined]  # as above
         else:
             torch._foreach_mul_([p.grad for p in self.parameters if p.grad is not None], coef)
         return float(total)
@@ -348,7 +351,7 @@ class FlowTrainer:
         self.optimizer.step()
         self.scheduler.step()
         self.ema.update(self.network)
-        return {"loss": loss_value, "grad_norm": grad_norm, "lr": self.scheduler.get_last_lr()[0]}
+        return {"loss": loss_value, "grad_norm": grad_norm, "lr": float(self.scheduler.get_last_lr()[0])}
 
     def eval_model(self) -> nn.Module:
         """The EMA model (the raw network when EMA is off)."""
@@ -365,9 +368,9 @@ class FlowTrainer:
         if self.validate is None or not self.val_conditions:
             return None
         if not self.dist.distributed:
-            return self._validate_here(step, train_logs)
+            return self._validate_here(self.validate, step, train_logs)
         # rank 0 validates; the others take its metrics and bookkeeping, so early stopping agrees everywhere
-        metrics = self._validate_here(step, train_logs) if self.dist.is_main else None
+        metrics = self._validate_here(self.validate, step, train_logs) if self.dist.is_main else None
         s = self.state
         shared = (metrics, s.history[-1:], s.best_value, s.best_step, s.evals_since_best)
         metrics, last, s.best_value, s.best_step, s.evals_since_best = distributed.broadcast_object(shared, self.dist)
@@ -375,10 +378,15 @@ class FlowTrainer:
             s.history.extend(last)
         return metrics
 
-    def _validate_here(self, step: int, train_logs: dict[str, float]) -> dict[str, float]:
+    def _validate_here(
+        self,
+        validate: Callable[[nn.Module, list[Condition]], dict[str, float]],
+        step: int,
+        train_logs: dict[str, float],
+    ) -> dict[str, float]:
         model = self.eval_model()
         model.eval()
-        metrics = self.validate(model, self.val_conditions)
+        metrics = validate(model, self.val_conditions)
         record = {
             "step": step,
             **{f"train_{k}": v for k, v in train_logs.items()},
@@ -426,7 +434,7 @@ class FlowTrainer:
         cfg = self.cfg.train
         if resume and self.run_dir is not None and self.run_dir.checkpoint.is_file():
             self.load_checkpoint(self.run_dir.checkpoint)
-        self.best_weights: dict[str, torch.Tensor] | None = None
+        self.best_weights = None
         if resume and self.dist.is_main and self.run_dir is not None and self.run_dir.best.is_file():
             self.best_weights = RunDir.load_torch(self.run_dir.best, self.device)["ema"]
         bar = tqdm(

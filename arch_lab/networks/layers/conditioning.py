@@ -69,6 +69,8 @@ class SinusoidalTimeEmbedding(nn.Module):
         Longest period of the sinusoids.
     """
 
+    freqs: torch.Tensor  # buffer
+
     def __init__(self, dim: int, scale: float = 1000.0, max_period: float = 10000.0) -> None:
         super().__init__()
         self.dim = dim
