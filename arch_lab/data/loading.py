@@ -6,7 +6,7 @@ import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import anndata as ad
 import numpy as np
@@ -16,13 +16,23 @@ import scipy.sparse as sp
 from arch_lab.data.preprocess import is_raw_counts, median_total_count, normalize_log1p, select_genes
 from arch_lab.errors import DataError
 
-if TYPE_CHECKING:
-    from arch_lab.data.backed import BackedMatrix
-
 log = logging.getLogger(__name__)
 
 #: Separator between covariate values in a state label (``A172|lapatinib``).
 STATE_SEP = "|"
+
+
+class RowMatrix(Protocol):
+    """A ``[cells, genes]`` matrix that stays on disk and reads the rows asked for, such as
+    :class:`arch_lab.data.backed.BackedMatrix`: ``X[rows]`` is a dense array.
+    """
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(cells, genes)``."""
+        ...
+
+    def __getitem__(self, key: Any) -> np.ndarray: ...
 
 
 @dataclass
@@ -57,7 +67,7 @@ class PerturbationData:
         (None: natural log, scanpy's convention) and ``gene_selection`` (how genes were kept).
     """
 
-    X: np.ndarray | BackedMatrix
+    X: np.ndarray | RowMatrix
     obs: pd.DataFrame
     genes: list[str]
     covariate_keys: list[str]

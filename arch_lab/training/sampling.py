@@ -310,14 +310,20 @@ class ChunkedConditionSampler:
 
         self.pool: torch.Tensor | None = None
         if controls:
-            self._init_control_pool(task, states, control_pool, order, np.random.default_rng([seed, 0xC7]))
+            self._init_control_pool(task, X, states, control_pool, order, np.random.default_rng([seed, 0xC7]))
         for s in range(self.n_slots):
             self._fill(s)
         self._index()
 
     # ------------------------------------------------------------------------------------------ buffer
     def _init_control_pool(
-        self, task: Task, states: list[str], size: int, order: np.ndarray | None, rng: np.random.Generator
+        self,
+        task: Task,
+        X: BackedMatrix,
+        states: list[str],
+        size: int,
+        order: np.ndarray | None,
+        rng: np.random.Generator,
     ) -> None:
         pool = torch.zeros((len(states), size, task.data.n_genes), dtype=torch.float32, device=self.device)
         counts = torch.zeros(len(states), dtype=torch.long, device=self.device)
@@ -326,7 +332,7 @@ class ChunkedConditionSampler:
             rows = task.controls(s, "train")
             picks.append(np.sort(rng.choice(rows, size=min(size, len(rows)), replace=False)))
         flat = np.concatenate(picks) if picks else np.zeros(0, np.int64)
-        x = task.data.X.take(flat) if len(flat) else np.zeros((0, task.data.n_genes), np.float32)
+        x = X.take(flat) if len(flat) else np.zeros((0, task.data.n_genes), np.float32)
         x = x[:, order] if order is not None else x
         at = 0
         for i, rows in enumerate(picks):
