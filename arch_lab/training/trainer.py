@@ -414,6 +414,7 @@ class FlowTrainer:
             initial=self.state.step,
             desc=f"train {self.cfg.network.name}",
             disable=not cfg.progress or not self.dist.is_main,
+            leave=None,  # kept on screen unless nested under another bar (arch-lab compare)
         )
         started = time.perf_counter() - self.state.train_seconds
         logs: dict[str, float] = {}
