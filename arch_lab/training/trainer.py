@@ -41,6 +41,8 @@ from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
 #: Parameters with at least this many elements have their gradient norm taken in a hook during backward.
 HOOKED_NUMEL = 1 << 16
+#: Seconds between progress records in the run's status (read by sweep workers and ``arch-lab sweep status``).
+PROGRESS_EVERY_S = 10.0
 
 
 def cpu_supports_bf16() -> bool:
@@ -401,6 +403,11 @@ class FlowTrainer:
         if reason is not None:
             raise ArchLabError(f"training stopped on rank 0 at step {step}: {reason}")
 
+    def _record_progress(self, step: int, seconds_per_step: float) -> None:
+        """Write the step and the pace into the run's status (rank 0; nothing without a run directory)."""
+        if self.run_dir is not None and self.dist.is_main:
+            self.run_dir.set_progress(step, self.cfg.train.max_steps, seconds_per_step)
+
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`."""
         cfg = self.cfg.train
@@ -417,6 +424,7 @@ class FlowTrainer:
             leave=None,  # kept on screen unless nested under another bar (arch-lab compare)
         )
         started = time.perf_counter() - self.state.train_seconds
+        first_step, first_seconds, recorded = self.state.step, self.state.train_seconds, -math.inf
         logs: dict[str, float] = {}
         interval: list[float] = []
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
@@ -438,6 +446,11 @@ class FlowTrainer:
                     post[f"best_{cfg.select_metric}"] = f"{self.state.best_value:.4f}"
                 bar.set_postfix(post, refresh=False)
             self.state.train_seconds = time.perf_counter() - started
+            now = time.perf_counter()
+            if now - recorded >= PROGRESS_EVERY_S or step == cfg.max_steps:  # validations included in the pace
+                pace = (self.state.train_seconds - first_seconds) / (step - first_step)
+                self._record_progress(step, pace)
+                recorded = now
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or self.state.stopped_early:
                 self.save_checkpoint()
             if metrics is not None:
