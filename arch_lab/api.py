@@ -17,7 +17,7 @@ import pandas as pd
 
 from arch_lab.config import ExperimentConfig
 from arch_lab.data.task import Condition, Task, build_task
-from arch_lab.errors import ArchLabError, DataError
+from arch_lab.errors import ArchLabError, DataError, RunInterrupted
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method
 from arch_lab.recording import record_results, start_run
@@ -67,6 +67,9 @@ def train(
     ArchLabError
         Bad config or data (raised before any run directory is created), or a diverged run (the directory is
         marked ``failed``).
+    RunInterrupted
+        Ctrl-C (or SIGTERM) during training or evaluation; the directory is marked ``failed`` and the exception
+        carries its ``run_dir`` (a ``KeyboardInterrupt``, so callers that catch that still see it).
 
     Notes
     -----
@@ -114,6 +117,11 @@ def _fit_and_finish(
             val_cfg = cfg.eval.model_copy(update={"reference_points": False})
             val_summary = evaluate(task, method, val_cfg, cfg.seed, split="val").summary
         record_results(run, method, result, val_summary, fit_summary, time.perf_counter() - start)
+    except KeyboardInterrupt as exc:  # the caller learns which run to resume
+        run.mark_failed(exc)
+        if isinstance(exc, RunInterrupted):
+            raise
+        raise RunInterrupted(run_dir, str(exc)) from exc
     except BaseException as exc:
         run.mark_failed(exc)
         raise

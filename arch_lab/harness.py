@@ -18,7 +18,7 @@ import pandas as pd
 from arch_lab.config import EvalConfig, ExperimentConfig
 from arch_lab.data.task import Condition, Task
 from arch_lab.methods.base import Method, PredictionRequest, Predictor, Validator
-from arch_lab.metrics import ConditionGroup, MetricSettings, score_conditions, split_half_groups
+from arch_lab.metrics import METRICS, ConditionGroup, MetricSettings, score_conditions, split_half_groups
 
 __all__ = [
     "EvalResult",
@@ -280,12 +280,29 @@ def make_validator(task: Task, cfg: ExperimentConfig, seed: int | None = None) -
     Returns
     -------
     Validator
-        ``validate(predict, conditions) -> metric summary``.
+        ``validate(predict, conditions) -> metric summary``, plus ``floor_<metric>`` and ``ceiling_<metric>``:
+        the reference points (``no_change``, split half) on the same val conditions and requests, scored at the
+        first validation of a condition set and reused after (they do not depend on the model). Learning curves
+        draw them beside the validation metric.
     """
     ecfg = validation_config(cfg)
     seed = cfg.seed if seed is None else seed
+    references: dict[tuple[Condition, ...], dict[str, float]] = {}
 
     def validate(predict: Predictor, conditions: list[Condition]) -> dict[str, float]:
-        return evaluate(task, predict, ecfg, seed=seed, split="val", conditions=conditions).summary
+        key = tuple(conditions)
+        if key in references:
+            return {**evaluate(task, predict, ecfg, seed=seed, split="val", conditions=conditions).summary,
+                    **references[key]}  # fmt: skip
+        with_refs = ecfg.model_copy(update={"reference_points": True})
+        result = evaluate(task, predict, with_refs, seed=seed, split="val", conditions=conditions)
+        points = result.reference_summary or {}
+        references[key] = {
+            f"{prefix}_{k}": v
+            for prefix, name in (("floor", "no_change"), ("ceiling", "split_half"))
+            for k, v in points.get(name, {}).items()
+            if k in METRICS
+        }
+        return {**result.summary, **references[key]}
 
     return validate

@@ -214,6 +214,26 @@ class RunDir:
         reason = str(exc) if isinstance(exc, ArchLabError) else f"{type(exc).__name__}: {exc}"
         self.set_status(kind, reason=reason.splitlines()[0] if reason else type(exc).__name__)
 
+    def set_progress(self, step: int, max_steps: int, seconds_per_step: float) -> None:
+        """Record a running run's progress in its status: ``progress`` with ``step``, ``max_steps``,
+        ``seconds_per_step`` and ``eta_seconds`` (the steps left at that pace), keeping the other fields.
+        """
+        record = self.read_status()
+        record.pop("status", None)
+        record.pop("updated", None)
+        eta = max(max_steps - step, 0) * seconds_per_step
+        progress = {"step": step, "max_steps": max_steps, "seconds_per_step": seconds_per_step, "eta_seconds": eta}
+        self.set_status("running", **{**record, "progress": progress})
+
+    def read_progress(self) -> dict[str, Any] | None:
+        """The ``progress`` a running run last recorded (see :meth:`set_progress`); None when it has none."""
+        try:
+            record = self.read_status()
+        except (OSError, ValueError):
+            return None
+        progress = record.get("progress")
+        return progress if record.get("status") == "running" and isinstance(progress, dict) else None
+
     def read_status(self) -> dict[str, Any]:
         """The run's status record (``{"status": "missing"}`` when there is none)."""
         return _read_json(self.status) if self.status.is_file() else {"status": "missing"}

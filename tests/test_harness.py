@@ -21,7 +21,7 @@ from arch_lab.data import Condition, build_task
 from arch_lab.errors import ConfigError, TrainingDiverged
 from arch_lab.harness import evaluate, make_validator, perturbation_column
 from arch_lab.methods import build_method, list_methods
-from arch_lab.metrics import energy_distance
+from arch_lab.metrics import METRICS, energy_distance
 from arch_lab.networks import list_networks
 from arch_lab.rundir import RunDir
 
@@ -296,3 +296,23 @@ def test_training_lowers_the_loss(synthetic_h5ad, tmp_path):
     first, last = history["train_loss"].iloc[0], history["train_loss"].iloc[-1]
     assert len(history) == 6, (first, last)
     assert last < 0.8 * first, (first, last)
+
+
+def test_validator_adds_the_reference_points_of_its_val_conditions(synthetic_h5ad, tmp_path):
+    """The trainer's validation carries the floor and ceiling of the same val conditions (learning curves draw them);
+    they are scored once per condition set."""
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path))
+    task = build_task(cfg)
+    conditions = task.conditions("val")
+    validate = make_validator(task, cfg)
+
+    def no_change(requests, rng):
+        return [r.source for r in requests]
+
+    first = validate(no_change, conditions)
+    for metric in ("energy_distance", "pearson_delta", "rmse_mean"):
+        assert first[f"floor_{metric}"] == pytest.approx(first[metric])
+        assert f"ceiling_{metric}" in first
+    assert not {k for k in first if k.startswith("floor_")} - {f"floor_{m}" for m in METRICS}
+    again = validate(no_change, conditions)
+    np.testing.assert_equal(again, first)  # NaN where a metric is undefined

@@ -122,3 +122,18 @@ def test_readers_and_discovery(tmp_path: Path):
     RunDir.create(tmp_path / "runs" / "not_a_run")
     assert [r.path for r in RunDir.find(tmp_path / "runs")] == [other.path, run.path]
     assert sorted(p.name for p in run.path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_progress_is_recorded_in_the_status_of_a_running_run(tmp_path: Path):
+    run = RunDir.create(tmp_path / "r")
+    assert run.read_progress() is None
+    run.set_status("running", resumed=True)
+    run.set_progress(40, 200, 0.5)
+    status = run.read_status()
+    assert status["status"] == "running"
+    assert status["resumed"] is True
+    assert run.read_progress() == {"step": 40, "max_steps": 200, "seconds_per_step": 0.5, "eta_seconds": 80.0}
+    run.set_progress(200, 200, 0.5)
+    assert run.read_progress()["eta_seconds"] == 0.0
+    run.set_status("completed")
+    assert run.read_progress() is None

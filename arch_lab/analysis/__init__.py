@@ -20,6 +20,7 @@ from __future__ import annotations
 from arch_lab.analysis.cells import cell_projection, gene_logfc, parse_condition, strongest_conditions
 from arch_lab.analysis.comparisons import study_comparisons
 from arch_lab.analysis.figures import (
+    compact_number,
     fig_cells_pca,
     fig_gene_logfc,
     fig_guidance_sweep,
@@ -32,6 +33,8 @@ from arch_lab.analysis.figures import (
     fig_quality_cost_panels,
     fig_quality_vs_cost,
     fig_sweep_diagnostics,
+    metric_label,
+    split_prefix,
 )
 from arch_lab.analysis.gaps import (
     bootstrap_ci,
@@ -41,6 +44,7 @@ from arch_lab.analysis.gaps import (
     normalised_gap,
     normalised_score,
     range_noise,
+    reference_standing,
 )
 from arch_lab.analysis.intervals import (
     Interval,
@@ -53,7 +57,16 @@ from arch_lab.analysis.intervals import (
 )
 from arch_lab.analysis.multiplicity import adjust_family, benjamini_hochberg, bonferroni_level, holm, holm_levels
 from arch_lab.analysis.paired import compare_arms, condition_keys, paired_comparison, seed_keys
-from arch_lab.analysis.report import Report, Sources, best_runs, build_report, load_sources
+from arch_lab.analysis.report import (
+    Report,
+    Sources,
+    best_runs,
+    build_report,
+    load_sources,
+    one_parameter_grid,
+    report_split,
+    standing_table,
+)
 from arch_lab.analysis.roles import MetricRoles, resolve_roles, roles_from_study, roles_from_sweep_file
 from arch_lab.analysis.stats import (
     HEADLINE_METRICS,
@@ -83,6 +96,13 @@ from arch_lab.analysis.tidy import (
 from arch_lab.sweeps.study import load_study, trials_table
 
 __all__ = [
+    "standing_table",
+    "report_split",
+    "one_parameter_grid",
+    "reference_standing",
+    "split_prefix",
+    "metric_label",
+    "compact_number",
     "HEADLINE_METRICS",
     "Interval",
     "MetricRoles",

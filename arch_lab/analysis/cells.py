@@ -122,7 +122,7 @@ def cell_projection(
     pandas.DataFrame
         ``source`` (``observed``, ``generated``, ``control``), ``backbone``, ``run_dir`` and ``seed`` (set for
         generated cells), ``condition``, ``state``, ``perturbation``, ``pc1``, ``pc2``. ``attrs`` holds
-        ``explained_variance_ratio``.
+        ``explained_variance_ratio`` and ``split`` (the evaluated split the cells come from).
     """
     runs, task = _load(run_dirs)
     split = runs[0]["split"]
@@ -163,6 +163,7 @@ def cell_projection(
     cols = ["source", "backbone", "run_dir", "seed", "condition", "state", "perturbation", "pc1", "pc2"]
     out = out.reindex(columns=cols)
     out.attrs["explained_variance_ratio"] = [float(v) for v in pca.explained_variance_ratio_]
+    out.attrs["split"] = split
     return out
 
 
@@ -182,7 +183,7 @@ def gene_logfc(run_dirs: Sequence[_PathLike], condition: str | Condition | None 
         One row per (run, gene): ``backbone``, ``run_dir``, ``seed``, ``condition``, ``gene``,
         ``logfc_observed``, ``logfc_predicted``, ``de_score`` (observed Welch t against the controls) and
         ``de_rank`` (1 = largest ``|de_score|``). The controls are the observed controls of the evaluated split,
-        as in scoring.
+        as in scoring. ``attrs["split"]`` names that split.
     """
     runs, task = _load(run_dirs)
     split = runs[0]["split"]
@@ -222,4 +223,6 @@ def gene_logfc(run_dirs: Sequence[_PathLike], condition: str | Condition | None 
                 }
             )
         )
-    return pd.concat(frames, ignore_index=True)
+    out = pd.concat(frames, ignore_index=True)
+    out.attrs["split"] = split
+    return out

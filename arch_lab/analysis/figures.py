@@ -88,26 +88,67 @@ def _panels(ax: Sequence[Axes] | None, n: int, size: tuple[float, float]) -> tup
     return _figure_of(axes[0]), axes
 
 
+def compact_number(value: float) -> str:
+    """A tick label in one format for every axis: ``0.5``, ``20``, ``300``, ``1.5k``, ``20k``, ``3M``."""
+    a = abs(value)
+    for div, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if a >= div:
+            return f"{value / div:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
 def _log_x(ax: Axes, x: np.ndarray) -> None:
-    """Logarithmic x axis (symmetric-log with zeros); plain numbers on the ticks when it spans under 2 decades."""
+    """Logarithmic x axis (symmetric-log with zeros), every tick labelled in :func:`compact_number`'s format;
+    minor ticks (2 and 5 times a power of ten) are labelled too when the axis spans under 2 decades.
+    """
+    compact = FuncFormatter(lambda v, _: compact_number(v))
     if not (x > 0).all():
         ax.set_xscale("symlog", linthresh=1.0)
+        ax.xaxis.set_major_formatter(compact)
         ax.xaxis.set_minor_formatter(NullFormatter())
         return
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(compact)
     if np.log10(x.max() / x.min()) < 2.0:
-        plain = FuncFormatter(lambda v, _: f"{v:g}")
         ax.xaxis.set_minor_locator(LogLocator(subs=(2.0, 5.0)))
-        ax.xaxis.set_major_formatter(plain)
-        ax.xaxis.set_minor_formatter(plain)
+        ax.xaxis.set_minor_formatter(compact)
     else:
         ax.xaxis.set_minor_formatter(NullFormatter())
 
 
-def metric_label(metric: str, prefix: str = "") -> str:
-    """Axis label of a metric with an arrow showing which way is better."""
-    arrow = {"minimize": " ↓", "maximize": " ↑"}.get(METRICS[metric].direction, "") if metric in METRICS else ""
-    return f"{prefix}{metric.replace('_', ' ')}{arrow}"
+#: How a split is named in labels.
+SPLIT_WORDS = {"test": "test", "val": "validation", "train": "training"}
+
+
+def metric_label(metric: str, prefix: str = "", *, wrap: bool = False) -> str:
+    """A metric in words with its unit and which way is better, e.g. ``energy distance, genes (log expression;
+    lower is better ↓)``.
+
+    Parameters
+    ----------
+    metric
+        A metric name (names outside :data:`arch_lab.metrics.info.METRICS` are spelled out as they are).
+    prefix
+        Put before the name, e.g. the split (:func:`split_prefix`).
+    wrap
+        Put the unit and direction on a second line (axis labels).
+    """
+    info = METRICS.get(metric)
+    if info is None:
+        return f"{prefix}{metric.replace('_', ' ')}"
+    arrow = "↓" if info.direction == "minimize" else "↑"
+    detail = "; ".join(x for x in (info.unit, f"{info.better} {arrow}") if x)
+    return f"{prefix}{info.label or metric.replace('_', ' ')}{chr(10) if wrap else ' '}({detail})"
+
+
+def split_prefix(table: pd.DataFrame) -> str:
+    """``test split: `` for a table whose ``split`` column holds one split (``test/validation split: `` for
+    several); empty without the column.
+    """
+    if "split" not in table.columns:
+        return ""
+    splits = sorted({str(v) for v in table["split"].dropna().unique()})
+    return f"{'/'.join(SPLIT_WORDS.get(v, v) for v in splits)} split: " if splits else ""
 
 
 def _numeric(df: pd.DataFrame, *cols: str) -> pd.DataFrame:
@@ -195,7 +236,7 @@ def fig_metric_by_backbone(
     if references and _reference_lines(ax, runs, metric) and legend:
         ax.legend(loc="best")
     ax.set_xlabel("")
-    ax.set_ylabel(metric_label(metric))
+    ax.set_ylabel(metric_label(metric, split_prefix(runs), wrap=True))
     _rotate(ax)
     return fig
 
@@ -255,8 +296,9 @@ def fig_paired_conditions(
     ax.set_xlim(lims)
     ax.set_ylim(lims)
     ax.set_aspect("equal")
-    ax.set_xlabel(f"{a}: {metric_label(metric)}")
-    ax.set_ylabel(f"{b}: {metric_label(metric)}")
+    where = split_prefix(per_condition)
+    ax.set_xlabel(f"{a}, {where}{metric_label(metric, wrap=True)}")
+    ax.set_ylabel(f"{b}, {where}{metric_label(metric, wrap=True)}")
     ax.set_title(f"{a} better on {int(a_better.sum())} of {len(both)} conditions", fontsize="small", loc="left")
     return fig
 
@@ -300,7 +342,7 @@ def fig_quality_vs_cost(
     )
     _log_x(ax, data[cost].to_numpy(dtype=np.float64))
     ax.set_xlabel(COST_LABELS.get(cost, cost))
-    ax.set_ylabel(metric_label(metric))
+    ax.set_ylabel(metric_label(metric, split_prefix(runs), wrap=True))
     ax.legend(loc="best")
     return fig
 
@@ -327,7 +369,12 @@ def fig_quality_cost_panels(
 # ------------------------------------------------------------------------------------- 4: learning curves
 @_styled
 def fig_learning_curves(history: pd.DataFrame, ax: Axes | None = None, *, metric: str = "energy_distance") -> Figure:
-    """Figure 4: a validation metric against training step per backbone: mean line, band of ± 1 s.d. over runs."""
+    """Figure 4: a validation metric against training step per backbone: mean over runs with a marker at each
+    validation, band of ± 1 s.d. over runs, the x axis from step 0.
+
+    The floor (``no_change``) and ceiling (split half) of the same validation conditions are drawn as dashed and
+    dotted lines when the history records them (``val_floor_<metric>``, ``val_ceiling_<metric>``).
+    """
     if history.empty or "step" not in history.columns:
         raise ArchLabError("no training history in these runs (closed-form baselines keep none)")
     col = require_metric(history, metric, prefix="val_")
@@ -342,17 +389,24 @@ def fig_learning_curves(history: pd.DataFrame, ax: Axes | None = None, *, metric
         ax.fill_between(
             d["step"], d["mean"] - sd, d["mean"] + sd, color=palette[b], alpha=0.2, linewidth=0, gid=f"band:{b}"
         )
-        ax.plot(d["step"], d["mean"], color=palette[b], label=b, gid=f"curve:{b}")
+        ax.plot(d["step"], d["mean"], color=palette[b], marker="o", markersize=3, label=b, gid=f"curve:{b}")
+    _reference_lines(
+        ax, history.rename(columns={f"val_{p}_{metric}": f"{p}_{metric}" for p in ("floor", "ceiling")}), metric
+    )
+    ax.set_xlim(left=0)
     ax.set_xlabel("training step")
-    ax.set_ylabel(metric_label(metric, prefix="validation "))
+    ax.set_ylabel(metric_label(metric, prefix="validation split: ", wrap=True))
     ax.legend(loc="best")
     return fig
 
 
 # --------------------------------------------------------------------------------------- 5: sweep plots
 @_styled
-def fig_optimization_history(trials: pd.DataFrame, ax: Axes | None = None) -> Figure:
-    """Figure 5a: each completed trial's objective (coloured by backbone) and the best value so far."""
+def fig_optimization_history(trials: pd.DataFrame, ax: Axes | None = None, *, split: str | None = None) -> Figure:
+    """Figure 5a: each completed trial's objective (coloured by backbone) and the best value so far.
+
+    ``split`` names the split the objective was scored on (the study's ``objective.split``) in the axis label.
+    """
     if "value" not in trials.columns:
         raise ArchLabError("the optimisation history needs a single-objective study")
     done = _numeric(trials[trials["state"] == "complete"], "value").sort_values("trial")
@@ -373,7 +427,9 @@ def fig_optimization_history(trials: pd.DataFrame, ax: Axes | None = None) -> Fi
     ax.set_title(note, fontsize="small", loc="left")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("trial")
-    ax.set_ylabel(f"objective{' ↑' if maximize else ' ↓'}")
+    where = f"{SPLIT_WORDS.get(split, split)} split: " if split else ""
+    better = "higher is better ↑" if maximize else "lower is better ↓"
+    ax.set_ylabel(f"{where}objective\n({better})")
     ax.legend(loc="best")
     return fig
 
@@ -395,15 +451,19 @@ def fig_param_importances(importances: pd.DataFrame, ax: Axes | None = None) -> 
 
 @_styled
 def fig_sweep_diagnostics(
-    trials: pd.DataFrame, ax: Sequence[Axes] | None = None, *, importances: pd.DataFrame | None = None
+    trials: pd.DataFrame,
+    ax: Sequence[Axes] | None = None,
+    *,
+    importances: pd.DataFrame | None = None,
+    split: str | None = None,
 ) -> Figure:
     """Figure 5: optimisation history beside the hyperparameter importances (history alone without them).
 
-    ``ax``, when given, holds one Axes per panel.
+    ``ax``, when given, holds one Axes per panel; ``split`` is the objective's split.
     """
     n = 2 if importances is not None and not importances.empty else 1
     fig, axes = _panels(ax, n, (DOUBLE_COLUMN * 0.5 * n, 2.3))
-    fig_optimization_history(trials, ax=axes[0])
+    fig_optimization_history(trials, ax=axes[0], split=split)
     if n == 2:
         fig_param_importances(importances, ax=axes[1])
     return fig
@@ -434,20 +494,7 @@ def fig_cells_pca(cells: pd.DataFrame, ax: Axes | None = None) -> Figure:
     evr = cells.attrs.get("explained_variance_ratio", [np.nan, np.nan])
     for a, bs, cs, i, j in panels:
         sub = cells[cells["condition"].isin(cs)]
-        for source, color, size in (("control", CONTROL_COLOR, 3), ("observed", OBSERVED_COLOR, 4)):
-            d = sub[sub["source"] == source]
-            if not d.empty:
-                a.scatter(
-                    d["pc1"],
-                    d["pc2"],
-                    s=size,
-                    color=color,
-                    alpha=0.6,
-                    linewidths=0,
-                    rasterized=True,
-                    gid=f"points:{source}",
-                )
-        for b in bs:
+        for b in bs:  # generated cells at the bottom, half transparent
             d = sub[(sub["source"] == "generated") & (sub["backbone"] == b)]
             if not d.empty:
                 a.scatter(
@@ -455,23 +502,40 @@ def fig_cells_pca(cells: pd.DataFrame, ax: Axes | None = None) -> Figure:
                     d["pc2"],
                     s=4,
                     color=palette[b],
-                    alpha=0.6,
+                    alpha=0.45,
                     linewidths=0,
+                    zorder=2,
                     rasterized=True,
                     gid=f"points:generated:{b}",
                 )
+        d = sub[sub["source"] == "observed"]
+        if not d.empty:
+            a.scatter(
+                d["pc1"], d["pc2"], s=4, color=OBSERVED_COLOR, alpha=0.6, linewidths=0, zorder=3, rasterized=True,
+                gid="points:observed",
+            )  # fmt: skip
+        d = sub[sub["source"] == "control"]
+        if not d.empty:  # rings on top: visible wherever generated cells cover them
+            a.scatter(
+                d["pc1"], d["pc2"], s=6, facecolors="none", edgecolors=CONTROL_COLOR, linewidths=0.5, zorder=4,
+                rasterized=True, gid="points:control",
+            )  # fmt: skip
         if i == 0 and len(cs) == 1:
             a.set_title(cs[0], fontsize="small")
         row_name = f"{bs[0]}\n" if ax is None and j == 0 and bs else ""
         a.set_ylabel(f"{row_name}PC2 ({100 * evr[1]:.0f}%)" if j == 0 else "")
         a.set_xlabel(f"PC1 ({100 * evr[0]:.0f}%)" if ax is not None or i == len(panels) // len(conds) - 1 else "")
     handles = [
-        Line2D([], [], marker="o", linestyle="", color=c, label=s)
-        for s, c in (("observed", OBSERVED_COLOR), ("control", CONTROL_COLOR))
+        Line2D([], [], marker="o", linestyle="", color=OBSERVED_COLOR, label="observed"),
+        Line2D([], [], marker="o", linestyle="", markerfacecolor="none", color=CONTROL_COLOR, label="control"),
     ]
     handles += [Line2D([], [], marker="o", linestyle="", color=palette[b], label=f"generated: {b}") for b in order]
+    split = cells.attrs.get("split")
     (fig if ax is None else ax).legend(
-        handles=handles, loc="outside lower center" if ax is None else "best", ncols=min(4, len(handles))
+        handles=handles,
+        loc="outside lower center" if ax is None else "best",
+        ncols=min(4, len(handles)),
+        title=f"cells of the {SPLIT_WORDS.get(split, split)} split" if split else None,
     )
     return fig
 
@@ -512,6 +576,8 @@ def fig_gene_logfc(genes: pd.DataFrame, ax: Axes | None = None, *, n_labels: int
     hi = float(np.nanmax(per_gene[["logfc_observed", "logfc_predicted"]].to_numpy()))
     pad = 0.05 * (hi - lo) if hi > lo else 0.1
     lims = (lo - pad, hi + pad)
+    split = genes.attrs.get("split")
+    title = str(genes["condition"].iloc[0]) + (f" ({SPLIT_WORDS.get(split, split)} split)" if split else "")
     for a, bs in panels:
         a.plot(lims, lims, color=FLOOR_COLOR, linestyle="--", linewidth=0.7, zorder=1, gid="diagonal")
         for b in bs:
@@ -554,11 +620,11 @@ def fig_gene_logfc(genes: pd.DataFrame, ax: Axes | None = None, *, n_labels: int
                 a.text(0.03, 0.97, f"r = {r:.2f}", transform=a.transAxes, va="top", fontsize="small")
         a.set_xlim(lims)
         a.set_ylim(lims)
-        a.set_title(bs[0] if len(bs) == 1 else str(genes["condition"].iloc[0]), fontsize="small")
-        a.set_xlabel("observed logFC")
-        a.set_ylabel("predicted logFC")
+        a.set_title(bs[0] if len(bs) == 1 else title, fontsize="small")
+        a.set_xlabel("observed log2 fold change")
+        a.set_ylabel("predicted log2 fold change")
     if ax is None:
-        fig.suptitle(str(genes["condition"].iloc[0]), fontsize="medium")
+        fig.suptitle(title, fontsize="medium")
     else:
         ax.legend(loc="lower right")
     return fig
@@ -599,7 +665,8 @@ def fig_guidance_sweep(
                 color=palette[b],
                 gid="guidance_label",
             )
-    ax.set_xlabel(metric_label(x_metric))
-    ax.set_ylabel(metric_label(y_metric))
+    where = split_prefix(runs)
+    ax.set_xlabel(metric_label(x_metric, where))
+    ax.set_ylabel(metric_label(y_metric, where, wrap=True))
     ax.legend(loc="best")
     return fig

@@ -12,7 +12,8 @@ This module gives
 - scores and gaps normalised against a floor and a ceiling (:func:`normalised_score`, :func:`normalised_gap`), so
   they read the same way for every metric and task: 0 at the floor, 1 at the ceiling, higher is better; and the
   check that the floor-to-ceiling range stands out of its own noise (:func:`range_noise`) before a gap is
-  divided by it.
+  divided by it;
+- where one arm stands against the floor and the ceiling its own runs measured (:func:`reference_standing`).
 
 Nothing here knows arm, backbone or study names. :mod:`~arch_lab.analysis.stats` builds its per-group and paired
 summaries on these functions; study-specific comparisons (for example the probe studies in the repository's
@@ -49,6 +50,7 @@ __all__ = [
     "normalised_gap",
     "normalised_score",
     "range_noise",
+    "reference_standing",
     "reference_value",
 ]
 
@@ -277,4 +279,71 @@ def metric_gap(
         "norm_ci_low": norm_low,
         "norm_ci_high": norm_high,
         "flag": "; ".join(flag),
+    }
+
+
+def _side(est: dict[str, Any], direction: str) -> str:
+    """``better``, ``worse`` or ``within noise`` of a paired gap ``value - reference`` (``one run`` without an
+    interval: then ``better``/``worse`` by the sign alone is given as ``better (one run)``).
+    """
+    gap, low, high = est["gap"], est["ci_low"], est["ci_high"]
+    if not np.isfinite(gap):
+        return "unknown"
+    sign = -1.0 if direction == "minimize" else 1.0
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return ("better" if sign * gap > 0 else "worse" if sign * gap < 0 else "equal") + " (one run)"
+    if low <= 0.0 <= high:
+        return "within noise"
+    return "better" if sign * gap > 0 else "worse"
+
+
+def reference_standing(
+    values: Iterable[float],
+    floors: Iterable[float],
+    ceilings: Iterable[float],
+    direction: str,
+    level: float = 0.95,
+) -> dict[str, Any]:
+    """Where one arm stands against the floor and the ceiling that its own runs measured.
+
+    Parameters
+    ----------
+    values, floors, ceilings
+        One metric per run of the arm, and the floor (``no_change``) and ceiling (split half) each run measured on
+        its own evaluation (same length; matched run by run).
+    direction
+        ``minimize`` or ``maximize``.
+    level
+        Coverage of the paired t intervals.
+
+    Returns
+    -------
+    dict
+        ``n`` (runs), ``mean``, ``floor``, ``ceiling`` (means over runs); ``vs_floor``, ``vs_floor_low``,
+        ``vs_floor_high`` (mean of ``value - floor`` and its paired t interval over runs) and ``floor_verdict``
+        (``better``, ``worse`` or ``within noise``; ``... (one run)`` without an interval); the same for the
+        ceiling (``vs_ceiling``, ..., ``ceiling_verdict``); ``normalised`` (:func:`normalised_score` of the means:
+        0 at the floor, 1 at the ceiling) and ``range_within_noise`` (:func:`range_noise`).
+    """
+    v, f, c = _numbers(values), _numbers(floors), _numbers(ceilings)
+    if not v.size == f.size == c.size:
+        raise ValueError(f"values, floors and ceilings need one value per run (got {v.size}, {f.size}, {c.size})")
+    to_floor = gap_estimate(v, f, paired=True, level=level)
+    to_ceiling = gap_estimate(v, c, paired=True, level=level)
+    mean_v, mean_f, mean_c = to_floor["mean_a"], to_floor["mean_b"], to_ceiling["mean_b"]
+    return {
+        "n": to_floor["n_a"],
+        "mean": mean_v,
+        "floor": mean_f,
+        "ceiling": mean_c,
+        "vs_floor": to_floor["gap"],
+        "vs_floor_low": to_floor["ci_low"],
+        "vs_floor_high": to_floor["ci_high"],
+        "floor_verdict": _side(to_floor, direction),
+        "vs_ceiling": to_ceiling["gap"],
+        "vs_ceiling_low": to_ceiling["ci_low"],
+        "vs_ceiling_high": to_ceiling["ci_high"],
+        "ceiling_verdict": _side(to_ceiling, direction),
+        "normalised": normalised_score(mean_v, mean_f, mean_c) if has_range(mean_f, mean_c, direction) else math.nan,
+        "range_within_noise": range_noise(f, c, level)["range_within_noise"],
     }

@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from arch_lab.analysis import cells as cells_mod
 from arch_lab.analysis import figures as figs
 from arch_lab.analysis.comparisons import study_comparisons
+from arch_lab.analysis.gaps import reference_standing
 from arch_lab.analysis.roles import MetricRoles, resolve_roles
 from arch_lab.analysis.stats import (
     HEADLINE_METRICS,
@@ -136,6 +137,101 @@ def best_runs(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     return best.sort_values("backbone", key=lambda s: s.map(order))
 
 
+def report_split(runs: pd.DataFrame) -> str:
+    """The split the runs scored (``eval.split``): ``test``, ``val``, or ``test/val`` when they differ."""
+    splits = sorted({str(v) for v in runs["split"].dropna().unique()}) if "split" in runs.columns else []
+    return "/".join(splits) if splits else "unknown"
+
+
+def one_parameter_grid(study: optuna.Study) -> str | None:
+    """The parameter's name when the study's completed trials cover every choice of a single categorical
+    parameter and nothing else varies (a grid such as the demo's three backbones); None otherwise.
+    """
+    from optuna.distributions import CategoricalDistribution
+    from optuna.trial import TrialState
+
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    dists: dict = {}
+    for t in done:
+        dists.update(t.distributions)
+    if len(dists) != 1:
+        return None
+    ((name, dist),) = dists.items()
+    if not isinstance(dist, CategoricalDistribution):
+        return None
+    return name if {t.params.get(name) for t in done} == set(dist.choices) else None
+
+
+def standing_table(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Each backbone against the floor and the ceiling its own runs measured, per metric
+    (:func:`arch_lab.analysis.gaps.reference_standing`), for metrics with floor and ceiling columns.
+    """
+    rows = []
+    for m in metrics:
+        if not {m, f"floor_{m}", f"ceiling_{m}"} <= set(runs.columns):
+            continue
+        for b in backbone_order(runs["backbone"].astype(str)):
+            part = runs[runs["backbone"].astype(str) == b]
+            cols = [pd.to_numeric(part[c], errors="coerce") for c in (m, f"floor_{m}", f"ceiling_{m}")]
+            est = reference_standing(*cols, direction=METRICS[m].direction)
+            if est["n"]:
+                rows.append({"metric": m, "backbone": b, "direction": METRICS[m].direction, **est})
+    return pd.DataFrame(rows)
+
+
+def _standing_sentence(row: dict) -> str:
+    """One backbone against the floor and the ceiling, in words."""
+    runs = "1 run" if row["n"] == 1 else f"{row['n']} runs"
+    floor = {
+        "better": "better than the floor (no change): its paired 95% interval excludes it",
+        "worse": "worse than the floor: predicting no change does better",
+        "within noise": "not distinguishable from the floor: the paired 95% interval includes it",
+        "better (one run)": "better than the floor (one run, no interval)",
+        "worse (one run)": "worse than the floor (one run, no interval)",
+    }.get(row["floor_verdict"], f"{row['floor_verdict']} against the floor")
+    ceiling = {
+        "better": "beyond the ceiling (split half), which is itself noisy",
+        "worse": "short of the ceiling (split half)",
+        "within noise": "as close to the observed cells as the ceiling (split half), within noise",
+        "better (one run)": "beyond the ceiling (one run)",
+        "worse (one run)": "short of the ceiling (one run)",
+    }.get(row["ceiling_verdict"], f"{row['ceiling_verdict']} against the ceiling")
+    text = (
+        f"- **{row['backbone']}** ({runs}): {row['mean']:.3g} against the floor's {row['floor']:.3g} and the "
+        f"ceiling's {row['ceiling']:.3g}; {floor}; {ceiling}"
+    )
+    score = row["normalised"]
+    if np.isfinite(score) and 0 <= score <= 1.2:
+        text += f"; it covers {score:.0%} of the way from the floor to the ceiling"
+    elif np.isfinite(score):
+        text += f"; on the floor-to-ceiling scale (0 at the floor, 1 at the ceiling) it scores {score:.3g}"
+    return text + "."
+
+
+def _standing_markdown(standing: pd.DataFrame, metric: str, split: str) -> list[str]:
+    part = standing[standing["metric"] == metric] if not standing.empty else standing
+    if part.empty:
+        return []
+    label = METRICS[metric].label or metric.replace("_", " ")
+    lines = [
+        "",
+        "## Against the floor and the ceiling",
+        "",
+        f"Primary metric `{metric}` ({label}; {METRICS[metric].better}) on the {split} split, each backbone against the floor (`no_change`: the source "
+        "control cells as the prediction) and the ceiling (half of the observed cells scored against the other "
+        "half) measured by its own runs; differences are paired by run (`tables/standing.csv` has every metric).",
+        "",
+    ]
+    lines += [_standing_sentence(r) for r in part.to_dict("records")]
+    if part["range_within_noise"].any():
+        lines += [
+            "",
+            "On this task the floor and the ceiling are within noise of each other for this metric: no method can "
+            "show a real gain over predicting no change here.",
+        ]
+    return lines
+
+
 def _summary_markdown(summary: pd.DataFrame, references: pd.DataFrame, metrics: Sequence[str]) -> list[str]:
     head = "| backbone | n | " + " | ".join(figs.metric_label(m) for m in metrics) + " |"
     lines = [head, "|" + "---|" * (len(metrics) + 2)]
@@ -209,11 +305,16 @@ def build_report(
     per_condition = load_per_condition(runs)
     history = load_history(runs)
     table_metrics = roles.ordered([metric, *roles.secondary, *HEADLINE_METRICS])
+    split = report_split(runs)
+    on = f" Scored on the {split} split."
 
     def table(name: str, caption: str, df: pd.DataFrame) -> None:
         if df.empty:
             report.skipped.append((f"tables/{name}.csv", "no rows"))
             return
+        if "split" not in df.columns and "objective_split" not in df.columns:
+            df = df.copy()
+            df.insert(0, "split", split)
         path = tab_dir / f"{name}.csv"
         df.to_csv(path, index=False)
         report.tables.append(Artifact(name, caption, [path]))
@@ -232,35 +333,54 @@ def build_report(
         if len(order) > 1 and not per_condition.empty
         else pd.DataFrame()
     )
-    table("runs", "One row per completed run: backbone, seed, cost and every summary metric.", runs)
-    table("per_condition", "One row per (run, held-out condition) with every metric.", per_condition)
+    table("runs", "One row per completed run: backbone, seed, cost and every summary metric." + on, runs)
+    table("per_condition", "One row per (run, held-out condition) with every metric." + on, per_condition)
     per_seed, per_cond = study_comparisons(runs, per_condition, roles, table_metrics, arms=order)
-    table("summary", "Mean per backbone and metric with a 95% t interval over seeds (runs).", summary)
-    table("references", "Floor (no change) and ceiling (split half) per metric, mean with 95% t interval.", references)
+    table("summary", "Mean per backbone and metric with a 95% t interval over seeds (runs)." + on, summary)
+    table(
+        "references",
+        "Floor (no change) and ceiling (split half) per metric, mean with 95% t interval." + on,
+        references,
+    )
+    standing = standing_table(runs, table_metrics)
+    table(
+        "standing",
+        "Each backbone against the floor and the ceiling its own runs measured: mean differences with 95% paired t "
+        "intervals over runs, verdicts, and the share of the floor-to-ceiling range covered." + on,
+        standing,
+    )
     table(
         "comparisons",
         "Backbone A minus B per metric, paired by seed: mean difference, 95% paired t interval, p-value, Holm and "
-        "BH adjusted within the primary and the secondary family, Holm-consistent interval; primary metric first.",
+        "BH adjusted within the primary and the secondary family, Holm-consistent interval; primary metric first." + on,
         per_seed,
     )
     table(
         "condition_comparisons",
         "Backbone A minus B per metric over held-out conditions (mean over seeds per condition, paired by "
-        "condition, pooled over folds): paired t interval, Holm and BH adjusted per family; primary metric first.",
+        "condition, pooled over folds): paired t interval, Holm and BH adjusted per family; primary metric first." + on,
         per_cond,
     )
     table(
         "paired_differences",
-        "Backbone A minus B per held-out condition (mean over seeds), 95% paired t interval over seeds.",
+        "Backbone A minus B per held-out condition (mean over seeds), 95% paired t interval over seeds." + on,
         differences,
     )
     table(
         "paired_summary",
-        "Backbone A minus B averaged over conditions, 95% paired t interval over conditions (unadjusted).",
+        "Backbone A minus B averaged over conditions, 95% paired t interval over conditions (unadjusted)." + on,
         paired_summary(differences, n_boot=n_boot, seed=seed) if not differences.empty else pd.DataFrame(),
     )
     if not src.trials.empty:
-        table("trials", "One row per Optuna trial: state, objective, parameters and user attributes.", src.trials)
+        objective_splits = {st.study_name: st.user_attrs.get("objective_split") for st in src.studies}
+        trials = src.trials.copy()
+        trials.insert(1, "objective_split", trials["study"].map(objective_splits))
+        table(
+            "trials",
+            "One row per Optuna trial: state, objective (`value`, on the study's objective split, "
+            "`objective_split`), parameters and user attributes.",
+            trials,
+        )
 
     def figure(name: str, caption: str, make: Callable[[], Figure]) -> None:
         try:
@@ -273,7 +393,7 @@ def build_report(
     label = figs.metric_label(metric)
     figure(
         "fig1_metric_by_backbone",
-        "Headline metrics per backbone: box over runs, every seed a point; dashed "
+        f"Headline metrics per backbone on the {split} split: box over runs, every seed a point; dashed "
         "floor (no change), dotted ceiling (split half).",
         lambda: figs.fig_metrics_by_backbone(runs),
     )
@@ -285,24 +405,40 @@ def build_report(
         for other in [b for b in order if b != best]:
             figure(
                 f"fig2_paired_{metric}_{best}_vs_{other}",
-                f"{label} per held-out condition (mean over seeds), {best} against {other}; dashed line: equal.",
+                f"{label} per held-out condition of the {split} split (mean over seeds), {best} against {other}; "
+                "dashed line: equal.",
                 functools.partial(figs.fig_paired_conditions, per_condition, a=best, b=other, metric=metric),
             )
     figure(
         "fig3_quality_vs_cost",
-        f"{label} against trainable parameters and training time, every run a point; dashed: Pareto front.",
+        f"{label} on the {split} split against trainable parameters and training time, every run a point; "
+        "dashed: Pareto front.",
         lambda: figs.fig_quality_cost_panels(runs, metric=metric),
     )
     figure(
         "fig4_learning_curves",
-        f"Validation {label} against training step: mean over runs, band ± 1 s.d.",
+        f"{label} on the validation conditions the trainer scores (val split) against training step: mean over "
+        "runs with a marker per validation, band ± 1 s.d.; dashed: floor (no change), dotted: ceiling (split half) "
+        "of those conditions.",
         lambda: figs.fig_learning_curves(history, metric=metric),
     )
     if not src.studies:
         report.skipped.append(("fig5_sweep_diagnostics", "no Optuna study among the sources"))
     for study in src.studies:
         suffix = "" if len(src.studies) == 1 else f"_{_slug(study.study_name)}"
+        grid = one_parameter_grid(study)
+        if grid is not None:
+            n = len({t.params.get(grid) for t in study.get_trials(deepcopy=False) if grid in t.params})
+            report.skipped.append(
+                (
+                    f"fig5_sweep_diagnostics{suffix}",
+                    f"study {study.study_name} is a grid over {grid} alone ({n} configurations, each run): there is "
+                    "no search to diagnose; figure 1 and the summary compare them",
+                )
+            )
+            continue
         trials = src.trials[src.trials["study"] == study.study_name]
+        objective_split = study.user_attrs.get("objective_split")
         try:
             importances = param_importances(study, importance, seed)
         except ArchLabError as exc:
@@ -310,30 +446,31 @@ def build_report(
             report.skipped.append((f"fig5_sweep_diagnostics{suffix} (importances panel)", str(exc)))
         figure(
             f"fig5_sweep_diagnostics{suffix}",
-            f"Study {study.study_name}: objective per trial with the best so "
-            "far" + (f", and {importance} hyperparameter importances." if importances is not None else "."),
-            functools.partial(figs.fig_sweep_diagnostics, trials, importances=importances),
+            f"Study {study.study_name}: objective (on its {objective_split or 'declared'} split) per trial with the "
+            "best so far" + (f", and {importance} hyperparameter importances." if importances is not None else "."),
+            functools.partial(figs.fig_sweep_diagnostics, trials, importances=importances, split=objective_split),
         )
     shown = list(best_runs(runs, metric)["run_dir"])
     chosen = list(conditions) if conditions else None
     figure(
         "fig6_cells_pca",
-        "Observed (dark), control (grey) and generated cells (best run per backbone) on two PCs of the observed cells.",
+        f"Observed (dark), control (grey rings, drawn over the rest) and generated cells (best run per backbone) "
+        f"of the {split} split on two PCs of the observed cells.",
         lambda: figs.fig_cells_pca(cells_mod.cell_projection(shown, chosen, seed=seed)),
     )
     figure(
         "fig7_gene_logfc",
-        "Per-gene log2 fold change, predicted against observed (best run per backbone); "
-        "circled and labelled: top DE genes.",
+        f"Per-gene log2 fold change against the controls, predicted against observed (best run per backbone, "
+        f"{split} split); circled and labelled: top DE genes.",
         lambda: figs.fig_gene_logfc(cells_mod.gene_logfc(shown, chosen[0] if chosen else None)),
     )
     figure(
         "fig8_guidance_sweep",
-        "Energy distance against DEG recall as the guidance scale varies (mean over "
+        f"Energy distance against DEG recall on the {split} split as the guidance scale varies (mean over "
         "seeds; points labelled with the scale).",
         lambda: figs.fig_guidance_sweep(runs),
     )
-    _write_markdown(report, src, runs, summary, references, table_metrics, roles, per_seed, per_cond)
+    _write_markdown(report, src, runs, summary, references, table_metrics, roles, per_seed, per_cond, standing)
     return report
 
 
@@ -347,8 +484,10 @@ def _write_markdown(
     roles: MetricRoles,
     per_seed: pd.DataFrame,
     per_cond: pd.DataFrame,
+    standing: pd.DataFrame,
 ) -> None:
     metric = roles.primary
+    split = report_split(runs)
     counts = runs["backbone"].astype(str).value_counts()
     lines = ["# arch_lab report", ""]
     studies = ", ".join(f"`{s.study_name}`" for s in src.studies)
@@ -357,15 +496,18 @@ def _write_markdown(
         + (f" from studies {studies}" if studies else "")
         + f"; experiments: {', '.join(sorted(map(str, runs['experiment'].dropna().unique())))}."
     )
-    lines.append("Backbones: " + ", ".join(f"{b} ({counts[b]} runs)" for b in report.backbones) + ".")
+    runs_of = {b: f"{counts[b]} run{'s' if counts[b] != 1 else ''}" for b in report.backbones}
+    lines.append("Backbones: " + ", ".join(f"{b} ({runs_of[b]})" for b in report.backbones) + ".")
     how = f"pre-declared by the {roles.source}" if roles.declared else f"chosen by {roles.source}, not pre-declared"
     lines.append(
         f"Primary metric: `{metric}` ({METRICS[metric].direction}; {METRICS[metric].description}; {how}). "
         "Every other metric is secondary."
     )
-    lines += ["", "## Summary", "", "Mean over runs (seeds) with a 95% t interval.", ""]
+    lines += _split_markdown(src, runs, split, metric)
+    lines += ["", "## Summary", "", f"Mean over runs (seeds) with a 95% t interval, on the {split} split.", ""]
     lines += _summary_markdown(summary, references, [m for m in metrics if m in set(summary["metric"])])
-    lines += _comparisons_markdown(per_seed, per_cond, metric)
+    lines += _standing_markdown(standing, metric, split)
+    lines += _comparisons_markdown(per_seed, per_cond, metric, split)
     lines += ["", "## Figures", ""]
     for art in report.figures:
         pdf, png = (p.relative_to(report.out).as_posix() for p in art.files)
@@ -381,6 +523,35 @@ def _write_markdown(
         lines += [f"- {name}: {why}" for name, why in report.skipped]
     report.path.parent.mkdir(parents=True, exist_ok=True)
     report.path.write_text("\n".join(lines) + "\n")
+
+
+def _split_markdown(src: Sources, runs: pd.DataFrame, split: str, metric: str) -> list[str]:
+    """Which split the report scores, and how that relates to the studies' objective."""
+    lines = [
+        "",
+        f"Split: every table and figure scores the **{split}** split (each run's `eval.split`: held-out conditions "
+        "the model never saw), except figure 4 (the validation conditions the trainer scores while training) and "
+        "figure 5 (each study's objective).",
+    ]
+    if "/" in split:
+        lines.append("The runs scored different splits; their numbers are not comparable with each other.")
+    val = f"val_{metric}"
+    for study in src.studies:
+        objective_split = study.user_attrs.get("objective_split")
+        if objective_split is None or objective_split == split:
+            continue
+        text = (
+            f"Study `{study.study_name}` ranked its trials by `{study.user_attrs.get('objective', metric)}` on the "
+            f"**{objective_split}** split: that is the value `arch-lab sweep run` and `arch-lab sweep status` print"
+        )
+        mine = runs[runs["study"] == study.study_name] if "study" in runs.columns else runs.iloc[0:0]
+        if objective_split == "val" and val in mine.columns and mine[val].notna().any():
+            means = mine.assign(v=pd.to_numeric(mine[val], errors="coerce")).groupby("backbone")["v"].mean()
+            text += " (`" + metric + "` on val, mean over runs: "
+            text += ", ".join(f"{b} {means[b]:.3g}" for b in backbone_order(means.index) if np.isfinite(means[b]))
+            text += ")"
+        lines.append(text + f"; the numbers below are on the {split} split, so they differ.")
+    return lines
 
 
 def _comparison_rows(table: pd.DataFrame, with_metric: bool) -> list[str]:
@@ -413,14 +584,14 @@ def _family_size(table: pd.DataFrame) -> int:
     return int(table["family_size"].max()) if not table.empty else 0
 
 
-def _comparisons_markdown(per_seed: pd.DataFrame, per_cond: pd.DataFrame, metric: str) -> list[str]:
+def _comparisons_markdown(per_seed: pd.DataFrame, per_cond: pd.DataFrame, metric: str, split: str) -> list[str]:
     if per_seed.empty and per_cond.empty:
         return []
     lines = [
         "",
         "## Comparisons",
         "",
-        "Backbone A minus B. Per seed: the runs of A and B with the same task, fold and seed form a pair (the seed "
+        f"Backbone A minus B on the {split} split. Per seed: the runs of A and B with the same task, fold and seed form a pair (the seed "
         "fixes the evaluation subsample), and the interval is the 95% paired t interval of the mean difference "
         "(Welch's unpaired interval, marked, where the backbones do not share their seeds). The primary metric's "
         "comparisons are one family and all secondary comparisons another: `Holm p` is Holm-adjusted "

@@ -243,17 +243,29 @@ def load_per_condition(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> 
     Returns
     -------
     pandas.DataFrame
-        One row per (run, condition): the id columns, ``condition`` (``state/perturbation``), ``state``,
-        ``perturbation``, the cell counts and one column per metric.
+        One row per (run, condition): the id columns, ``split`` (the evaluated split the run scored),
+        ``condition`` (``state/perturbation``), ``state``, ``perturbation``, the cell counts and one column per
+        metric.
     """
     runs = _as_runs(runs)
-    return _with_condition(_read_per_run(runs, RunDir.read_per_condition))
+    return _with_split(_with_condition(_read_per_run(runs, RunDir.read_per_condition)), runs)
 
 
 def load_reference(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:
-    """Every run's reference points per condition (floor ``no_change`` and ceiling ``split_half``), stacked."""
+    """Every run's reference points per condition (floor ``no_change`` and ceiling ``split_half``), stacked, with
+    the id columns and ``split``.
+    """
     runs = _as_runs(runs)
-    return _with_condition(_read_per_run(runs, RunDir.read_reference_per_condition))
+    return _with_split(_with_condition(_read_per_run(runs, RunDir.read_reference_per_condition)), runs)
+
+
+def _with_split(df: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with the ``split`` each row's run scored, after the id columns (when the runs table has it)."""
+    if "split" not in runs.columns or "run_dir" not in df.columns or "split" in df.columns:
+        return df
+    where = df.columns.get_loc("condition") if "condition" in df.columns else len(df.columns)
+    df.insert(where, "split", df["run_dir"].map(dict(zip(runs["run_dir"], runs["split"], strict=False))))
+    return df
 
 
 def load_history(runs: pd.DataFrame | _PathLike | Iterable[_PathLike]) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import shlex
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -11,7 +12,7 @@ import typer
 from arch_lab.errors import ArchLabError
 
 F = TypeVar("F", bound=Callable[..., Any])
-#: What Ctrl-C during ``arch-lab train`` prints.
+#: What Ctrl-C during ``arch-lab train`` prints; ``RUN_DIR`` becomes the run's path once the run exists.
 TRAIN_INTERRUPTED = "interrupted; resume with: arch-lab train --resume RUN_DIR"
 #: Exit code of a user error.
 USER_ERROR = 2
@@ -30,8 +31,18 @@ def first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
+def interrupted_message(template: str, exc: BaseException) -> str:
+    """``template`` with ``RUN_DIR`` replaced by the interrupted run's path when ``exc`` carries one
+    (:class:`arch_lab.errors.RunInterrupted`); unchanged otherwise (no run directory was created yet).
+    """
+    run_dir = getattr(exc, "run_dir", None)
+    if run_dir is None or "RUN_DIR" not in template:
+        return template
+    return template.replace("RUN_DIR", shlex.quote(str(run_dir)))
+
+
 def friendly_with(interrupted: str) -> Callable[[F], F]:
-    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted``."""
+    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted`` (see :func:`interrupted_message`)."""
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -40,8 +51,8 @@ def friendly_with(interrupted: str) -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             except ArchLabError as exc:
                 fail(first_line(exc))
-            except KeyboardInterrupt:
-                fail(interrupted, code=INTERRUPTED)
+            except KeyboardInterrupt as exc:
+                fail(interrupted_message(interrupted, exc), code=INTERRUPTED)
 
         return cast(F, wrapper)
 

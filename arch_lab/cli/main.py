@@ -168,14 +168,35 @@ def compare(
         list[str] | None, typer.Option("--method", "-m", help="Method or network name (repeatable).")
     ] = None,
     seeds: Annotated[int, typer.Option(help="Seeds per method.")] = 1,
-    out: Annotated[Path, typer.Option(help="Markdown table to write.")] = Path("docs/results.md"),
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Markdown file; its tables go between '<!-- arch-lab compare: begin/end -->' markers (text outside "
+            "them is kept), the rows to the CSV beside it."
+        ),
+    ] = Path("results/scoreboard.md"),
     set_: SetOpt = None,
+    fresh: Annotated[
+        bool, typer.Option("--fresh", help="Train every job again; reuse no row of the CSV beside --out.")
+    ] = False,
 ) -> None:
-    """Run baselines and backbones on tasks and write a markdown scoreboard with floor and ceiling."""
+    """Run baselines and backbones on tasks and write a markdown scoreboard with floor and ceiling.
+
+    Rows of the CSV beside --out are reused only when their resolved config (experiment, --set overrides, entry,
+    seed) is the job's; the command says how many it reused and from where.
+    """
     from arch_lab.scoreboard import default_entries, run_scoreboard
 
-    df = run_scoreboard(experiments, methods_ or default_entries(), seeds=seeds, out=out, overrides=_overrides(set_))
-    typer.echo(f"wrote {out} ({len(df)} rows)")
+    board = run_scoreboard(
+        experiments,
+        methods_ or default_entries(),
+        seeds=seeds,
+        out=out,
+        overrides=_overrides(set_),
+        fresh=fresh,
+        say=lambda line: typer.echo(line, err=True),
+    )
+    typer.echo(f"wrote {out} and {board.csv} ({len(board.table)} rows: {board.reused} reused, {board.trained} trained)")
 
 
 @app.command()

@@ -126,6 +126,14 @@ def _print_status(st: Any) -> None:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
         typer.echo(f"  best #{row['number']}: {row['value']:.4g} (seeds {seeds})  {params}")
     for row in st.running:
-        typer.echo(f"  running #{row['number']} on {row['worker']}")
+        line = f"  running #{row['number']} on {row['worker']}"
+        if "step" in row:
+            from arch_lab.sweeps.worker import format_duration
+
+            line += (
+                f": run {row['run']}/{row['runs']}, step {row['step']}/{row['max_steps']}, about "
+                f"{format_duration(row['eta_seconds'])} left in this run"
+            )
+        typer.echo(line)
     for row in st.failures:
         typer.echo(f"  {row['state'].lower()} #{row['number']}: {row['reason']}")

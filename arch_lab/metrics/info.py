@@ -19,28 +19,80 @@ class MetricInfo:
         ``"minimize"`` if lower is better, ``"maximize"`` if higher is better.
     description
         One-line definition.
+    label
+        Short name in words for axes and table headers.
+    unit
+        What the values are measured in (empty for a correlation or cosine).
     """
 
     direction: Direction
     description: str
+    label: str = ""
+    unit: str = ""
+
+    @property
+    def better(self) -> str:
+        """``lower is better`` or ``higher is better``."""
+        return "lower is better" if self.direction == "minimize" else "higher is better"
 
 
 _RANK = "fraction of other conditions' {what} at least as close as the own one under {metric}, within the state"
+_LOG = "log expression"
+_FRACTION = "fraction of conditions"
 
-#: Every metric name emitted per condition and in the summary, with its direction.
+#: Every metric name emitted per condition and in the summary, with its direction, label and unit.
 METRICS: dict[str, MetricInfo] = {
-    "rmse_mean": MetricInfo("minimize", "RMSE between predicted and observed pseudobulk means"),
-    "cosine_logfc": MetricInfo("maximize", "cosine of predicted vs observed log2 fold change against the controls"),
-    "pearson_delta": MetricInfo("maximize", "Pearson r of predicted vs observed mean shift from the controls"),
-    "rmse_mean_rank": MetricInfo("minimize", _RANK.format(what="predictions", metric="rmse_mean")),
-    "cosine_logfc_rank": MetricInfo("minimize", _RANK.format(what="predictions", metric="cosine_logfc")),
-    "pearson_delta_rank": MetricInfo("minimize", _RANK.format(what="predictions", metric="pearson_delta")),
-    "rmse_mean_rank_transposed": MetricInfo("minimize", _RANK.format(what="observations", metric="rmse_mean")),
-    "cosine_logfc_rank_transposed": MetricInfo("minimize", _RANK.format(what="observations", metric="cosine_logfc")),
-    "pearson_delta_rank_transposed": MetricInfo("minimize", _RANK.format(what="observations", metric="pearson_delta")),
-    "energy_distance": MetricInfo("minimize", "unbiased energy distance between predicted and observed cells, genes"),
-    "energy_distance_pca": MetricInfo(
-        "minimize", "unbiased energy distance between predicted and observed cells on PCs of the observed cells"
+    "rmse_mean": MetricInfo(
+        "minimize", "RMSE between predicted and observed pseudobulk means", "RMSE of mean expression", _LOG
     ),
-    "deg_recall": MetricInfo("maximize", "overlap of the top-k genes by |Welch t| vs controls, predicted vs observed"),
+    "cosine_logfc": MetricInfo(
+        "maximize",
+        "cosine of predicted vs observed log2 fold change against the controls",
+        "cosine of log2 fold changes",
+    ),
+    "pearson_delta": MetricInfo(
+        "maximize", "Pearson r of predicted vs observed mean shift from the controls", "Pearson r of mean shifts"
+    ),
+    "rmse_mean_rank": MetricInfo(
+        "minimize", _RANK.format(what="predictions", metric="rmse_mean"), "rank by RMSE", _FRACTION
+    ),
+    "cosine_logfc_rank": MetricInfo(
+        "minimize", _RANK.format(what="predictions", metric="cosine_logfc"), "rank by log2FC cosine", _FRACTION
+    ),
+    "pearson_delta_rank": MetricInfo(
+        "minimize", _RANK.format(what="predictions", metric="pearson_delta"), "rank by Pearson delta", _FRACTION
+    ),
+    "rmse_mean_rank_transposed": MetricInfo(
+        "minimize", _RANK.format(what="observations", metric="rmse_mean"), "rank by RMSE, transposed", _FRACTION
+    ),
+    "cosine_logfc_rank_transposed": MetricInfo(
+        "minimize",
+        _RANK.format(what="observations", metric="cosine_logfc"),
+        "rank by log2FC cosine, transposed",
+        _FRACTION,
+    ),
+    "pearson_delta_rank_transposed": MetricInfo(
+        "minimize",
+        _RANK.format(what="observations", metric="pearson_delta"),
+        "rank by Pearson delta, transposed",
+        _FRACTION,
+    ),
+    "energy_distance": MetricInfo(
+        "minimize",
+        "unbiased energy distance between predicted and observed cells, genes",
+        "energy distance, genes",
+        _LOG,
+    ),
+    "energy_distance_pca": MetricInfo(
+        "minimize",
+        "unbiased energy distance between predicted and observed cells on PCs of the observed cells",
+        "energy distance, PCs",
+        _LOG,
+    ),
+    "deg_recall": MetricInfo(
+        "maximize",
+        "overlap of the top-k genes by |Welch t| vs controls, predicted vs observed",
+        "recall of top DE genes",
+        "fraction",
+    ),
 }

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
-from arch_lab.sweeps.study import SLOT_ATTR, is_retry, load_study, locate_study, retried_by, trial_reason, trials_table
+from arch_lab.rundir import RunDir
+from arch_lab.sweeps.study import budget_count, load_study, locate_study, retried_by, trial_reason, trials_table
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -85,7 +86,8 @@ class SweepStatus:
     failures
         Failed trials with their reasons.
     running
-        Running trials with their worker.
+        Running trials with their worker and, once its run has recorded progress, ``run`` (which of the trial's
+        runs), ``runs``, ``step``, ``max_steps``, ``seconds_per_step`` and ``eta_seconds`` (of that run).
     """
 
     name: str
@@ -111,8 +113,7 @@ def sweep_status(
     trials = study.get_trials(deepcopy=False)
     retried = retried_by(trials)
     counts = {s.name: sum(1 for t in trials if t.state == s) for s in TrialState}
-    finished = sum(1 for t in trials if t.state.is_finished() and t.number not in retried)
-    slots = sum(1 for t in trials if SLOT_ATTR in t.user_attrs and not is_retry(t))
+    finished, slots, _ = budget_count(trials)
     direction = study.direction.name.lower()
     complete = [t for t in trials if t.state == TrialState.COMPLETE and t.value is not None and math.isfinite(t.value)]
     complete.sort(key=lambda t: cast(float, t.value), reverse=direction == "maximize")  # values checked above
@@ -131,7 +132,9 @@ def sweep_status(
         if t.state in (TrialState.FAIL, TrialState.PRUNED)
     ]
     running = [
-        {"number": t.number, "worker": t.user_attrs.get("worker")} for t in trials if t.state == TrialState.RUNNING
+        {"number": t.number, "worker": t.user_attrs.get("worker"), **_run_progress(t.user_attrs)}
+        for t in trials
+        if t.state == TrialState.RUNNING
     ]
     return SweepStatus(
         name=study.study_name,
@@ -145,3 +148,12 @@ def sweep_status(
         failures=failures,
         running=running,
     )
+
+
+def _run_progress(attrs: dict[str, Any]) -> dict[str, Any]:
+    """The progress the latest run of a running trial recorded in its status (empty when none yet)."""
+    dirs = attrs.get("run_dirs") or []
+    progress = RunDir(dirs[-1]).read_progress() if dirs else None
+    if progress is None:
+        return {}
+    return {"run": len(dirs), "runs": max(int(attrs.get("n_runs") or 0), len(dirs)), **progress}

@@ -77,6 +77,8 @@ class TrialRunner:
         self.git_sha = git_sha
         self.space_hash = sweep.space_hash()
         self.tasks = TaskCache()
+        #: The run in progress: (index, runs of the trial, run directory); None between trials.
+        self.current: tuple[int, int, Path] | None = None
 
     def run_dir(self, number: int, replicate: int, fold: int | None = None) -> Path:
         """``<output_dir>/<study>/trial-<number>/[fold-<fold>/]seed-<replicate>`` (absolute)."""
@@ -95,7 +97,9 @@ class TrialRunner:
             A run failed or diverged, or its objective is not finite.
         """
         started = time.perf_counter()
+        self.current = None
         values = self.sweep.space.sample(trial)
+        runs = [(fold, replicate) for fold in self.sweep.folds for replicate in range(self.sweep.replicates)]
         for key, value in {
             "params": json_safe(values),
             "overrides": json_safe(self.sweep.space.expand(values)),
@@ -103,6 +107,7 @@ class TrialRunner:
             "git_sha": self.git_sha,
             "space_hash": self.space_hash,
             "run_dirs": [],
+            "n_runs": len(runs),
             "seeds": [],
             "values_per_seed": [],
             "reason": None,
@@ -111,7 +116,6 @@ class TrialRunner:
         run_dirs: list[str] = []
         seeds: list[int] = []
         per_seed: list[float] = []
-        runs = [(fold, replicate) for fold in self.sweep.folds for replicate in range(self.sweep.replicates)]
         for i, (fold, replicate) in enumerate(runs):
             cfg = self.sweep.experiment(values, replicate, fold)
             run_dir = self.run_dir(trial.number, replicate, fold)
@@ -122,6 +126,7 @@ class TrialRunner:
             if fold is not None:
                 trial.set_user_attr("folds", [f for f, _ in runs[: i + 1]])
             callbacks = [self._reporter(trial)] if i == 0 else None
+            self.current = (i, len(runs), run_dir)
             result = self._train(cfg, run_dir, callbacks)
             per_seed.append(self._score(result, cfg))
             trial.set_user_attr("values_per_seed", per_seed)
@@ -129,6 +134,7 @@ class TrialRunner:
             if "parameter_count" in record:
                 trial.set_user_attr("parameter_count", record["parameter_count"])
             trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+        self.current = None
         return float(sum(per_seed) / len(per_seed))
 
     def _train(self, cfg: ExperimentConfig, run_dir: Path, callbacks: list | None) -> RunResult:

@@ -383,6 +383,28 @@ def retried_by(trials: list[FrozenTrial]) -> dict[int, int]:
     return out
 
 
+class BudgetCount(NamedTuple):
+    """Where a study's budget stands: finished slots (complete, pruned or failed for good), issued slots, and
+    running trials.
+    """
+
+    finished: int
+    slots: int
+    running: int
+
+
+def budget_count(trials: list[FrozenTrial]) -> BudgetCount:
+    """Count the budget of ``trials`` (a requeued trial's earlier attempt is not counted as finished)."""
+    from optuna.trial import TrialState
+
+    retried = retried_by(trials)
+    return BudgetCount(
+        finished=sum(1 for t in trials if t.state.is_finished() and t.number not in retried),
+        slots=sum(1 for t in trials if SLOT_ATTR in t.user_attrs and not is_retry(t)),
+        running=sum(1 for t in trials if t.state == TrialState.RUNNING),
+    )
+
+
 def trial_reason(trial: FrozenTrial, retried: dict[int, int]) -> str | None:
     """Why a trial failed or was pruned (None for others); ``retried`` comes from :func:`retried_by`."""
     from optuna.trial import TrialState

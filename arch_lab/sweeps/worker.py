@@ -6,24 +6,29 @@ storages); before each claim the worker fails trials whose heartbeat went stale,
 worker with an empty queue waits while trials of other workers still run, so a lost one is always retried.
 A failed trial is recorded as FAIL with its reason and the worker goes on; an interrupted one (Ctrl-C,
 SIGTERM) is marked failed, requeued, and the interruption propagates.
+
+While a trial runs, the worker logs a progress line every :data:`PROGRESS_EVERY_S` seconds: the run and step
+within the trial (from the run's status, see :meth:`arch_lab.rundir.RunDir.set_progress`), the study's finished
+trials, and the time left in the trial and the study at the current pace.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import signal
 import threading
 import time
 import warnings
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
 from arch_lab.sweeps.runner import TrialRunner, worker_label
 from arch_lab.sweeps.storage import StorageSpec
-from arch_lab.sweeps.study import StudyHandle, is_retry, open_study
+from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, open_study
 from arch_lab.sweeps.sweep import Sweep
 
 if TYPE_CHECKING:
@@ -31,6 +36,8 @@ if TYPE_CHECKING:
     from optuna.trial import FrozenTrial
 
 log = logging.getLogger("arch_lab.sweeps")
+#: Seconds between the progress lines a worker logs while a trial runs.
+PROGRESS_EVERY_S = 30.0
 
 
 @dataclass
@@ -77,6 +84,85 @@ class _Heartbeat:
         if not isinstance(self.backend, RDBStorage):  # StorageSpec.heartbeats: only RDB storages keep them
             raise TypeError(f"{type(self.backend).__name__} records no heartbeats")
         self.backend.record_heartbeat(self.trial_id)
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+def format_duration(seconds: float) -> str:
+    """``45 s``, ``12 min``, ``2 h 05 min`` (``?`` when unknown)."""
+    if not math.isfinite(seconds):
+        return "?"
+    s = max(int(round(seconds)), 0)
+    if s < 90:
+        return f"{s} s"
+    minutes = int(round(s / 60))
+    if minutes < 90:
+        return f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes:02d} min"
+
+
+def progress_line(
+    number: int, current: tuple[int, int, Any] | None, progress: dict[str, Any] | None, count: BudgetCount
+) -> str | None:
+    """One line on a running trial: its run and step, and the time left in it and in the study at this pace.
+
+    Parameters
+    ----------
+    number
+        The trial's number.
+    current
+        ``(index, runs, run_dir)`` of the run in progress (:attr:`TrialRunner.current`).
+    progress
+        What that run last recorded (:meth:`arch_lab.rundir.RunDir.read_progress`).
+    count
+        The study's budget when the trial was claimed, this trial counted as running.
+
+    Returns
+    -------
+    str or None
+        None until the run has recorded progress.
+    """
+    if current is None or progress is None:
+        return None
+    index, runs = current[0], current[1]
+    step, total, pace = int(progress["step"]), int(progress["max_steps"]), float(progress["seconds_per_step"])
+    trial_left = (total - step) * pace + (runs - index - 1) * total * pace
+    waiting = max(count.slots - count.finished - count.running, 0)
+    study_left = trial_left + waiting * runs * total * pace / max(count.running, 1)
+    return (
+        f"trial {number}: run {index + 1}/{runs}, step {step}/{total} ({pace:.2g} s/step); about "
+        f"{format_duration(trial_left)} left in this trial; study {count.finished}/{count.slots} trials finished, "
+        f"about {format_duration(study_left)} left at this pace"
+    )
+
+
+class _ProgressLog:
+    """Logs :func:`progress_line` for the running trial every ``interval`` seconds until stopped."""
+
+    def __init__(self, runner: TrialRunner, number: int, count: BudgetCount, interval: float) -> None:
+        self.runner, self.number, self.count, self.interval = runner, number, count, interval
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> _ProgressLog:
+        if self.interval > 0:
+            self._thread = threading.Thread(target=self._beat, daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        from arch_lab.rundir import RunDir
+
+        while not self._stop.wait(self.interval):
+            current = self.runner.current
+            progress = RunDir(current[2]).read_progress() if current is not None else None
+            line = progress_line(self.number, current, progress, self.count)
+            if line is not None:
+                log.info(line)
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
@@ -191,19 +277,29 @@ def run_worker(
                     time.sleep(poll)
                     continue
                 break
-            report.trials.append(run_claimed(handle, runner, trial_id, interval))
+            count = budget_count(trials)
+            count = count._replace(running=count.running + 1)  # this trial, claimed after the count
+            report.trials.append(run_claimed(handle, runner, trial_id, interval, count))
     return report
 
 
-def run_claimed(handle: StudyHandle, runner: TrialRunner, trial_id: int, interval: int | None) -> int:
-    """Run one claimed trial under a heartbeat and record its outcome; returns its number."""
+def run_claimed(
+    handle: StudyHandle, runner: TrialRunner, trial_id: int, interval: int | None, count: BudgetCount | None = None
+) -> int:
+    """Run one claimed trial under a heartbeat and record its outcome; returns its number.
+
+    With ``count`` (the study's budget when it was claimed), progress lines are logged while it runs.
+    """
     import optuna
 
     with _Heartbeat(handle, trial_id, interval):
         trial = optuna.trial.Trial(handle.study, trial_id)
-        log.info("trial %d started on %s", trial.number, worker_label())
+        where = f" (study {count.finished}/{count.slots} trials finished)" if count is not None else ""
+        log.info("trial %d started on %s%s", trial.number, worker_label(), where)
+        progress = _ProgressLog(runner, trial.number, count, PROGRESS_EVERY_S) if count is not None else None
         try:
-            _run_and_record(handle, runner, trial, trial_id)
+            with progress or nullcontext():
+                _run_and_record(handle, runner, trial, trial_id)
         except optuna.exceptions.UpdateFinishedTrialError:
             log.warning(
                 "trial %d was failed by another worker (heartbeat too late); its result is dropped", trial.number

@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 ETA_AFTER_STEPS = 20
 #: Parameters with at least this many elements have their gradient norm taken in a hook during backward.
 HOOKED_NUMEL = 1 << 16
+#: Seconds between progress records in the run's status (read by sweep workers and ``arch-lab sweep status``).
+PROGRESS_EVERY_S = 10.0
 
 
 def cpu_supports_bf16() -> bool:
@@ -429,6 +431,11 @@ class FlowTrainer:
             over = bool(distributed.broadcast_object(over if self.dist.is_main else None, self.dist))
         return over
 
+    def _record_progress(self, step: int, seconds_per_step: float) -> None:
+        """Write the step and the pace into the run's status (rank 0; nothing without a run directory)."""
+        if self.run_dir is not None and self.dist.is_main:
+            self.run_dir.set_progress(step, self.cfg.train.max_steps, seconds_per_step)
+
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`."""
         cfg = self.cfg.train
@@ -442,11 +449,13 @@ class FlowTrainer:
             initial=self.state.step,
             desc=f"train {self.cfg.network.name}",
             disable=not cfg.progress or not self.dist.is_main,
+            leave=None,  # kept on screen unless nested under another bar (arch-lab compare)
         )
         started = time.perf_counter() - self.state.train_seconds
+        first_step, first_seconds, recorded = self.state.step, self.state.train_seconds, -math.inf
         logs: dict[str, float] = {}
         interval: list[float] = []
-        first_step, first_time = self.state.step, time.perf_counter()
+        first_time = time.perf_counter()
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
             logs = self.train_step()
             interval.append(logs["loss"])
@@ -483,6 +492,11 @@ class FlowTrainer:
                     metrics = self._evaluate(step, {**logs, "loss": float(np.mean(interval))})
                     interval = []
                 self.state.stopped_early = self.state.time_limited = True
+            now = time.perf_counter()
+            if now - recorded >= PROGRESS_EVERY_S or step == cfg.max_steps:  # validations included in the pace
+                pace = (self.state.train_seconds - first_seconds) / (step - first_step)
+                self._record_progress(step, pace)
+                recorded = now
             if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or self.state.stopped_early:
                 self.save_checkpoint()
             if metrics is not None:

@@ -517,3 +517,114 @@ def test_analysis_scripts_write_their_figure(lab, tmp_path, script):
     written = sorted(p.suffix for p in out.iterdir())
     assert written == [".pdf", ".png"]
     assert all(p.stat().st_size > 1000 for p in out.iterdir())
+
+
+# ------------------------------------------------------------------------------- splits, words, polish
+def test_figures_name_the_split_and_label_metrics_in_words(lab):
+    runs = lab["runs"]
+    label = A.fig_metric_by_backbone(runs, metric="energy_distance").axes[0].get_ylabel()
+    assert label == "test split: energy distance, genes\n(log expression; lower is better ↓)"
+    assert A.metric_label("cosine_logfc") == "cosine of log2 fold changes (higher is better ↑)"
+    assert A.metric_label("deg_recall") == "recall of top DE genes (fraction; higher is better ↑)"
+    assert all(info.label for info in METRICS.values())
+    paired = A.fig_paired_conditions(lab["per_condition"], a="mlp", b="unet1d").axes[0]
+    assert paired.get_xlabel().startswith("mlp, test split: energy distance")
+    cost = A.fig_quality_cost_panels(runs, metric="energy_distance")
+    assert all(ax.get_ylabel().startswith("test split: ") for ax in cost.axes)
+    guidance = A.fig_guidance_sweep(runs).axes[0]
+    assert guidance.get_xlabel().startswith("test split: energy distance")
+    trials = A.trials_table(lab["study"])
+    history = A.fig_sweep_diagnostics(trials, split="val").axes[0]
+    assert history.get_ylabel() == "validation split: objective\n(lower is better ↓)"
+
+
+def test_quality_vs_cost_ticks_share_one_format(lab):
+    assert [A.compact_number(v) for v in (0.5, 20, 300, 1500, 20000, 3e6)] == ["0.5", "20", "300", "1.5k", "20k", "3M"]
+    fig = A.fig_quality_cost_panels(lab["runs"], metric="energy_distance")
+    fig.canvas.draw()
+    for ax in fig.axes:
+        labels = [t.get_text() for t in ax.get_xticklabels() if t.get_text()]
+        assert labels, ax.get_xlabel()
+        assert all("$" not in t and "^" not in t for t in labels), labels  # no 10^k mathtext beside plain numbers
+
+
+def test_learning_curves_have_markers_step_zero_and_the_floor(lab):
+    history = A.load_history(lab["runs"])
+    assert {"val_floor_energy_distance", "val_ceiling_energy_distance"} <= set(history.columns)
+    ax = A.fig_learning_curves(history, metric="energy_distance").axes[0]
+    curves = [x for x in ax.lines if str(x.get_gid()).startswith("curve:")]
+    assert curves
+    assert all(x.get_marker() == "o" for x in curves)
+    assert ax.get_xlim()[0] == 0
+    floor = next(x for x in ax.lines if x.get_gid() == "floor")
+    assert floor.get_ydata()[0] == pytest.approx(history["val_floor_energy_distance"].mean())
+    assert any(x.get_gid() == "ceiling" for x in ax.lines)
+
+
+def test_control_cells_stay_visible_over_generated_ones(lab):
+    runs = A.best_runs(lab["runs"], "energy_distance")
+    cells = A.cell_projection(list(runs["run_dir"]), n_conditions=1)
+    assert cells.attrs["split"] == "test"
+    fig = A.fig_cells_pca(cells)
+    ax = fig.axes[0]
+    by_gid = {c.get_gid(): c for c in ax.collections}
+    control = by_gid["points:control"]
+    generated = [c for gid, c in by_gid.items() if str(gid).startswith("points:generated:")]
+    assert generated
+    assert all(control.get_zorder() > c.get_zorder() for c in generated)
+    assert len(control.get_facecolor()) == 0 or control.get_facecolor()[0][3] == 0  # rings: no fill
+    assert fig.legends[0].get_title().get_text() == "cells of the test split"
+
+
+def test_one_parameter_grid_gets_no_sweep_diagnostics(lab, tmp_path):
+    assert A.one_parameter_grid(lab["study"]) is None  # two parameters, one of them continuous
+    storage = f"sqlite:///{tmp_path / 'grid.db'}"
+    grid = optuna.create_study(study_name="grid", storage=storage)
+    grid.set_user_attr("objective_split", "val")
+    dist = {"network.name": optuna.distributions.CategoricalDistribution(["mlp", "unet1d"])}
+    done = lab["study"].trials[:2]  # mlp and unet1d, two seeds each
+    for t in done:
+        grid.add_trial(
+            optuna.trial.create_trial(
+                params={"network.name": t.params["network.name"]},
+                distributions=dist,
+                value=t.value,
+                user_attrs=t.user_attrs,
+            )
+        )
+    assert A.one_parameter_grid(grid) == "network.name"
+    report = A.build_report([storage, lab["baselines"]], tmp_path / "r")
+    skipped = dict(report.skipped)
+    assert "grid over network.name alone (2 configurations" in skipped["fig5_sweep_diagnostics"]
+    assert not list((tmp_path / "r" / "figures").glob("fig5*"))
+    text = report.path.read_text()
+    assert "Study `grid` ranked its trials by" in text
+    assert "on the **val** split" in text
+    assert "so they differ" in text
+
+
+def test_report_names_its_split_and_places_each_backbone_between_floor_and_ceiling(lab, tmp_path):
+    report = A.build_report([lab["storage"], lab["baselines"]], tmp_path / "r")
+    text = report.path.read_text()
+    assert "Split: every table and figure scores the **test** split" in text
+    assert "Mean over runs (seeds) with a 95% t interval, on the test split." in text
+    assert "## Against the floor and the ceiling" in text
+    section = text.split("## Against the floor and the ceiling")[1].split("\n## ")[0]
+    for backbone in ("mlp", "unet1d", "perturbation_mean"):
+        line = next(x for x in section.splitlines() if x.startswith(f"- **{backbone}**"))
+        assert "floor" in line
+        assert "ceiling" in line
+    for art in report.tables:
+        assert "split" in art.caption
+        df = pd.read_csv(art.files[0])
+        assert "split" in df.columns or "objective_split" in df.columns, art.name
+    assert set(pd.read_csv(tmp_path / "r" / "tables" / "summary.csv")["split"]) == {"test"}
+    standing = pd.read_csv(tmp_path / "r" / "tables" / "standing.csv")
+    assert {"backbone", "metric", "vs_floor", "vs_floor_low", "floor_verdict", "ceiling_verdict"} <= set(
+        standing.columns
+    )
+    row = standing[(standing["backbone"] == "mlp") & (standing["metric"] == "energy_distance")].iloc[0]
+    mlp = lab["runs"][lab["runs"]["backbone"] == "mlp"]
+    assert row["vs_floor"] == pytest.approx((mlp["energy_distance"] - mlp["floor_energy_distance"]).mean())
+    for art in report.figures:
+        assert "split" in art.caption, art.name

@@ -591,3 +591,60 @@ def test_bad_fold_budgets_are_named(bench: Path, fixed: dict, budget: dict, mess
     raw = sweep_dict("badfolds", fixed=fixed, budget={"replicates": 1, **budget})
     with pytest.raises(ConfigError, match=message):
         load_sweep(write_sweep(bench, raw))
+
+
+# --------------------------------------------------------------------------------------------- progress
+def test_progress_line_gives_the_step_and_the_time_left():
+    from arch_lab.sweeps.study import BudgetCount
+    from arch_lab.sweeps.worker import format_duration, progress_line
+
+    progress = {"step": 50, "max_steps": 200, "seconds_per_step": 0.5}
+    # run 1 of 2: 150 steps left in it, 200 in the next; 2 trials waiting beyond the 2 running, 2 workers
+    line = progress_line(4, (0, 2, "x"), progress, BudgetCount(finished=2, slots=6, running=2))
+    assert line == (
+        "trial 4: run 1/2, step 50/200 (0.5 s/step); about 3 min left in this trial; "
+        "study 2/6 trials finished, about 6 min left at this pace"
+    )
+    assert progress_line(4, None, progress, BudgetCount(0, 1, 1)) is None
+    assert progress_line(4, (0, 1, "x"), None, BudgetCount(0, 1, 1)) is None
+    assert [format_duration(s) for s in (5, 89, 600, 7500, float("nan"))] == [
+        "5 s",
+        "89 s",
+        "10 min",
+        "2 h 05 min",
+        "?",
+    ]
+
+
+def test_worker_logs_progress_while_a_trial_runs_and_status_shows_it(bench: Path, monkeypatch, caplog):
+    import logging
+
+    from arch_lab.rundir import RunDir
+    from arch_lab.sweeps import worker as worker_module
+    from arch_lab.sweeps.report import _run_progress
+    from arch_lab.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PROGRESS_EVERY_S", 0.0)
+    monkeypatch.setattr(worker_module, "PROGRESS_EVERY_S", 0.05)
+    step = trainer_module.FlowTrainer.train_step
+
+    def slow_step(self):
+        time.sleep(0.03)
+        return step(self)
+
+    monkeypatch.setattr(trainer_module.FlowTrainer, "train_step", slow_step)
+    path = write_sweep(bench, sweep_dict("progress", space={"optim.lr": {"type": "categorical", "choices": [1e-3]}}))
+    with caplog.at_level(logging.INFO, logger="arch_lab.sweeps"):
+        run_sweep(path)
+    lines = [r.getMessage() for r in caplog.records]
+    assert "study 0/1 trials finished" in next(m for m in lines if m.startswith("trial 0 started"))
+    progress = [m for m in lines if m.startswith("trial 0: run 1/1, step ")]
+    assert progress, lines
+    assert all(" left in this trial; study 0/1 trials finished, about " in m for m in progress)
+    # a running trial's row in `arch-lab sweep status` carries its run's progress
+    run = RunDir.create(bench / "r")
+    run.set_status("running")
+    run.set_progress(3, 10, 1.0)
+    row = _run_progress({"run_dirs": [str(run.path)], "n_runs": 2})
+    assert row == {"run": 1, "runs": 2, "step": 3, "max_steps": 10, "seconds_per_step": 1.0, "eta_seconds": 7.0}
+    assert _run_progress({"run_dirs": []}) == {}

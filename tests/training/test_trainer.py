@@ -230,3 +230,30 @@ def test_close_removes_hooks_and_falls_back_to_a_norm_after_backward(synthetic_h
     # fused AdamW rescaled the gradients to the clip norm; the reported norm is the one before clipping
     assert logs["grad_norm"] > 1.0
     assert float(torch.nn.utils.get_total_norm(grads)) == pytest.approx(1.0, rel=1e-5)
+
+
+def test_fit_records_its_step_and_pace_in_the_run_status(synthetic_h5ad, tmp_path, monkeypatch):
+    """Sweep workers and ``arch-lab sweep status`` read a running run's progress from its status."""
+    from arch_lab.rundir import RunDir
+    from arch_lab.training import trainer as trainer_module
+
+    monkeypatch.setattr(trainer_module, "PROGRESS_EVERY_S", 0.0)
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path, train={"max_steps": 6, "eval_every": 3}))
+    task = build_task(cfg)
+    run = RunDir.create(tmp_path / "run")
+    run.set_status("running")
+    seen = []
+    net = build_network("mlp", {"width": 16, "depth": 1}, task.spec)
+    trainer = FlowTrainer(
+        cfg,
+        task,
+        net,
+        validate=lambda model, conditions: {"energy_distance": 1.0},
+        run_dir=run,
+        callbacks=[lambda step, _: seen.append(run.read_progress())],
+    )
+    trainer.fit()
+    assert [(p["step"], p["max_steps"]) for p in seen] == [(3, 6), (6, 6)]
+    assert all(p["seconds_per_step"] > 0 for p in seen)
+    assert seen[0]["eta_seconds"] == pytest.approx(3 * seen[0]["seconds_per_step"])
+    assert run.read_progress()["step"] == 6
