@@ -172,8 +172,8 @@ def standing_table(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             continue
         for b in backbone_order(runs["backbone"].astype(str)):
             part = runs[runs["backbone"].astype(str) == b]
-            cols = [pd.to_numeric(part[c], errors="coerce") for c in (m, f"floor_{m}", f"ceiling_{m}")]
-            est = reference_standing(*cols, direction=METRICS[m].direction)
+            value, floor, ceiling = (pd.to_numeric(part[c], errors="coerce") for c in (m, f"floor_{m}", f"ceiling_{m}"))
+            est = reference_standing(value, floor, ceiling, direction=METRICS[m].direction)
             if est["n"]:
                 rows.append({"metric": m, "backbone": b, "direction": METRICS[m].direction, **est})
     return pd.DataFrame(rows)
