@@ -1,4 +1,8 @@
-"""How the command line reports failure: user errors as one line on stderr and a non-zero exit, no traceback."""
+"""How the command line reports failure: user errors as one line on stderr and a non-zero exit, no traceback.
+
+Operating-system errors (a read-only folder, a full disk) that reach a command get the same one line: the path,
+the reason and the fix.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any, TypeVar
 
 import typer
 
-from arch_lab.errors import ArchLabError
+from arch_lab.errors import ArchLabError, RunInterrupted, os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: What Ctrl-C during ``arch-lab train`` prints.
@@ -30,8 +34,12 @@ def first_line(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-def friendly_with(interrupted: str) -> Callable[[F], F]:
-    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted``."""
+def friendly_with(interrupted: str, run_message: bool = False) -> Callable[[F], F]:
+    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted``.
+
+    With ``run_message``, an interrupted run (:class:`~arch_lab.errors.RunInterrupted`) prints its own message
+    instead, which names the run directory to resume.
+    """
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -40,8 +48,11 @@ def friendly_with(interrupted: str) -> Callable[[F], F]:
                 return fn(*args, **kwargs)
             except ArchLabError as exc:
                 fail(first_line(exc))
-            except KeyboardInterrupt:
-                fail(interrupted, code=INTERRUPTED)
+            except KeyboardInterrupt as exc:
+                own = run_message and isinstance(exc, RunInterrupted)
+                fail(first_line(exc) if own else interrupted, code=INTERRUPTED)
+            except OSError as exc:
+                fail(first_line(os_error(exc, doing="read or write it")))
 
         return wrapper  # type: ignore[return-value]
 
@@ -50,4 +61,4 @@ def friendly_with(interrupted: str) -> Callable[[F], F]:
 
 def friendly(fn: F) -> F:
     """Turn user errors into one line on stderr and a non-zero exit (Ctrl-C says how to resume the run)."""
-    return friendly_with(TRAIN_INTERRUPTED)(fn)
+    return friendly_with(TRAIN_INTERRUPTED, run_message=True)(fn)
