@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from arch_lab.sweeps.runner import worker_alive
 from arch_lab.sweeps.study import SLOT_ATTR, is_retry, load_study, locate_study, retried_by, trial_reason, trials_table
 
 if TYPE_CHECKING:
@@ -85,7 +86,8 @@ class SweepStatus:
     failures
         Failed trials with their reasons.
     running
-        Running trials with their worker.
+        Running trials with their worker (``worker``) and ``gone``: True when the worker runs on this machine
+        and its process is gone, None when that cannot be seen from here.
     """
 
     name: str
@@ -98,6 +100,11 @@ class SweepStatus:
     best: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     running: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _gone(trial: Any) -> bool | None:
+    alive = worker_alive(trial)
+    return None if alive is None else not alive
 
 
 def sweep_status(
@@ -131,7 +138,9 @@ def sweep_status(
         if t.state in (TrialState.FAIL, TrialState.PRUNED)
     ]
     running = [
-        {"number": t.number, "worker": t.user_attrs.get("worker")} for t in trials if t.state == TrialState.RUNNING
+        {"number": t.number, "worker": t.user_attrs.get("worker"), "gone": _gone(t)}
+        for t in trials
+        if t.state == TrialState.RUNNING
     ]
     return SweepStatus(
         name=study.study_name,
@@ -144,4 +153,28 @@ def sweep_status(
         best=best,
         failures=failures,
         running=running,
+    )
+
+
+def stuck_message(
+    status: SweepStatus, source: str | Path, storage: str | None = None, profile: str | None = None
+) -> str | None:
+    """One line for a study left with running trials once every local worker has stopped (None when there is
+    none): how many, which, and the command that requeues them.
+
+    Without heartbeats (journal storage) a trial whose worker was killed stays running for ever; workers on this
+    machine requeue such trials themselves, so what is left ran on other machines, or is still running there.
+    """
+    if not status.running:
+        return None
+    shown = [f"#{r['number']} on {r['worker'] or '?'}" + (" (gone)" if r.get("gone") else "") for r in status.running]
+    listing = ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+    command = f"arch-lab sweep requeue {source}"
+    command += f" --storage {storage}" if storage else ""
+    command += f" --profile {profile}" if profile else ""
+    n = len(status.running)
+    return (
+        f"budget {status.finished}/{status.slots} finished: {n} trial{'s' if n > 1 else ''} still RUNNING with no "
+        f"worker here to finish {'them' if n > 1 else 'it'} ({listing}); if {'their workers are' if n > 1 else 'its worker is'} "
+        f"gone, requeue with: {command}, then rerun this command"
     )
