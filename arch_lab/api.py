@@ -5,6 +5,7 @@ The CLI is a thin layer over these functions; tests and sweeps call them directl
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ import pandas as pd
 
 from arch_lab.config import ExperimentConfig
 from arch_lab.data.task import Condition, Task, build_task
-from arch_lab.errors import ArchLabError, DataError, RunInterrupted
+from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method
 from arch_lab.recording import record_results, start_run
@@ -44,6 +45,7 @@ def train(
     run_dir: Path | None = None,
     callbacks: list[Callable[[int, dict], None]] | None = None,
     task: Task | None = None,
+    notes: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Build the task, fit the method, predict and score the evaluated split, and record everything.
 
@@ -52,11 +54,14 @@ def train(
     cfg
         The validated experiment.
     run_dir
-        An empty directory to write into (default: a fresh one under ``cfg.output_dir``).
+        A directory to write into: new, empty, or holding no run (default: a fresh one under ``cfg.output_dir``).
     callbacks
         Passed to the trainer (called after each validation).
     task
         A pre-built task (skips loading; must come from the same config).
+    notes
+        Called with each note about the data (normalisation, repaired labels, gene selection...) before training;
+        the notes are recorded in ``meta.json`` either way.
 
     Returns
     -------
@@ -65,28 +70,43 @@ def train(
     Raises
     ------
     ArchLabError
-        Bad config or data (raised before any run directory is created), or a diverged run (the directory is
-        marked ``failed``).
-    RunInterrupted
-        Ctrl-C (or SIGTERM) during training or evaluation; the directory is marked ``failed`` and the exception
-        carries its ``run_dir`` (a ``KeyboardInterrupt``, so callers that catch that still see it).
+        Bad config or data, or a ``run_dir`` that already holds a run or is being written by another process
+        (raised before any run directory is created or touched); a diverged run (the directory is marked
+        ``failed``); an operating-system error (:class:`~arch_lab.errors.FileSystemError`, one line; the run is
+        marked ``failed`` when its status can still be written).
+    KeyboardInterrupt
+        Ctrl-C or SIGTERM (:class:`~arch_lab.errors.RunInterrupted`); the run is marked ``interrupted``.
 
     Notes
     -----
     Under ``torchrun`` every process runs this function: the process group is set up here, every rank builds
     the task and trains its shard, and rank 0 alone creates and writes the run directory (``docs/distributed.md``).
+    While it writes, rank 0 holds the run directory's lock (:meth:`RunDir.lock`).
     """
-    with distributed.session() as info:
+    if run_dir is not None:
+        RunDir(run_dir).check_unused()  # before the data is read
+    with distributed.session() as info, contextlib.ExitStack() as held:
         task = task if task is not None else build_task(cfg)
         method = build_method(cfg, task)
         created = None
         if info.is_main:
+            _tell(notes, task)
             run = RunDir.new(cfg) if run_dir is None else RunDir.create(run_dir)
-            extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info)}
-            start_run(run, cfg, task.split, extra)
+            held.enter_context(run.lock())
+            run.check_unused()  # again under the lock: another process may have started a run here meanwhile
+            with run.recording_failures():
+                extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info)}
+                start_run(run, cfg, task.split, extra)
             created = str(run.path)
         run_dir = Path(distributed.broadcast_object(created, info))
         return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
+
+
+def _tell(notes: Callable[[str], None] | None, task: Task) -> None:
+    """Hand each note about the data to ``notes`` (the command line prints them)."""
+    if notes is not None:
+        for note in task.data.notes:
+            notes(note)
 
 
 def _dist_meta(info: distributed.DistInfo) -> dict[str, Any]:
@@ -108,7 +128,7 @@ def _fit_and_finish(
         return RunResult(run_dir, {}, pd.DataFrame(), None, fit_summary, rank=info.rank)
     run = RunDir(run_dir)
     start = time.perf_counter()
-    try:
+    with run.recording_failures():  # failed, pruned or interrupted, with the reason
         fit_summary = method.fit(run_dir, callbacks, validate=make_validator(task, cfg))
         run.update_meta(parameter_count=method.parameter_count())
         result = evaluate(task, method, cfg.eval, cfg.seed)
@@ -117,15 +137,7 @@ def _fit_and_finish(
             val_cfg = cfg.eval.model_copy(update={"reference_points": False})
             val_summary = evaluate(task, method, val_cfg, cfg.seed, split="val").summary
         record_results(run, method, result, val_summary, fit_summary, time.perf_counter() - start)
-    except KeyboardInterrupt as exc:  # the caller learns which run to resume
-        run.mark_failed(exc)
-        if isinstance(exc, RunInterrupted):
-            raise
-        raise RunInterrupted(run_dir, str(exc)) from exc
-    except BaseException as exc:
-        run.mark_failed(exc)
-        raise
-    run.set_status("completed")
+        run.set_status("completed")
     return RunResult(run_dir, result.summary, result.per_condition, result.reference_summary, fit_summary, val_summary)
 
 
@@ -137,15 +149,29 @@ def load_run_task(run_dir: Path | RunDir, cfg: ExperimentConfig | None = None) -
     return build_task(cfg)
 
 
-def resume(run_dir: Path, callbacks: list[Callable[[int, dict], None]] | None = None) -> RunResult:
+def resume(
+    run_dir: Path,
+    callbacks: list[Callable[[int, dict], None]] | None = None,
+    notes: Callable[[str], None] | None = None,
+) -> RunResult:
     """Continue an interrupted run exactly where its last checkpoint left it.
 
-    Any number of processes may resume a checkpoint written by any number (``docs/distributed.md``); every rank
-    reads the run directory, so under multi-node ``torchrun`` it must be on a shared filesystem.
+    The run's own ``config.yaml`` is used; its checkpoint must have been written for it (the config hash stored
+    in the checkpoint is checked). Any number of processes may resume a checkpoint written by any number
+    (``docs/distributed.md``); every rank reads the run directory, so under multi-node ``torchrun`` it must be on a
+    shared filesystem.
+
+    Raises
+    ------
+    ArchLabError
+        Not a run directory, a completed run, a run another process is writing, a method without checkpoints, or
+        a checkpoint written for another config.
     """
     run = RunDir(run_dir)
-    with distributed.session() as info:
+    with distributed.session() as info, contextlib.ExitStack() as held:
         cfg = run.read_config()
+        if info.is_main:
+            held.enter_context(run.lock())  # refuses while another process writes the run
         status = run.read_status()["status"]
         if status == "completed":
             raise ArchLabError(f"{run_dir}: run already completed; start a new run instead of --resume")
@@ -156,8 +182,10 @@ def resume(run_dir: Path, callbacks: list[Callable[[int, dict], None]] | None = 
         method.resume = True
         distributed.barrier(info)  # every rank has read the status before rank 0 rewrites it
         if info.is_main:
-            run.set_status("running", resumed=True)
-            run.update_meta(distributed=_dist_meta(info))
+            _tell(notes, task)
+            with run.recording_failures():
+                run.set_status("running", resumed=True)
+                run.update_meta(distributed=_dist_meta(info))
         return _fit_and_finish(cfg, task, method, run.path, callbacks, info)
 
 

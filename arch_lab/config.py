@@ -2,18 +2,39 @@
 
 Every section rejects unknown keys, and every validation error names the offending key path, e.g.
 ``train.max_step: unknown key (valid keys: ...)``. The resolved config is written into each run directory.
+
+Validation runs in two stages (:func:`experiment_from_dict`): first the structure (YAML, keys, types, ranges),
+which needs neither torch nor the metric code, so a mistyped key is reported at once; then the checks that need the
+library's registries (network knobs, ``train.select_metric``), which import them.
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from arch_lab.errors import ConfigError
+
+#: Validation context key: check the structure only, not against the registries (no torch, no metric code).
+STRUCTURE_ONLY = "structure_only"
+
+
+def _structure_only(info: ValidationInfo) -> bool:
+    return bool(info.context and info.context.get(STRUCTURE_ONLY))
 
 
 class _Section(BaseModel):
@@ -359,7 +380,9 @@ class NetworkConfig(BaseModel):
         return {k: v for k, v in self.model_dump().items() if k not in ("name", "match_parameters")}
 
     @model_validator(mode="after")
-    def _known_knobs(self) -> NetworkConfig:
+    def _known_knobs(self, info: ValidationInfo) -> NetworkConfig:
+        if _structure_only(info):
+            return self
         # Imported here: the registry imports torch and the networks; it never imports this module.
         from arch_lab.networks import check_match_config, validate_network_config
 
@@ -442,6 +465,19 @@ class TrainConfig(_Section):
             raise ValueError("set train.max_flops or train.match_flops, not both")
         return self
 
+    @field_validator("select_metric")
+    @classmethod
+    def _known_metric(cls, value: str, info: ValidationInfo) -> str:
+        if _structure_only(info):
+            return value
+        from arch_lab.metrics.info import METRICS  # the metric package imports scipy: second stage only
+
+        if value not in METRICS:
+            raise ValueError(
+                f"unknown metric {value!r}; the best checkpoint is chosen by one of: {', '.join(sorted(METRICS))}"
+            )
+        return value
+
 
 class EvalConfig(_Section):
     """Scoring of the evaluated split."""
@@ -463,10 +499,11 @@ class ExperimentConfig(_Section):
     data: DataConfig
     task: TaskConfig
     method: MethodConfig = Field(default_factory=MethodConfig)
-    network: NetworkConfig = Field(default_factory=NetworkConfig)
+    # defaults built without validation: the registries are imported in the second stage only, and are valid
+    network: NetworkConfig = Field(default_factory=lambda: NetworkConfig.model_construct())
     flow: FlowConfig = Field(default_factory=FlowConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    train: TrainConfig = Field(default_factory=TrainConfig)
+    train: TrainConfig = Field(default_factory=lambda: TrainConfig.model_construct())
     eval: EvalConfig = Field(default_factory=EvalConfig)
     #: Folder the YAML was read from; relative data paths are resolved against it.
     base_dir: str | None = None
@@ -481,7 +518,9 @@ def format_validation_error(err: ValidationError, prefix: str = "") -> str:
     if e["type"] == "missing":
         return f"{path}: required key is missing"
     msg = e["msg"].replace("Value error, ", "")
-    return f"{path or '<root>'}: {msg} (got {e.get('input')!r})"
+    got = e.get("input")
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"  # a whole section says nothing the message does not
+    return f"{path or '<root>'}: {msg}{shown}"
 
 
 def set_dotted(d: dict[str, Any], key: str, value: Any) -> None:
@@ -512,11 +551,21 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
 
 
 def experiment_from_dict(raw: dict[str, Any], overrides: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Validate a raw mapping (plus dotted ``overrides``) into an :class:`ExperimentConfig`."""
+    """Validate a raw mapping (plus dotted ``overrides``) into an :class:`ExperimentConfig`.
+
+    The structure is checked first, without importing torch or the metric code, so that a key or type error is
+    reported in well under a second; then the network knobs and ``train.select_metric`` against the registries.
+
+    Raises
+    ------
+    ConfigError
+        One line naming the first offending key path.
+    """
     raw = copy.deepcopy(raw)
     for key, value in (overrides or {}).items():
         set_dotted(raw, key, value)
     try:
+        ExperimentConfig.model_validate(raw, context={STRUCTURE_ONLY: True})
         return ExperimentConfig.model_validate(raw)
     except ValidationError as err:
         raise ConfigError(format_validation_error(err)) from None
@@ -545,9 +594,35 @@ def load_experiment(path: str | Path, overrides: dict[str, Any] | None = None) -
 def parse_override(text: str) -> tuple[str, Any]:
     """Parse ``key=value`` (value read as YAML, so numbers, lists and booleans work)."""
     if "=" not in text:
-        raise ConfigError(f"override {text!r}: expected KEY=VALUE, e.g. network.width=256")
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. network.width=256")
     key, value = text.split("=", 1)
-    return key.strip(), yaml.safe_load(value)
+    if not key.strip():
+        raise ConfigError(f"--set {text!r}: the key is empty; expected KEY=VALUE, e.g. network.width=256")
+    try:
+        return key.strip(), yaml.safe_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--set {text!r}: the value is not valid YAML; quote it, e.g. {key.strip()}='...'") from None
+
+
+#: Keys that do not change what a run computes (where it is written, how it reports), left out of its hash.
+_UNHASHED = {"output_dir": None, "base_dir": None, "train": ("progress", "threads")}
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """A short hash of everything in the config that changes what a run computes.
+
+    Stored in checkpoints, so that a resume can check the checkpoint belongs to the run's config. Where the run
+    is written (``output_dir``, ``base_dir``) and how it reports progress (``train.progress``, ``train.threads``)
+    are left out.
+    """
+    data = cfg.model_dump(mode="json")
+    for key, inner in _UNHASHED.items():
+        if inner is None:
+            data.pop(key, None)
+        else:
+            for sub in inner:
+                data.get(key, {}).pop(sub, None)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def resolve_path(cfg: ExperimentConfig, path: str) -> Path:

@@ -3,29 +3,45 @@
 A run directory holds ``config.yaml`` (resolved), ``meta.json`` (seed, git SHA, package versions, device),
 ``split.csv``, ``status.json``, the trainer's ``checkpoint.pt`` and ``best.pt`` and, once finished,
 ``history.csv``, ``predictions.h5ad``, ``metrics_per_condition.csv``, ``reference_per_condition.csv``,
-``model.pt`` and ``metrics.json``. ``status.json`` says ``running``, ``completed``, ``failed`` or ``pruned``
-(with the reason); ``metrics.json`` is only ever written for a completed run, so a crashed run never looks
-complete.
+``model.pt`` and ``metrics.json``. ``status.json`` says ``running`` (with the writer's pid and host),
+``completed``, ``failed``, ``pruned`` or ``interrupted`` (with the reason); ``metrics.json`` is only ever written
+for a completed run, so a crashed run never looks complete.
+
+One run per directory: a directory that already holds a run is refused as the target of a new one
+(:meth:`RunDir.check_unused`), and a process writing a run holds an exclusive lock on it (:meth:`RunDir.lock`,
+``fcntl.flock`` on ``.lock``), so a second writer is refused and a reader can tell a running run from one whose
+process is gone (:meth:`RunDir.process_gone`). While the lock is held SIGTERM raises :class:`KeyboardInterrupt`,
+so an interrupted run says ``interrupted`` (:meth:`RunDir.recording_failures`).
 
 Every file is written to a temporary name that includes the writer's process id and then renamed over the
-target, so a reader never sees half a file and two writers never share a temporary file. No other module spells
-a file name of the layout: they go through :class:`RunDir`.
+target, so a reader never sees half a file and two writers never share a temporary file. An operating-system
+error while writing (a read-only folder, a full disk) becomes a one-line
+:class:`~arch_lab.errors.FileSystemError` naming the path, the reason and the fix, and leaves no temporary file.
+No other module spells a file name of the layout: they go through :class:`RunDir`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import errno
+import fcntl
+import io
 import json
 import os
 import secrets
+import shutil
+import signal
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from arch_lab.errors import ArchLabError
+from arch_lab.errors import ArchLabError, FileSystemError, RunInterrupted, error_number, os_error
 
 if TYPE_CHECKING:
     import anndata as ad
@@ -34,8 +50,12 @@ if TYPE_CHECKING:
     from arch_lab.config import ExperimentConfig
 
 #: Values of ``status.json``'s ``status`` (``missing`` is what :meth:`RunDir.read_status` says without one).
-STATUSES = ("running", "completed", "failed", "pruned")
+STATUSES = ("running", "completed", "failed", "pruned", "interrupted")
 _PathLike = str | os.PathLike
+#: How long :meth:`RunDir.lock` retries before refusing (a reader probing the lock holds it for microseconds).
+LOCK_WAIT_S = 2.0
+#: Below this many free bytes, a write that failed without naming an OS error is taken for a full disk.
+_NEARLY_FULL = 1 << 20
 
 
 def utc_now() -> str:
@@ -63,8 +83,55 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+    except FileSystemError:
+        raise
+    except Exception as exc:
+        if isinstance(exc, OSError) or error_number(exc) is not None:
+            raise os_error(exc, path) from exc
+        if _nearly_full(path.parent):  # libraries (h5py, torch) that swallow the errno of a full disk
+            raise os_error(OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)), path) from exc
+        raise
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < _NEARLY_FULL
+    except OSError:
+        return False
+
+
+def pid_alive(pid: int) -> bool:
+    """True when a process with this id exists on this machine."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """Turn SIGTERM (``kill``, Slurm preemption) into :class:`KeyboardInterrupt` while the block runs.
+
+    Only in the main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def write_json(path: Path, obj: Any) -> None:
@@ -92,6 +159,7 @@ class RunDir:
     """
 
     CONFIG = "config.yaml"
+    LOCK = ".lock"
     META = "meta.json"
     SPLIT = "split.csv"
     STATUS = "status.json"
@@ -116,17 +184,29 @@ class RunDir:
     # ------------------------------------------------------------------------------------ creating
     @classmethod
     def create(cls, path: _PathLike) -> RunDir:
-        """The run directory at ``path``, created (with its parents) when missing."""
+        """The run directory at ``path``, created (with its parents) when missing.
+
+        Raises
+        ------
+        FileSystemError
+            The folder cannot be created (one line: path, reason, fix).
+        """
         run = cls(path)
-        run.path.mkdir(parents=True, exist_ok=True)
+        _mkdir(run.path, exist_ok=True)
         return run
 
     @classmethod
     def new(cls, cfg: ExperimentConfig) -> RunDir:
-        """A fresh, unique run directory ``<output_dir>/<name>/<time>-s<seed>-<random>``."""
+        """A fresh, unique run directory ``<output_dir>/<name>/<time>-s<seed>-<random>``.
+
+        Raises
+        ------
+        FileSystemError
+            The folder cannot be created (a read-only or full disk, a file in the way).
+        """
         stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
         path = Path(cfg.output_dir) / cfg.name / f"{stamp}-s{cfg.seed}-{secrets.token_hex(2)}"
-        path.mkdir(parents=True, exist_ok=False)
+        _mkdir(path, exist_ok=False)
         return cls(path)
 
     @classmethod
@@ -195,9 +275,142 @@ class RunDir:
         """The trained method's state (``{"method": name, "state": state_dict}``)."""
         return self.path / self.MODEL
 
+    @property
+    def lock_file(self) -> Path:
+        """The file a writing process holds an exclusive ``flock`` on (see :meth:`lock`)."""
+        return self.path / self.LOCK
+
+    # ---------------------------------------------------------------------------- one run, one writer
+    def holds_run(self) -> bool:
+        """True when the directory already holds (part of) a run: a config, status, meta, split or checkpoint."""
+        names = (self.CONFIG, self.STATUS, self.META, self.SPLIT, self.CHECKPOINT, self.METRICS, self.MODEL)
+        return any((self.path / name).exists() for name in names)
+
+    def check_unused(self) -> None:
+        """Refuse a directory that cannot take a new run: a file, or a folder that already holds a run.
+
+        Raises
+        ------
+        ArchLabError
+            Names what is there and the fix (resume it, or pass another directory).
+        """
+        if self.path.exists() and not self.path.is_dir():
+            raise FileSystemError(f"{self.path}: is a file, not a folder; pass a new directory as --run-dir")
+        block = next((p for p in self.path.parents if p.exists() and not p.is_dir()), None)
+        if block is not None:
+            raise FileSystemError(f"{block}: is a file, not a folder, so {self.path} cannot be created; move it")
+        if not self.holds_run():
+            return
+        status = self.read_status().get("status")
+        if status == "running" and self.is_locked():
+            raise ArchLabError(
+                f"{self.path}: already holds a run that another process ({_read_holder(self.lock_file)}) is writing; "
+                "pass a new --run-dir"
+            )
+        if status == "completed":
+            fix = "pass a new --run-dir (a directory holds one run)"
+        else:
+            fix = f"continue it with arch-lab train --resume {self.path}, or pass a new --run-dir"
+        raise ArchLabError(f"{self.path}: already holds a run (status {status}); {fix}")
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[RunDir]:
+        """Hold an exclusive lock on the run while this process writes it.
+
+        An exclusive ``fcntl.flock`` on ``.lock`` in the directory (released when the block ends or the process
+        dies, however it dies); the file names the holder (pid and host). While it is held SIGTERM raises
+        :class:`KeyboardInterrupt` (main thread only), so the run can be marked ``interrupted``.
+
+        Raises
+        ------
+        ArchLabError
+            Another process holds the lock (names it).
+        FileSystemError
+            The lock file cannot be created.
+        """
+        try:
+            fh = open(self.lock_file, "a+")  # held open for the whole block
+        except OSError as exc:
+            raise os_error(exc, self.lock_file, "lock the run directory") from None
+        try:
+            deadline = time.monotonic() + LOCK_WAIT_S
+            while True:
+                try:
+                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        holder = _read_holder(self.lock_file)
+                        raise ArchLabError(
+                            f"{self.path}: another process ({holder}) is writing this run; wait for it to finish "
+                            "or stop it, or pass another directory"
+                        ) from None
+                    time.sleep(0.05)
+            with contextlib.suppress(OSError):  # who holds it, for the message above (a full disk may refuse)
+                fh.seek(0)
+                fh.truncate()
+                fh.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+                fh.flush()
+            with sigterm_as_interrupt():
+                yield self
+        finally:
+            fh.close()  # releases the lock
+
+    def is_locked(self) -> bool | None:
+        """True while a process holds :meth:`lock`; None for a run written before locks (no lock file)."""
+        try:
+            fd = os.open(self.lock_file, os.O_RDONLY)
+        except FileNotFoundError:
+            return None
+        except OSError:
+            return None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        finally:
+            os.close(fd)  # closing releases a shared lock taken above
+        return False
+
+    def process_gone(self) -> bool | None:
+        """For a ``running`` run: True when no process is writing it any more (killed, crashed machine), False
+        when one is, None when that cannot be told (a run on another host written before locks). None for a run
+        that is not ``running``.
+        """
+        status = self.read_status()
+        if status.get("status") != "running":
+            return None
+        locked = self.is_locked()
+        if locked is not None:
+            return not locked
+        pid, host = status.get("pid"), status.get("host")
+        if isinstance(pid, int) and host == socket.gethostname():
+            return not pid_alive(pid)
+        return None
+
+    def describe_status(self) -> str:
+        """The status in one line for listings: ``completed``, ``failed: <reason>``, ``running (pid 12 on h)``, or
+        ``running, but its process is gone ...; resume with ...`` for a run whose writer died.
+        """
+        status = self.read_status()
+        state = status.get("status", "missing")
+        where = f"pid {status['pid']} on {status['host']}" if "pid" in status and "host" in status else None
+        if state == "running":
+            gone = self.process_gone()
+            if gone:
+                return (
+                    f"running, but its process{f' ({where})' if where else ''} is gone; resume with: "
+                    f"arch-lab train --resume {self.path}"
+                )
+            return f"running ({where})" if where else "running"
+        return f"{state}: {status['reason']}" if status.get("reason") else state
+
     # -------------------------------------------------------------------------------------- status
     def set_status(self, status: str, **extra: Any) -> None:
         """Record the run's status (one of :data:`STATUSES`) with a time stamp and any extra fields.
+
+        ``running`` also records this process's ``pid`` and ``host`` (unless given), so listings can tell a run
+        whose process is gone.
 
         Raises
         ------
@@ -206,13 +419,50 @@ class RunDir:
         """
         if status not in STATUSES:
             raise ValueError(f"unknown run status {status!r}; one of {STATUSES}")
+        if status == "running":
+            extra = {"pid": os.getpid(), "host": socket.gethostname(), **extra}
         write_json(self.status, {"status": status, "updated": utc_now(), **extra})
 
     def mark_failed(self, exc: BaseException) -> None:
-        """Record why the run stopped: ``pruned`` for a pruned sweep trial, else ``failed``, with the reason."""
-        kind = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
-        reason = str(exc) if isinstance(exc, ArchLabError) else f"{type(exc).__name__}: {exc}"
-        self.set_status(kind, reason=reason.splitlines()[0] if reason else type(exc).__name__)
+        """Record why the run stopped, with the reason: ``pruned`` for a pruned sweep trial, ``interrupted`` for
+        Ctrl-C or SIGTERM (:class:`KeyboardInterrupt`), else ``failed``.
+
+        When even the status cannot be written (a full or read-only disk) the status is left as it was: the error
+        that stopped the run is what gets reported.
+        """
+        if isinstance(exc, KeyboardInterrupt):
+            how = str(exc) if str(exc).startswith("SIG") else "Ctrl-C"
+            kind, reason = "interrupted", f"interrupted ({how}); resume with: arch-lab train --resume {self.path}"
+        else:
+            kind = "pruned" if type(exc).__name__ == "TrialPruned" else "failed"
+            reason = str(exc) if isinstance(exc, ArchLabError) else f"{type(exc).__name__}: {exc}"
+        with contextlib.suppress(OSError, ArchLabError):
+            self.set_status(kind, reason=reason.splitlines()[0] if reason else type(exc).__name__)
+
+    @contextlib.contextmanager
+    def recording_failures(self) -> Iterator[RunDir]:
+        """Mark the run ``failed``, ``pruned`` or ``interrupted`` (:meth:`mark_failed`) when the block raises.
+
+        An interruption is re-raised as :class:`~arch_lab.errors.RunInterrupted` (still a
+        :class:`KeyboardInterrupt`), whose message says how to resume this run.
+        """
+        try:
+            yield self
+        except KeyboardInterrupt as exc:
+            self.mark_failed(exc)
+            if isinstance(exc, RunInterrupted):
+                raise
+            raise RunInterrupted(self.path) from exc
+        except FileSystemError as exc:
+            self.mark_failed(exc)
+            if exc.disk_full and "--resume" not in str(exc):  # the checkpoints so far are whole: say how to go on
+                raise FileSystemError(
+                    f"{exc}; then resume with: arch-lab train --resume {self.path}", exc.errno
+                ) from exc
+            raise
+        except BaseException as exc:
+            self.mark_failed(exc)
+            raise
 
     def set_progress(self, step: int, max_steps: int, seconds_per_step: float) -> None:
         """Record a running run's progress in its status: ``progress`` with ``step``, ``max_steps``,
@@ -302,11 +552,15 @@ class RunDir:
 
     @staticmethod
     def save_torch(path: Path, payload: Any) -> None:
-        """``torch.save`` to ``path``, atomically."""
+        """``torch.save`` to ``path``, atomically (serialised in memory first, so a full disk raises a plain
+        operating-system error, reported in one line).
+        """
         import torch
 
+        buffer = io.BytesIO()
+        torch.save(payload, buffer)
         with atomic_path(path) as tmp:
-            torch.save(payload, tmp)
+            tmp.write_bytes(buffer.getbuffer())
 
     @staticmethod
     def _write_csv(path: Path, df: pd.DataFrame) -> None:
@@ -402,6 +656,20 @@ class RunDir:
         import pandas as pd
 
         return pd.read_csv(path, dtype=dtype) if path.is_file() else None
+
+
+def _mkdir(path: Path, exist_ok: bool) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except OSError as exc:
+        raise os_error(exc, path, "create the run directory") from None
+
+
+def _read_holder(lock_file: Path) -> str:
+    try:
+        return lock_file.read_text().strip() or "unknown"
+    except OSError:
+        return "unknown"
 
 
 def is_run_dir(path: _PathLike | RunDir) -> bool:

@@ -215,6 +215,13 @@ def test_resume_matches_uninterrupted_run(synthetic_h5ad, tmp_path, ema_every, c
     resumed = json.loads((tmp_path / "cut" / "metrics.json").read_text())["metrics"]
     for key, value in full.summary.items():
         assert resumed[key] == pytest.approx(value, rel=1e-6, abs=1e-9, nan_ok=True), key
+    # the mean training loss between validations too: the checkpoint keeps the losses since the last validation
+    assert len(ck["state"]["pending_losses"]) == ck["state"]["step"] % 10  # since the validation at step 10
+    history, resumed_history = (
+        pd.read_csv(tmp_path / "full" / "history.csv"),
+        pd.read_csv(tmp_path / "cut" / "history.csv"),
+    )
+    pd.testing.assert_frame_equal(resumed_history, history, check_exact=False, rtol=1e-6)
     again = runner.invoke(app, ["train", "--resume", str(tmp_path / "cut")])
     assert again.exit_code == 2
     assert "already completed" in again.stderr

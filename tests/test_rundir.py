@@ -1,16 +1,21 @@
-"""Run directories: the layout, atomic writes with per-process temporary names, status and read helpers."""
+"""Run directories: the layout, atomic writes with per-process temporary names, status and read helpers, one run
+per directory (refusal, the writer's lock, a process gone), interruptions, and one-line operating-system errors."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import signal
+import socket
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 
-from arch_lab.errors import ArchLabError
+from arch_lab.errors import ArchLabError, FileSystemError, RunInterrupted, os_error
 from arch_lab.rundir import STATUSES, RunDir, atomic_path, is_run_dir, write_json
 
 LAYOUT = {
@@ -137,3 +142,122 @@ def test_progress_is_recorded_in_the_status_of_a_running_run(tmp_path: Path):
     assert run.read_progress()["eta_seconds"] == 0.0
     run.set_status("completed")
     assert run.read_progress() is None
+
+
+# ---------------------------------------------------------------------------------- one run, one writer
+def test_a_directory_holding_a_run_is_refused_as_a_new_one(tmp_path: Path):
+    RunDir(tmp_path / "fresh").check_unused()  # missing: fine
+    RunDir.create(tmp_path / "empty").check_unused()  # empty: fine
+    (tmp_path / "empty" / "notes.txt").write_text("unrelated files are fine")
+    RunDir(tmp_path / "empty").check_unused()
+    run = RunDir.create(tmp_path / "run")
+    run.set_status("failed", reason="boom")
+    with pytest.raises(
+        ArchLabError, match=r"already holds a run \(status failed\); continue it with arch-lab train --resume"
+    ):
+        run.check_unused()
+    run.set_status("completed")
+    with pytest.raises(ArchLabError, match=r"\(status completed\); pass a new --run-dir"):
+        run.check_unused()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(FileSystemError, match="is a file, not a folder"):
+        RunDir(tmp_path / "file").check_unused()
+    with pytest.raises(FileSystemError, match="file: is a file, not a folder"):
+        RunDir(tmp_path / "file" / "run").check_unused()
+
+
+def test_the_lock_is_exclusive_and_tells_a_live_run_from_a_gone_one(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+    assert run.is_locked() is None  # written before locks
+    with run.lock():
+        run.set_status("running")
+        assert run.read_status()["pid"] == os.getpid()
+        assert run.is_locked() is True
+        assert run.process_gone() is False
+        assert run.describe_status().startswith(f"running (pid {os.getpid()} on ")
+        with pytest.raises(ArchLabError, match=f"another process \\(pid {os.getpid()} on .*\\) is writing this run"):
+            with RunDir(run.path).lock():
+                pass
+        with pytest.raises(ArchLabError, match="already holds a run that another process"):
+            run.check_unused()
+    assert run.is_locked() is False
+    assert run.process_gone() is True  # still says running, but nothing writes it
+    assert run.describe_status() == (
+        f"running, but its process (pid {os.getpid()} on {socket.gethostname()}) is gone; resume with: "
+        f"arch-lab train --resume {run.path}"
+    )
+    run.set_status("failed", reason="boom")
+    assert run.process_gone() is None
+    assert run.describe_status() == "failed: boom"
+    # a run written before locks: told by its pid, on this host
+    old = RunDir.create(tmp_path / "old")
+    write_json(old.status, {"status": "running", "pid": 2**22 + 12345, "host": socket.gethostname()})
+    assert old.process_gone() is True
+    write_json(old.status, {"status": "running", "pid": os.getpid(), "host": socket.gethostname()})
+    assert old.process_gone() is False
+    write_json(old.status, {"status": "running", "pid": 1, "host": "elsewhere"})
+    assert old.process_gone() is None
+
+
+def test_interruptions_and_failures_are_recorded_with_how_to_go_on(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+    with pytest.raises(RunInterrupted, match=f"interrupted; resume with: arch-lab train --resume {run.path}"):
+        with run.recording_failures():
+            raise KeyboardInterrupt("SIGTERM")
+    assert run.read_status()["status"] == "interrupted"
+    assert run.read_status()["reason"] == f"interrupted (SIGTERM); resume with: arch-lab train --resume {run.path}"
+    with pytest.raises(KeyboardInterrupt), run.recording_failures():
+        raise KeyboardInterrupt
+    assert run.read_status()["reason"].startswith("interrupted (Ctrl-C)")
+    full = os_error(OSError(errno.ENOSPC, "No space left on device"), run.checkpoint)
+    with pytest.raises(FileSystemError, match=f"; then resume with: arch-lab train --resume {run.path}$"):
+        with run.recording_failures():
+            raise full
+    assert run.read_status()["status"] == "failed"
+    assert "No space left on device" in run.read_status()["reason"]
+
+
+def test_sigterm_raises_keyboard_interrupt_while_the_lock_is_held(tmp_path: Path):
+    run = RunDir.create(tmp_path / "run")
+
+    def terminated_while_writing() -> None:
+        with run.lock():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+
+    with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
+        terminated_while_writing()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+@pytest.mark.parametrize(
+    ("exc", "message"),
+    [
+        (OSError(errno.ENOSPC, "x"), "p: cannot write (No space left on device); free disk space"),
+        (OSError(errno.EROFS, "x"), "p: cannot write (Read-only file system); the filesystem is read-only"),
+        (PermissionError(errno.EACCES, "x"), "p: cannot write (Permission denied); choose a writable output_dir"),
+        (
+            RuntimeError("Can't write data (file write failed: errno = 28, error message = 'x')"),
+            "(No space left on device)",
+        ),
+        (OSError("[Errno 30] Read-only file system: 'p'"), "(Read-only file system)"),
+        (RuntimeError("opaque"), "p: cannot write (opaque); check the path and the disk"),
+    ],
+)
+def test_os_errors_become_one_line_with_the_reason_and_the_fix(exc, message):
+    err = os_error(exc, "p")
+    assert message in str(err)
+    assert "\n" not in str(err)
+
+
+def test_a_failed_write_leaves_no_temporary_file_and_names_the_os_reason(tmp_path: Path):
+    target = tmp_path / "gone" / "metrics.json"  # its folder is missing: the write fails with ENOENT
+    with pytest.raises(FileSystemError, match=r"metrics.json: cannot write \(No such file or directory\)"):
+        write_json(target, {"a": 1})
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(FileSystemError, match="file.txt: is a file, not a folder, so .* cannot be created"):
+        RunDir.create(tmp_path / "file.txt" / "run")
+    run = RunDir.create(tmp_path / "run")
+    run.save_torch(run.checkpoint, {"w": torch.ones(3)})
+    assert torch.equal(RunDir.load_torch(run.checkpoint)["w"], torch.ones(3))
+    assert [p.name for p in run.path.iterdir()] == ["checkpoint.pt"]

@@ -155,6 +155,8 @@ def _completed(dirs: Iterable[Path]) -> list[Path]:
         if not run.is_completed():
             status = run.read_status()
             reason = f" ({status['reason']})" if status.get("reason") else ""
+            if run.process_gone():  # running, but nothing writes it any more
+                reason = f" ({run.describe_status()})"
             warnings.warn(f"{d}: skipped, status {status.get('status')!r}{reason}", RunSkipped, stacklevel=3)
             continue
         keep.append(d)

@@ -1,4 +1,8 @@
-"""How the command line reports failure: user errors as one line on stderr and a non-zero exit, no traceback."""
+"""How the command line reports failure: user errors as one line on stderr and a non-zero exit, no traceback.
+
+Operating-system errors (a read-only folder, a full disk) that reach a command get the same one line: the path,
+the reason and the fix.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ from typing import Any, TypeVar, cast
 
 import typer
 
-from arch_lab.errors import ArchLabError
+from arch_lab.errors import ArchLabError, RunInterrupted, os_error
 
 F = TypeVar("F", bound=Callable[..., Any])
 #: What Ctrl-C during ``arch-lab train`` prints; ``RUN_DIR`` becomes the run's path once the run exists.
@@ -41,8 +45,12 @@ def interrupted_message(template: str, exc: BaseException) -> str:
     return template.replace("RUN_DIR", shlex.quote(str(run_dir)))
 
 
-def friendly_with(interrupted: str) -> Callable[[F], F]:
-    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted`` (see :func:`interrupted_message`)."""
+def friendly_with(interrupted: str, run_message: bool = False) -> Callable[[F], F]:
+    """A decorator like :func:`friendly` whose Ctrl-C message is ``interrupted`` (see :func:`interrupted_message`).
+
+    With ``run_message``, an interrupted run (:class:`~arch_lab.errors.RunInterrupted`) prints its own message
+    instead, which names the run directory to resume.
+    """
 
     def decorate(fn: F) -> F:
         @functools.wraps(fn)
@@ -52,7 +60,10 @@ def friendly_with(interrupted: str) -> Callable[[F], F]:
             except ArchLabError as exc:
                 fail(first_line(exc))
             except KeyboardInterrupt as exc:
-                fail(interrupted_message(interrupted, exc), code=INTERRUPTED)
+                own = run_message and isinstance(exc, RunInterrupted)
+                fail(first_line(exc) if own else interrupted_message(interrupted, exc), code=INTERRUPTED)
+            except OSError as exc:
+                fail(first_line(os_error(exc, doing="read or write it")))
 
         return cast(F, wrapper)
 
@@ -61,4 +72,4 @@ def friendly_with(interrupted: str) -> Callable[[F], F]:
 
 def friendly(fn: F) -> F:
     """Turn user errors into one line on stderr and a non-zero exit (Ctrl-C says how to resume the run)."""
-    return friendly_with(TRAIN_INTERRUPTED)(fn)
+    return friendly_with(TRAIN_INTERRUPTED, run_message=True)(fn)

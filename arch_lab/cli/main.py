@@ -1,4 +1,4 @@
-"""The top-level ``arch-lab`` commands (train, predict, networks, methods, compare, report, synth, preprocess);
+"""The top-level ``arch-lab`` commands (train, runs, predict, networks, methods, compare, report, synth, preprocess);
 ``arch-lab sweep`` is :mod:`arch_lab.cli.sweep`.
 """
 
@@ -13,7 +13,7 @@ import typer
 from arch_lab.cli.errors import USER_ERROR, friendly
 from arch_lab.cli.sweep import sweep_app
 from arch_lab.errors import ArchLabError
-from arch_lab.rundir import RunDir
+from arch_lab.rundir import RunDir, is_run_dir
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Velocity networks for flow-matching models of cell perturbation."
@@ -41,20 +41,57 @@ def train(
     experiment: Annotated[Path | None, typer.Argument(help="Experiment YAML.")] = None,
     resume: Annotated[Path | None, typer.Option(help="Continue an interrupted run directory.")] = None,
     set_: SetOpt = None,
-    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Write into this directory.")] = None,
+    run_dir: Annotated[
+        Path | None, typer.Option("--run-dir", help="Write into this directory (new, or holding no run).")
+    ] = None,
 ) -> None:
     """Train and evaluate one experiment; writes a run directory."""
-    from arch_lab import api
-    from arch_lab.config import load_experiment
-
     if resume is not None:
-        result = api.resume(resume)
+        extra = [what for what, given in (("EXPERIMENT", experiment), ("--set", set_), ("--run-dir", run_dir)) if given]
+        if extra:
+            raise ArchLabError(
+                f"--resume continues {resume} with its own config.yaml; drop {' and '.join(extra)} (to change the "
+                "config, start a new run from a YAML)"
+            )
+        from arch_lab import api
+
+        result = api.resume(resume, notes=_note)
     elif experiment is None:
         raise ArchLabError("give an EXPERIMENT.yaml, or --resume RUN_DIR")
     else:
-        result = api.train(load_experiment(experiment, _overrides(set_)), run_dir=run_dir)
+        from arch_lab.config import load_experiment
+
+        # the config is checked before torch and anndata are imported, so a config error returns at once
+        cfg = load_experiment(experiment, _overrides(set_))
+        if run_dir is not None:
+            RunDir(run_dir).check_unused()
+        from arch_lab import api
+
+        result = api.train(cfg, run_dir=run_dir, notes=_note)
     if result.rank == 0:  # under torchrun the other ranks only train
         _print_summary(result.run_dir, result.summary, result.reference)
+
+
+def _note(message: str) -> None:
+    """Print a note about the data on stderr (``note: ...``)."""
+    typer.echo(f"note: {message}", err=True)
+
+
+@app.command()
+@friendly
+def runs(
+    folders: Annotated[list[Path] | None, typer.Argument(help="Run directories or folders of runs.")] = None,
+) -> None:
+    """List run directories with their status; a running run whose process is gone says so, and how to resume it."""
+    found: list[RunDir] = []
+    for folder in folders or [Path("runs")]:
+        if not folder.exists():
+            raise ArchLabError(f"{folder}: no such folder; pass a run directory or a folder of runs")
+        found += [RunDir(folder)] if is_run_dir(folder) else RunDir.find(folder)
+    if not found:
+        raise ArchLabError(f"no run directory under {', '.join(str(f) for f in folders or [Path('runs')])}")
+    for run in found:
+        typer.echo(f"{run.path}  {run.describe_status()}")
 
 
 def _print_summary(run_dir: Path, summary: dict[str, float], reference: dict[str, dict[str, float]] | None) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 import typer
 
-from arch_lab.cli.errors import friendly_with
+from arch_lab.cli.errors import fail, friendly_with
 
 sweep_app = typer.Typer(
     no_args_is_help=True, help="Hyperparameter sweeps from a YAML: run, join, inspect and export Optuna studies."
@@ -40,12 +40,19 @@ def run(
     threads: Annotated[int | None, typer.Option(help="Torch threads per worker.")] = None,
     profile: ProfileOpt = None,
 ) -> None:
-    """Create or resume the study and run its budget locally with N worker processes."""
+    """Create or resume the study and run its budget locally with N worker processes.
+
+    Exits non-zero, naming them and the requeue command, when trials are left RUNNING with no worker to finish them.
+    """
     from arch_lab.sweeps.launch import run_sweep
+    from arch_lab.sweeps.report import stuck_message
 
     _logging()
     result = run_sweep(sweep, workers=workers, storage=storage, threads=threads, profile=profile)
     _print_status(result.status)
+    stuck = stuck_message(result.status, sweep, storage, profile)
+    if stuck:
+        fail(stuck)
 
 
 @sweep_app.command("worker")
@@ -91,6 +98,35 @@ def status(
     _print_status(sweep_status(study, storage, top=top, profile=profile))
 
 
+@sweep_app.command("requeue")
+@_friendly
+def requeue(
+    study: Annotated[str, typer.Argument(help="Sweep YAML or study name.")],
+    storage: StorageOpt = None,
+    older_than: Annotated[
+        float, typer.Option("--older-than", help="Only trials that started more than S seconds ago.", metavar="S")
+    ] = 0.0,
+    profile: ProfileOpt = None,
+) -> None:
+    """Fail and requeue RUNNING trials whose workers are gone (killed, lost machine); works for every storage.
+
+    A trial whose worker runs on this machine and is alive is left alone; workers on other machines cannot be seen
+    from here, so requeue only when you know they are gone. Rerun the sweep (or a worker) to run the retries.
+    """
+    from arch_lab.sweeps.worker import requeue_running
+
+    report = requeue_running(study, storage, older_than=older_than, profile=profile)
+    for number, retry in report.requeued:
+        typer.echo(
+            f"trial {number} failed (worker lost); "
+            + (f"requeued as trial {retry}" if retry is not None else "not requeued: its retries are used up")
+        )
+    for number, why in report.left:
+        typer.echo(f"trial {number} left running: {why}")
+    if not report.requeued and not report.left:
+        typer.echo("no running trial")
+
+
 @sweep_app.command("export")
 @_friendly
 def export(
@@ -126,7 +162,8 @@ def _print_status(st: Any) -> None:
         params = ", ".join(f"{k}={v}" for k, v in row["params"].items())
         typer.echo(f"  best #{row['number']}: {row['value']:.4g} (seeds {seeds})  {params}")
     for row in st.running:
-        line = f"  running #{row['number']} on {row['worker']}"
+        gone = " (worker gone)" if row.get("gone") else ""
+        line = f"  running #{row['number']} on {row['worker']}{gone}"
         if "step" in row:
             from arch_lab.sweeps.worker import format_duration
 

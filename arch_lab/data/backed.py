@@ -22,7 +22,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from arch_lab.config import DataConfig
-from arch_lab.data.loading import PerturbationData, load_perturbation_data
+from arch_lab.data.loading import PerturbationData, check_unique_genes, load_perturbation_data
 from arch_lab.data.preprocess import is_raw_counts, rank_by_dispersion
 from arch_lab.errors import DataError
 
@@ -335,12 +335,10 @@ def load_backed_data(path: str | Path, cfg: DataConfig) -> PerturbationData:
         delimiter=cfg.combination_delimiter,
         subset=cfg.subset,
     )
-    keep = np.ones(len(obs), dtype=bool)
-    for key, values in cfg.subset.items():
-        keep &= obs[key].astype(str).isin([str(v) for v in values]).to_numpy()
-    rows = np.flatnonzero(keep)
+    rows = data.rows if data.rows is not None else np.arange(len(obs))
 
     genes = np.array([str(g) for g in var.index], dtype=object)
+    check_unique_genes(genes)
     cols = np.arange(len(genes))
     notes = [f"backed: {where} ({reader.kind}) stays on disk, read in chunks of {cfg.chunk_size} rows"]
     if cfg.gene_key is not None:

@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 #: Separator between covariate values in a state label (``A172|lapatinib``).
 STATE_SEP = "|"
+#: Label texts that mean "no label" (what NaN becomes as text), besides NaN itself and empty or blank labels.
+MISSING_TEXT = frozenset({"", "nan", "<na>"})
 
 
 class RowMatrix(Protocol):
@@ -65,6 +67,8 @@ class PerturbationData:
         What was done to the expression: ``normalized`` (raw counts scaled per cell, then log1p), ``target_sum``
         (the per-cell total they were scaled to, None when the data came log-normalised), ``log1p_base``
         (None: natural log, scanpy's convention) and ``gene_selection`` (how genes were kept).
+    rows
+        Positions in the source file of the kept cells, in order (None: all of them).
     """
 
     X: np.ndarray | RowMatrix
@@ -77,6 +81,7 @@ class PerturbationData:
     perturbation_key: str = "perturbation"
     var: pd.DataFrame | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
+    rows: np.ndarray | None = None
 
     def gene_annotations(self) -> pd.DataFrame:
         """The kept genes' annotations (``var``), indexed by gene name in stored order; empty columns when none."""
@@ -115,7 +120,85 @@ def _most_common(values: pd.Series, n: int = 8) -> str:
 def _require_column(obs: pd.DataFrame, key: str, what: str) -> None:
     if key not in obs.columns:
         cols = ", ".join(map(str, obs.columns))
-        raise DataError(f"{what} column {key!r} not in obs; available columns: {cols}")
+        near = [str(c) for c in obs.columns if str(c).strip() == str(key).strip()]
+        hint = f" (did you mean {near[0]!r}? the names differ in surrounding whitespace)" if near else ""
+        raise DataError(f"{what} column {key!r} not in obs{hint}; available columns: {cols}")
+
+
+def clean_labels(
+    column: pd.Series, delimiter: str | None = None, keep: str | None = None
+) -> tuple[pd.Series, np.ndarray]:
+    """Labels as text without surrounding whitespace, and which cells have none.
+
+    Parameters
+    ----------
+    column
+        An obs column.
+    delimiter
+        For perturbation labels: also strip whitespace around each single of a combination (``"A + B"`` becomes
+        ``"A+B"``).
+    keep
+        A label never taken for a missing one (the control value).
+
+    Returns
+    -------
+    tuple
+        The cleaned labels (same index) and a boolean mask of cells without a label: NaN, empty, only whitespace,
+        or the text ``nan``.
+    """
+    missing = column.isna().to_numpy()
+    text = column.astype(str)
+    split = delimiter if delimiter and delimiter.strip() else None
+
+    def clean(value: str) -> str:
+        value = value.strip()
+        if split is not None and split in value:
+            value = split.join(t.strip() for t in value.split(split))
+        return value
+
+    mapping = {v: clean(v) for v in pd.unique(text)}
+    cleaned = text.map(mapping)
+    empty = cleaned.str.lower().isin(MISSING_TEXT) & (cleaned != keep)
+    return cleaned, missing | empty.to_numpy()
+
+
+def check_unique_genes(genes: list[str] | np.ndarray) -> None:
+    """Refuse duplicate gene names (they make genes ambiguous in every output).
+
+    Raises
+    ------
+    DataError
+        Names a few duplicates and the fix.
+    """
+    dup = pd.Index(genes).duplicated()
+    if dup.any():
+        names = sorted({str(g) for g in np.asarray(genes, dtype=object)[dup]})
+        raise DataError(
+            f"{int(dup.sum())} duplicate gene names in var_names (e.g. {', '.join(map(repr, names[:3]))}); make them "
+            "unique first, e.g. adata.var_names_make_unique() in anndata/scanpy, then write the file again"
+        )
+
+
+def check_gene_count(n_genes: int, deg_top_k: int) -> None:
+    """Refuse too few genes for the metrics to mean anything.
+
+    Raises
+    ------
+    DataError
+        Fewer than 2 genes (no expression profile to compare), or no more genes than ``eval.deg_top_k`` (every
+        gene would be a top DEG, so ``deg_recall`` would be 1 whatever the prediction).
+    """
+    if n_genes < 2:
+        raise DataError(
+            f"the data has {n_genes} gene{'s' if n_genes != 1 else ''}; the metrics compare expression profiles and "
+            "need at least 2 (check data.path, data.max_genes or data.gene_key)"
+        )
+    if n_genes <= deg_top_k:
+        raise DataError(
+            f"the data has {n_genes} genes but eval.deg_top_k is {deg_top_k}: every gene would be a top DEG and "
+            f"deg_recall would be 1 whatever the prediction; set eval.deg_top_k below {n_genes} "
+            f"(e.g. --set eval.deg_top_k={max(1, n_genes // 5)}) or use more genes"
+        )
 
 
 def read_anndata(path: str | Path) -> ad.AnnData:
@@ -165,14 +248,41 @@ def load_perturbation_data(
     Raises
     ------
     DataError
-        A missing column, an absent control value, non-finite values, raw counts when refused, or an empty
-        subset.
+        No cells, a missing column, cells without a label, an absent control value, non-finite values, raw counts
+        when refused, an empty subset, or duplicate gene names.
+
+    Notes
+    -----
+    Labels are read as text without surrounding whitespace (``"KLF1 "`` is ``"KLF1"``; each single of a
+    combination too); when that changes a label, a note says so. Every note is in ``notes`` (printed by the
+    command line and recorded in the run's ``meta.json``).
     """
     obs = adata.obs
+    if adata.n_obs == 0:
+        raise DataError("the data holds no cells (obs has 0 rows); check data.path")
     _require_column(obs, perturbation_key, "perturbation_key")
     for key in covariate_keys:
         _require_column(obs, key, "covariate_keys")
-    pert = obs[perturbation_key].astype(str)
+    check_unique_genes(adata.var_names)
+    notes: list[str] = []
+    labels: dict[str, pd.Series] = {}
+    unlabelled: dict[str, np.ndarray] = {}
+    for key in dict.fromkeys([perturbation_key, *covariate_keys]):
+        raw = obs[key]
+        labels[key], unlabelled[key] = clean_labels(
+            raw, delimiter if key == perturbation_key else None, control_value if key == perturbation_key else None
+        )
+        changed = (labels[key] != raw.astype(str)).to_numpy() & ~unlabelled[key]
+        if changed.any():
+            i = int(np.flatnonzero(changed)[0])
+            before, after = str(raw.iloc[i]), str(labels[key].iloc[i])
+            msg = (
+                f"obs[{key!r}]: stripped surrounding whitespace from {raw.astype(str)[changed].nunique()} labels "
+                f"(e.g. {before!r} -> {after!r}); they now match the labels written without it"
+            )
+            log.info(msg)
+            notes.append(msg)
+    pert = labels[perturbation_key]
     if not (pert == control_value).any():
         raise DataError(
             f"control_value {control_value!r} not found in obs[{perturbation_key!r}]; "
@@ -181,13 +291,21 @@ def load_perturbation_data(
     keep = np.ones(adata.n_obs, dtype=bool)
     for key, values in (subset or {}).items():
         _require_column(obs, key, "subset")
-        col = obs[key].astype(str)
+        col = labels[key] if key in labels else obs[key].astype(str).str.strip()
         missing = sorted(set(map(str, values)) - set(col.unique()))
         if missing:
             raise DataError(f"subset {key}: values {missing} not present; most common values: {_most_common(col)}")
         keep &= col.isin([str(v) for v in values]).to_numpy()
     if not keep.any():
         raise DataError("subset keeps no cells; loosen data.subset")
+    for key, mask in unlabelled.items():
+        bad = int((mask & keep).sum())
+        if bad:
+            raise DataError(
+                f"obs[{key!r}]: {bad} of {int(keep.sum())} cells have no label (NaN, empty or only whitespace); "
+                f"label them{f' (controls as {control_value!r})' if key == perturbation_key else ''} or drop them from "
+                "the file first"
+            )
 
     if layer is not None:
         if layer not in adata.layers:
@@ -206,7 +324,6 @@ def load_perturbation_data(
     if (X < 0).any():
         raise DataError("expression matrix holds negative values; expected counts or log-normalised expression")
 
-    notes: list[str] = []
     preprocessing: dict[str, Any] = {"normalized": False, "target_sum": None, "log1p_base": None,
                                      "gene_selection": "all genes"}  # fmt: skip
     if is_raw_counts(X):
@@ -223,11 +340,10 @@ def load_perturbation_data(
 
     genes = [str(g) for g in adata.var_names]
     cells = obs.index[keep].astype(str)
-    sub = obs.loc[keep]
     out = pd.DataFrame(index=pd.Index(cells, name="cell_id"))
-    out["perturbation"] = sub[perturbation_key].astype(str).to_numpy()
+    out["perturbation"] = pert[keep].to_numpy()
     for key in covariate_keys:
-        out[key] = sub[key].astype(str).to_numpy()
+        out[key] = labels[key][keep].to_numpy()
     if covariate_keys:
         out["state"] = out[covariate_keys].agg(STATE_SEP.join, axis=1)
     else:
@@ -241,6 +357,7 @@ def load_perturbation_data(
     data = PerturbationData(
         X, out, genes, list(covariate_keys), control_value, delimiter, notes, perturbation_key, var, preprocessing
     )
+    data.rows = np.flatnonzero(keep)
     if max_genes is not None and max_genes < data.n_genes:
         perturbed = {t for p in out["perturbation"].unique() for t in data.tokens(p)}
         idx = select_genes(X, genes, max_genes, always_keep=perturbed)

@@ -19,13 +19,58 @@ from arch_lab.data.loading import STATE_SEP, PerturbationData
 from arch_lab.errors import DataError
 
 SPLITS = ("train", "val", "test")
+#: Fewest cells of a held-out condition: its scores compare distributions of cells (energy distance, DEGs).
+MIN_CELLS = 2
+#: Separators tried when a combination task's delimiter matches no label (for the hint).
+_DELIMITERS = ("+", "_", "|", ",", ";", "/", "&", ":", "-", ".", " ")
 
 
-def _pairs(data: PerturbationData) -> pd.DataFrame:
-    """Non-control (perturbation, state) pairs with their cell counts, sorted for determinism."""
+def _pairs(data: PerturbationData, scorable: bool = True) -> pd.DataFrame:
+    """Non-control (perturbation, state) pairs with their cell counts, sorted for determinism.
+
+    ``scorable`` keeps only pairs with at least :data:`MIN_CELLS` cells, the ones that can be held out.
+    """
     obs = data.obs[~data.is_control]
     pairs = obs.groupby(["perturbation", "state"], observed=True).size().rename("n_cells").reset_index()
+    if scorable:
+        pairs = pairs[pairs["n_cells"] >= MIN_CELLS]
     return pairs.sort_values(["state", "perturbation"]).reset_index(drop=True)
+
+
+def _note_small_conditions(data: PerturbationData) -> None:
+    """Say which conditions are too small to hold out (they stay in training)."""
+    pairs = _pairs(data, scorable=False)
+    small = pairs[pairs["n_cells"] < MIN_CELLS]
+    if small.empty:
+        return
+    names = ", ".join(f"{s}/{p}" for s, p in list(zip(small["state"], small["perturbation"], strict=True))[:5])
+    more = f" and {len(small) - 5} more" if len(small) > 5 else ""
+    note = (
+        f"{len(small)} condition{'s have' if len(small) > 1 else ' has'} a single cell and stay in training, never "
+        f"held out (scoring needs at least {MIN_CELLS} cells): {names}{more}"
+    )
+    if note not in data.notes:
+        data.notes.append(note)
+
+
+def check_delimiter(data: PerturbationData) -> None:
+    """Refuse a combination task whose delimiter splits no perturbation label (it would hold out no pair).
+
+    Raises
+    ------
+    DataError
+        Names the delimiter, example labels and the separators they do contain.
+    """
+    labels = [str(p) for p in data.obs.loc[~data.is_control, "perturbation"].unique()]
+    if any(len(data.tokens(p)) > 1 for p in labels):
+        return
+    found = [d for d in _DELIMITERS if d != data.delimiter and any(d in p.strip(d) for p in labels)]
+    hint = f"; the labels contain {found[0]!r}: set data.combination_delimiter: {found[0]!r}?" if found else ""
+    examples = ", ".join(repr(p) for p in sorted(labels, key=len, reverse=True)[:3])
+    raise DataError(
+        f"task.kind combination: no perturbation label contains the combination delimiter {data.delimiter!r} "
+        f"(data.combination_delimiter), so there is no combination to hold out; labels look like {examples}{hint}"
+    )
 
 
 def _covariate_transfer(data: PerturbationData, cfg: TaskConfig, rng: np.random.Generator) -> list[tuple[str, str]]:
@@ -139,7 +184,7 @@ def _folds(data: PerturbationData, cfg: TaskConfig) -> tuple[list[tuple[str, str
 
 
 def _manual(data: PerturbationData, cfg: TaskConfig) -> tuple[list[tuple[str, str]], dict[tuple[str, str], str]]:
-    pairs = _pairs(data)
+    pairs = _pairs(data, scorable=False)  # named pairs too small to score are refused by check_split
     states = data.obs.drop_duplicates("state").set_index("state")[data.covariate_keys]
     held: list[tuple[str, str]] = []
     fixed: dict[tuple[str, str], str] = {}
@@ -262,6 +307,10 @@ def make_split(data: PerturbationData, cfg: TaskConfig) -> pd.Series:
     """
     rng = np.random.default_rng(cfg.seed)
     fixed: dict[tuple[str, str], str] = {}
+    if cfg.kind == "combination":
+        check_delimiter(data)
+    if cfg.kind != "manual":
+        _note_small_conditions(data)
     if cfg.n_folds is not None:
         held, fixed = _folds(data, cfg)
     elif cfg.kind == "covariate_transfer":
@@ -271,7 +320,13 @@ def make_split(data: PerturbationData, cfg: TaskConfig) -> pd.Series:
     else:
         held, fixed = _manual(data, cfg)
     if not held:
-        raise DataError(f"task {cfg.kind!r} holds out no (perturbation, state) pair on this data; check task options")
+        why = {
+            "combination": f"no combination ({data.delimiter!r}-joined label) has all its singles measured in its "
+            "state, or task.heldout_fraction rounds to 0",
+            "covariate_transfer": f"no perturbation is measured in more than task.min_train_states "
+            f"({cfg.min_train_states}) states, or task.heldout_fraction rounds to 0",
+        }.get(cfg.kind, "check task options")
+        raise DataError(f"task {cfg.kind!r} holds out no (perturbation, state) pair on this data: {why}")
     assignment = assign_heldout(held, fixed, rng)
     split = pd.Series("train", index=data.obs.index, name="split", dtype=object)
     key = data.obs["perturbation"] + STATE_SEP + STATE_SEP + data.obs["state"]
@@ -292,7 +347,8 @@ def check_split(data: PerturbationData, split: pd.Series) -> None:
 
     - every val/test perturbation token and every val/test state appears in training;
     - every state with held-out cells has observed control cells in that split (the scoring reference)
-      and control cells in training (the prediction source).
+      and control cells in training (the prediction source);
+    - every val/test condition has at least :data:`MIN_CELLS` cells (its scores compare cells).
     """
     obs = data.obs.assign(split=split)
     train = obs[obs["split"] == "train"]
@@ -306,6 +362,12 @@ def check_split(data: PerturbationData, split: pd.Series) -> None:
                 raise DataError(f"{name} perturbation {p!r} has tokens never seen in training: {unseen}")
         for s in set(part["state"]) - train_states:
             raise DataError(f"{name} state {s!r} never appears in training; no model can transfer to it")
+        sizes = part.groupby(["state", "perturbation"], observed=True).size()
+        for (s, p), n in sizes[sizes < MIN_CELLS].items():
+            raise DataError(
+                f"{name} condition {s}/{p} has {n} cell; scoring a condition needs at least {MIN_CELLS}: hold out "
+                "another one (task.holdout) or keep it in training"
+            )
         for s in part["state"].unique():
             ctrl = obs[(obs["state"] == s) & (obs["perturbation"] == data.control_value)]
             if not (ctrl["split"] == name).any():

@@ -12,7 +12,7 @@ import pandas as pd
 from arch_lab.config import DataConfig, ExperimentConfig, TaskConfig, resolve_path
 from arch_lab.data.backed import gene_order_rows
 from arch_lab.data.gene_order import gene_order
-from arch_lab.data.loading import PerturbationData, load_perturbation_data, read_anndata
+from arch_lab.data.loading import PerturbationData, check_gene_count, load_perturbation_data, read_anndata
 from arch_lab.data.splits import load_split, make_split
 from arch_lab.errors import ConfigError, DataError
 from arch_lab.spec import DataSpec
@@ -162,8 +162,16 @@ def load_data(cfg: DataConfig, base: ExperimentConfig | None = None) -> Perturba
 
 
 def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> Task:
-    """Load data, compute (or reload) the split and the gene order of an experiment."""
+    """Load data, compute (or reload) the split and the gene order of an experiment.
+
+    Raises
+    ------
+    DataError
+        Data the experiment cannot use (see :func:`load_data`), too few genes for the metrics
+        (:func:`~arch_lab.data.loading.check_gene_count`), or a split that breaks the task's guarantees.
+    """
     data = data if data is not None else load_data(cfg.data, cfg)
+    check_gene_count(data.n_genes, cfg.eval.deg_top_k)
     tcfg: TaskConfig = cfg.task
     split = load_split(resolve_path(cfg, tcfg.split_file), data) if tcfg.split_file else make_split(data, tcfg)
     train_rows = np.flatnonzero((split.reindex(data.obs.index) == "train").to_numpy())

@@ -8,7 +8,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 from arch_lab.rundir import RunDir
-from arch_lab.sweeps.study import budget_count, load_study, locate_study, retried_by, trial_reason, trials_table
+from arch_lab.sweeps.runner import worker_alive
+from arch_lab.sweeps.study import (
+    budget_count,
+    load_study,
+    locate_study,
+    retried_by,
+    trial_reason,
+    trials_table,
+)
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -86,8 +94,10 @@ class SweepStatus:
     failures
         Failed trials with their reasons.
     running
-        Running trials with their worker and, once its run has recorded progress, ``run`` (which of the trial's
-        runs), ``runs``, ``step``, ``max_steps``, ``seconds_per_step`` and ``eta_seconds`` (of that run).
+        Running trials with their worker (``worker``), ``gone`` (True when the worker runs on this machine and
+        its process is gone, None when that cannot be seen from here) and, once its run has recorded progress,
+        ``run`` (which of the trial's runs), ``runs``, ``step``, ``max_steps``, ``seconds_per_step`` and
+        ``eta_seconds`` (of that run).
     """
 
     name: str
@@ -100,6 +110,11 @@ class SweepStatus:
     best: list[dict[str, Any]] = field(default_factory=list)
     failures: list[dict[str, Any]] = field(default_factory=list)
     running: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _gone(trial: Any) -> bool | None:
+    alive = worker_alive(trial)
+    return None if alive is None else not alive
 
 
 def sweep_status(
@@ -132,7 +147,7 @@ def sweep_status(
         if t.state in (TrialState.FAIL, TrialState.PRUNED)
     ]
     running = [
-        {"number": t.number, "worker": t.user_attrs.get("worker"), **_run_progress(t.user_attrs)}
+        {"number": t.number, "worker": t.user_attrs.get("worker"), "gone": _gone(t), **_run_progress(t.user_attrs)}
         for t in trials
         if t.state == TrialState.RUNNING
     ]
@@ -157,3 +172,27 @@ def _run_progress(attrs: dict[str, Any]) -> dict[str, Any]:
     if progress is None:
         return {}
     return {"run": len(dirs), "runs": max(int(attrs.get("n_runs") or 0), len(dirs)), **progress}
+
+
+def stuck_message(
+    status: SweepStatus, source: str | Path, storage: str | None = None, profile: str | None = None
+) -> str | None:
+    """One line for a study left with running trials once every local worker has stopped (None when there is
+    none): how many, which, and the command that requeues them.
+
+    Without heartbeats (journal storage) a trial whose worker was killed stays running for ever; workers on this
+    machine requeue such trials themselves, so what is left ran on other machines, or is still running there.
+    """
+    if not status.running:
+        return None
+    shown = [f"#{r['number']} on {r['worker'] or '?'}" + (" (gone)" if r.get("gone") else "") for r in status.running]
+    listing = ", ".join(shown[:5]) + (f" and {len(shown) - 5} more" if len(shown) > 5 else "")
+    command = f"arch-lab sweep requeue {source}"
+    command += f" --storage {storage}" if storage else ""
+    command += f" --profile {profile}" if profile else ""
+    n = len(status.running)
+    return (
+        f"budget {status.finished}/{status.slots} finished: {n} trial{'s' if n > 1 else ''} still RUNNING with no "
+        f"worker here to finish {'them' if n > 1 else 'it'} ({listing}); if {'their workers are' if n > 1 else 'its worker is'} "
+        f"gone, requeue with: {command}, then rerun this command"
+    )

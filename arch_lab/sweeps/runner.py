@@ -17,11 +17,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
-from arch_lab.rundir import RunDir
+from arch_lab.rundir import RunDir, pid_alive
 from arch_lab.sweeps.sweep import Sweep
 
 if TYPE_CHECKING:
     import optuna
+    from optuna.trial import FrozenTrial
 
     from arch_lab.api import RunResult
     from arch_lab.config import ExperimentConfig
@@ -31,6 +32,16 @@ if TYPE_CHECKING:
 def worker_label() -> str:
     """``host:pid`` of this process."""
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def worker_alive(trial: FrozenTrial) -> bool | None:
+    """Whether the worker running ``trial`` (its ``worker`` attribute, ``host:pid``) is alive; only known on the
+    same host (None elsewhere, or without a label).
+    """
+    host, _, pid = str(trial.user_attrs.get("worker") or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return None
+    return pid_alive(int(pid))
 
 
 def json_safe(value: Any) -> Any:

@@ -1,11 +1,14 @@
 """A worker: claim queued trials of a study one at a time and run them until the queue is empty.
 
 Claiming is atomic (a queued trial turns RUNNING for exactly one worker), so any number of workers on any
-machines share one budget without duplicates. While a trial runs, a heartbeat thread marks it alive (RDB
-storages); before each claim the worker fails trials whose heartbeat went stale, and Optuna requeues them. A
-worker with an empty queue waits while trials of other workers still run, so a lost one is always retried.
+machines share one budget without duplicates; requeued trials are claimed before fresh ones. While a trial runs,
+a heartbeat thread marks it alive (RDB storages); before each claim, and every poll while idle, the worker fails
+trials whose heartbeat went stale, and Optuna requeues them. Trials of workers on this machine whose process is
+gone are failed and requeued at the same moments, on every storage (journal storage has no heartbeats). A worker
+with an empty queue waits while trials that can still finish or be requeued run, so a lost one is retried.
 A failed trial is recorded as FAIL with its reason and the worker goes on; an interrupted one (Ctrl-C,
-SIGTERM) is marked failed, requeued, and the interruption propagates.
+SIGTERM) is marked failed, requeued, and the interruption propagates. :func:`requeue_running` (``arch-lab sweep
+requeue``) requeues running trials by hand, for workers lost on other machines.
 
 While a trial runs, the worker logs a progress line every :data:`PROGRESS_EVERY_S` seconds: the run and step
 within the trial (from the run's status, see :meth:`arch_lab.rundir.RunDir.set_progress`), the study's finished
@@ -14,22 +17,23 @@ trials, and the time left in the trial and the study at the current pace.
 
 from __future__ import annotations
 
+import datetime as _dt
 import logging
 import math
-import signal
 import threading
 import time
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
-from arch_lab.sweeps.runner import TrialRunner, worker_label
+from arch_lab.rundir import RunDir, sigterm_as_interrupt
+from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec
-from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, open_study
-from arch_lab.sweeps.sweep import Sweep
+from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, load_study, locate_study, open_study
+from arch_lab.sweeps.sweep import Sweep, load_sweep
 
 if TYPE_CHECKING:
     import optuna
@@ -38,6 +42,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("arch_lab.sweeps")
 #: Seconds between the progress lines a worker logs while a trial runs.
 PROGRESS_EVERY_S = 30.0
+
+#: A running trial younger than this is never taken for lost by the process check (its worker label may still be
+#: its previous run's, copied into a retry, until the claiming worker writes its own).
+CLAIM_GRACE_S = 5.0
 
 
 @dataclass
@@ -170,23 +178,6 @@ class _ProgressLog:
             self._thread.join()
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Turn SIGTERM (Slurm preemption, ``kill``) into KeyboardInterrupt so the running trial is requeued."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def fail_stale(handle: StudyHandle) -> None:
     """Mark trials whose worker stopped beating as failed (Optuna then requeues them)."""
     if handle.storage.heartbeats:
@@ -197,18 +188,99 @@ def fail_stale(handle: StudyHandle) -> None:
             optuna.storages.fail_stale_trials(handle.study)
 
 
+def _age_seconds(trial: FrozenTrial) -> float:
+    start = trial.datetime_start
+    return (_dt.datetime.now() - start).total_seconds() if start is not None else float("inf")
+
+
+def _may_end(trial: FrozenTrial) -> bool:
+    """True while a running trial may still finish (its worker here is alive) or be requeued by
+    :func:`fail_lost_local` (its worker here is gone, and the claim grace has not passed yet).
+    """
+    alive = worker_alive(trial)
+    return bool(alive) or (alive is False and _age_seconds(trial) <= CLAIM_GRACE_S + 1)
+
+
+def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: int | None = None) -> int | None:
+    """Fail a running trial with ``reason`` and queue a copy with the same parameters (its retry).
+
+    The trial's run directories that no process writes any more are marked ``failed`` with the same reason.
+
+    Returns
+    -------
+    int or None
+        The retry's number; None when the trial had already finished (another worker got there first) or
+        ``max_retry`` retries of it were used up (it stays failed).
+    """
+    import optuna
+    from optuna.exceptions import UpdateFinishedTrialError
+    from optuna.trial import TrialState
+
+    backend, study = handle.backend, handle.study
+    trial_id = backend.get_trial_id_from_study_id_trial_number(handle.study_id, number)
+    with handle.storage.lock():
+        if backend.get_trial(trial_id).state != TrialState.RUNNING:
+            return None
+        backend.set_trial_user_attr(trial_id, "reason", reason)
+        try:
+            if not backend.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                return None
+        except UpdateFinishedTrialError:
+            return None
+        frozen = backend.get_trial(trial_id)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)(study, frozen)
+    retry = next(
+        (
+            t.number
+            for t in study.get_trials(deepcopy=False)
+            if (t.system_attrs.get("retry_history") or [None])[-1] == number
+        ),
+        None,
+    )
+    for path in frozen.user_attrs.get("run_dirs") or []:
+        run = RunDir(path)
+        if run.process_gone():
+            run.set_status("failed", reason=reason + (f"; retried as trial {retry}" if retry is not None else ""))
+    return retry
+
+
+def fail_lost_local(handle: StudyHandle, max_retry: int | None = None) -> list[int]:
+    """Requeue running trials of workers on this machine whose process is gone (any storage); returns their
+    numbers.
+    """
+    from optuna.trial import TrialState
+
+    lost = []
+    for t in handle.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _age_seconds(t) > CLAIM_GRACE_S and worker_alive(t) is False:
+            retry = fail_and_requeue(handle, t.number, f"worker lost ({t.user_attrs.get('worker')} is gone)", max_retry)
+            log.warning(
+                "trial %d: its worker %s is gone; requeued as trial %s", t.number, t.user_attrs.get("worker"), retry
+            )
+            lost.append(t.number)
+    return lost
+
+
 def claim(handle: StudyHandle) -> int | None:
-    """Atomically take the oldest queued trial (its id), or None when the queue is empty."""
+    """Atomically take a queued trial (its id), or None when the queue is empty.
+
+    Requeued trials (retries of lost or interrupted ones) come first, then the oldest. The claiming worker's
+    label (``host:pid``) is recorded at once.
+    """
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
     backend = handle.backend
     with handle.storage.lock():
         # Listing through the study keeps Optuna's trial cache aware of the trial this worker is about to run.
-        for t in handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        waiting = handle.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        for t in sorted(waiting, key=lambda t: (not is_retry(t), t.number)):
             trial_id = backend.get_trial_id_from_study_id_trial_number(handle.study_id, t.number)
             try:
                 if backend.set_trial_state_values(trial_id, state=TrialState.RUNNING):
+                    backend.set_trial_user_attr(trial_id, "worker", worker_label())
                     return trial_id
             except UpdateFinishedTrialError:
                 continue
@@ -244,7 +316,8 @@ def run_worker(
     create
         Create the study if it does not exist yet.
     poll_seconds
-        How often an idle worker checks on other workers' trials (default: the heartbeat interval, at most 10 s).
+        How often an idle worker checks on other workers' trials (default: the heartbeat interval, at most 10 s;
+        1 s without heartbeats).
 
     Returns
     -------
@@ -261,9 +334,11 @@ def run_worker(
     poll = poll_seconds if poll_seconds is not None else min(float(interval or 1), 10.0)
     deadline = time.monotonic() + budget.timeout if budget.timeout else None
     report = WorkerReport()
+    max_retry = sweep.spec.study.max_retry
     with sigterm_as_interrupt():
         while True:
             fail_stale(handle)
+            fail_lost_local(handle, max_retry)
             if deadline is not None and time.monotonic() > deadline:
                 report.stopped = "timeout"
                 break
@@ -273,7 +348,10 @@ def run_worker(
                 break
             trial_id = claim(handle)
             if trial_id is None:
-                if interval is not None and any(t.state == TrialState.RUNNING for t in trials):
+                # wait while a running trial can still finish or be requeued by this worker: with heartbeats any,
+                # without them those of live workers on this machine (a lost one is then noticed at the next poll)
+                running = [t for t in trials if t.state == TrialState.RUNNING]
+                if any(interval is not None or _may_end(t) for t in running):
                     time.sleep(poll)
                     continue
                 break
@@ -348,3 +426,69 @@ def _requeue(handle: StudyHandle, trial: optuna.trial.Trial, trial_id: int, reas
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
         optuna.storages.RetryHeartbeatStaleTrialCallback()(handle.study, frozen)
     log.warning("trial %d interrupted and requeued", trial.number)
+
+
+@dataclass
+class RequeueReport:
+    """What :func:`requeue_running` did.
+
+    Parameters
+    ----------
+    requeued
+        ``(trial, retry)`` numbers; ``retry`` is None when the trial's retries were used up (it stays failed).
+    left
+        ``(trial, why)`` for running trials left alone.
+    """
+
+    requeued: list[tuple[int, int | None]] = field(default_factory=list)
+    left: list[tuple[int, str]] = field(default_factory=list)
+
+
+def requeue_running(
+    source: str | Path, storage: str | None = None, older_than: float = 0.0, profile: str | None = None
+) -> RequeueReport:
+    """Fail and requeue the running trials of a study whose workers are gone, on any storage.
+
+    For workers killed without a trace (SIGKILL, a lost machine) on journal storage, which has no heartbeats, or
+    to requeue before the grace period of RDB storage ends. Each trial is failed with reason ``worker lost
+    (requeued by hand)`` and a copy with its parameters is queued (up to ``study.max_retry`` times when ``source``
+    is a sweep YAML); the next worker runs it before fresh trials.
+
+    Parameters
+    ----------
+    source, storage, profile
+        The study (see :func:`~arch_lab.sweeps.study.locate_study`).
+    older_than
+        Only trials that started more than this many seconds ago.
+
+    Returns
+    -------
+    RequeueReport
+
+    Notes
+    -----
+    A trial whose worker runs on this machine and is alive is left alone; on other machines the worker cannot be
+    seen from here, so only requeue trials whose workers you know are gone (a live worker's result would be
+    dropped and its trial run again).
+    """
+    from optuna.trial import TrialState
+
+    location = locate_study(source, storage, profile)
+    study = load_study(source, storage, profile)
+    backend = study._storage
+    handle = StudyHandle(study, location.storage, backend, backend.get_study_id_from_name(study.study_name), False)
+    max_retry = None
+    if Path(str(source)).suffix in (".yaml", ".yml"):
+        max_retry = load_sweep(source, profile).spec.study.max_retry
+    report = RequeueReport()
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        age = _age_seconds(t)
+        if age < older_than:
+            report.left.append((t.number, f"started {age:.0f} s ago (--older-than {older_than:g})"))
+        elif worker_alive(t):
+            report.left.append((t.number, f"its worker {t.user_attrs.get('worker')} is alive"))
+        else:
+            report.requeued.append(
+                (t.number, fail_and_requeue(handle, t.number, "worker lost (requeued by hand)", max_retry))
+            )
+    return report

@@ -30,7 +30,7 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from arch_lab.config import ExperimentConfig
+from arch_lab.config import ExperimentConfig, config_hash
 from arch_lab.data.task import Condition, Task
 from arch_lab.errors import ArchLabError, TrainingDiverged
 from arch_lab.flow import FlowMatchingObjective, StraightPath, make_coupling, make_time_sampler
@@ -85,7 +85,11 @@ def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], floa
 
 @dataclass
 class TrainState:
-    """What the trainer carries between steps and checkpoints."""
+    """What the trainer carries between steps and checkpoints.
+
+    ``pending_losses`` are the training losses since the last validation, whose mean the next validation records
+    (kept in the checkpoint, so a resume records the same mean whatever the checkpoint interval).
+    """
 
     step: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
@@ -96,6 +100,7 @@ class TrainState:
     train_seconds: float = 0.0
     #: True when training stopped at ``train.max_seconds`` of wall time rather than at ``train.max_steps``.
     time_limited: bool = False
+    pending_losses: list[float] = field(default_factory=list)
 
 
 def _grad_sq_recorder(trainer_ref: weakref.ReferenceType) -> Callable[[torch.Tensor], None]:
@@ -232,6 +237,7 @@ class FlowTrainer:
             "torch_rng": torch.get_rng_state(),
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
             "state": self.state.__dict__,
+            "config_hash": config_hash(self.cfg),
         }
 
     def save_checkpoint(self) -> None:
@@ -240,8 +246,20 @@ class FlowTrainer:
             self.run_dir.save_checkpoint(self._payload())
 
     def load_checkpoint(self, path: Path) -> None:
-        """Restore everything from a checkpoint written by :meth:`save_checkpoint`."""
+        """Restore everything from a checkpoint written by :meth:`save_checkpoint`.
+
+        Raises
+        ------
+        ArchLabError
+            The checkpoint was written for another config (its stored config hash differs).
+        """
         ck = torch.load(path, map_location=self.device, weights_only=False)
+        stored, current = ck.get("config_hash"), config_hash(self.cfg)
+        if stored is not None and stored != current:
+            raise ArchLabError(
+                f"{path}: written for another config (hash {stored}, the run's config.yaml gives {current}); it "
+                "belongs to another run: restore this run's config.yaml, or start a new run"
+            )
         self.network.load_state_dict(ck["network"])
         self.ema.load_state_dict(ck["ema"])
         self.optimizer.load_state_dict(ck["optimizer"])
@@ -454,19 +472,18 @@ class FlowTrainer:
         started = time.perf_counter() - self.state.train_seconds
         first_step, first_seconds, recorded = self.state.step, self.state.train_seconds, -math.inf
         logs: dict[str, float] = {}
-        interval: list[float] = []
         first_time = time.perf_counter()
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
             logs = self.train_step()
-            interval.append(logs["loss"])
+            self.state.pending_losses.append(logs["loss"])
             self.state.step += 1
             step = self.state.step
             bar.update(1)
             metrics = None
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 # the mean training loss since the previous validation, not one noisy batch
-                metrics = self._evaluate(step, {**logs, "loss": float(np.mean(interval))})
-                interval = []
+                metrics = self._evaluate(step, {**logs, "loss": float(np.mean(self.state.pending_losses))})
+                self.state.pending_losses = []
                 if cfg.patience is not None and self.state.evals_since_best >= cfg.patience:
                     self.state.stopped_early = True
             if step % 25 == 0 or metrics is not None:
@@ -489,8 +506,8 @@ class FlowTrainer:
                     bar.write(message, file=sys.stderr)
             if cfg.max_seconds is not None and not self.state.stopped_early and self._out_of_time(cfg.max_seconds):
                 if metrics is None:  # a last validation, so the best checkpoint considers the final weights
-                    metrics = self._evaluate(step, {**logs, "loss": float(np.mean(interval))})
-                    interval = []
+                    metrics = self._evaluate(step, {**logs, "loss": float(np.mean(self.state.pending_losses))})
+                    self.state.pending_losses = []
                 self.state.stopped_early = self.state.time_limited = True
             now = time.perf_counter()
             if now - recorded >= PROGRESS_EVERY_S or step == cfg.max_steps:  # validations included in the pace

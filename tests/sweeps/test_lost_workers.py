@@ -1,0 +1,139 @@
+"""Fault drills for sweeps: a worker killed with SIGKILL mid-trial on SQLite and on journal storage (which has no
+heartbeats). A worker on the same machine notices the dead process and requeues its trial at once; a worker lost
+on another machine is reported by ``sweep run`` with the command that requeues it, ``sweep requeue``. Either way
+the budget ends with every configuration complete once: nothing lost, nothing duplicated.
+"""
+
+from __future__ import annotations
+
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import experiment_dict, synthetic_adata
+from optuna.trial import FrozenTrial, TrialState
+from test_sweeps import _worker, sweep_dict, write_sweep
+from typer.testing import CliRunner
+
+from arch_lab.cli import app
+from arch_lab.rundir import RunDir
+from arch_lab.sweeps import load_study, load_sweep, parse_storage, run_worker
+
+cli = CliRunner()
+LRS = [1e-3, 2e-3, 3e-3]
+
+
+@pytest.fixture
+def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory with a synthetic dataset and a tiny base experiment (``base.yaml``)."""
+    monkeypatch.chdir(tmp_path)
+    synthetic_adata().write_h5ad(tmp_path / "synthetic.h5ad")
+    base = experiment_dict(tmp_path / "synthetic.h5ad", tmp_path, network={"name": "mlp", "width": 32, "depth": 1})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    return tmp_path
+
+
+def storage_url(kind: str, folder: Path) -> str:
+    return f"sqlite:///{folder / 'lost.db'}" if kind == "sqlite" else f"journal:{folder / 'lost.log'}"
+
+
+def lost_sweep(folder: Path, kind: str) -> tuple[Path, str]:
+    """Three 40-step trials; heartbeats every second but a 10-minute grace, so only the drills requeue."""
+    url = storage_url(kind, folder)
+    raw = sweep_dict(
+        "lost",
+        study={"name": "lost", "storage": url, "heartbeat_interval": 1, "grace_period": 600},
+        space={"optim.lr": {"type": "categorical", "choices": LRS}},
+        fixed={"train.max_steps": 40, "train.eval_every": 10},
+    )
+    return write_sweep(folder, raw), url
+
+
+def kill_mid_trial(path: Path, url: str) -> FrozenTrial:
+    """Start a worker process, SIGKILL it while it trains a trial's run, and return that trial."""
+    victim = _worker(path, url, 0)
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.3)
+        try:
+            trials = load_study(path).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception:  # the study is not created yet
+            continue
+        mine = [t for t in trials if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")]
+        runs = [RunDir(d) for t in mine for d in t.user_attrs.get("run_dirs") or []]
+        if runs and runs[0].read_status().get("status") == "running":  # killed while training
+            victim.send_signal(signal.SIGKILL)
+            victim.wait(timeout=30)
+            return mine[0]
+    victim.kill()
+    raise AssertionError("the worker never started a trial")
+
+
+def check_budget(path: Path, killed: FrozenTrial, reason: str) -> FrozenTrial:
+    """Every configuration complete once, the killed trial failed with ``reason`` and retried; returns the retry."""
+    trials = load_study(path).get_trials(deepcopy=False)
+    assert sorted(t.state.name for t in trials) == ["COMPLETE"] * 3 + ["FAIL"]
+    assert sorted(t.params["optim.lr"] for t in trials if t.state == TrialState.COMPLETE) == LRS
+    lost = next(t for t in trials if t.state == TrialState.FAIL)
+    assert lost.number == killed.number
+    assert lost.user_attrs["reason"].startswith(reason)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.params == killed.params
+    run = RunDir(killed.user_attrs["run_dirs"][0])
+    status = run.read_status()
+    assert status["status"] == "failed"
+    assert status["reason"] == f"{lost.user_attrs['reason']}; retried as trial {retry.number}"
+    return retry
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_worker_killed_here_is_requeued_by_the_next_worker_at_once(bench: Path, kind: str):
+    path, url = lost_sweep(bench, kind)
+    killed = kill_mid_trial(path, url)
+    status = cli.invoke(app, ["sweep", "status", str(path)])
+    assert status.exit_code == 0, status.output
+    assert f"running #{killed.number} on {killed.user_attrs['worker']} (worker gone)" in status.stdout
+    started = time.monotonic()
+    report = run_worker(load_sweep(path), parse_storage(url), seed_offset=1, create=False, poll_seconds=0.5)
+    assert time.monotonic() - started < 600  # well before the grace period could have requeued it
+    retry = check_budget(path, killed, f"worker lost ({killed.user_attrs['worker']} is gone)")
+    assert retry.number in report.trials
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "journal"])
+def test_a_worker_lost_elsewhere_is_reported_and_requeued_by_hand(bench: Path, kind: str):
+    path, url = lost_sweep(bench, kind)
+    killed = kill_mid_trial(path, url)
+    study = load_study(path)
+    backend = study._storage
+    trial_id = backend.get_trial_id_from_study_id_trial_number(backend.get_study_id_from_name("lost"), killed.number)
+    backend.set_trial_user_attr(trial_id, "worker", "elsewhere:1")  # as if it ran on a machine that is gone
+    if kind == "journal":  # without heartbeats nothing notices: sweep run names the trial and the fix
+        result = cli.invoke(app, ["sweep", "run", str(path)])
+        assert result.exit_code == 2, result.output
+        err = result.stderr.strip()
+        assert "\n" not in err
+        assert err == (
+            f"error: budget 2/3 finished: 1 trial still RUNNING with no worker here to finish it (#{killed.number} on "
+            f"elsewhere:1); if its worker is gone, requeue with: arch-lab sweep requeue {path}, then rerun this command"
+        )
+    young = cli.invoke(app, ["sweep", "requeue", str(path), "--older-than", "3600"])
+    assert young.exit_code == 0, young.output
+    assert f"trial {killed.number} left running: started" in young.stdout
+    requeued = cli.invoke(app, ["sweep", "requeue", str(path)])
+    assert requeued.exit_code == 0, requeued.output
+    assert f"trial {killed.number} failed (worker lost); requeued as trial " in requeued.stdout
+    nothing = cli.invoke(app, ["sweep", "requeue", str(path)])
+    assert nothing.stdout.strip() == "no running trial"
+    done = cli.invoke(app, ["sweep", "run", str(path)])
+    assert done.exit_code == 0, done.output
+    assert "budget 3/3 finished" in done.stdout
+    retry = check_budget(path, killed, "worker lost (requeued by hand)")
+    if kind == "sqlite":  # the other trials were still queued: the retry is claimed before them
+        queued = [t for t in load_study(path).get_trials() if t.number not in (killed.number, retry.number)]
+        assert all(retry.datetime_start <= t.datetime_start for t in queued)
