@@ -17,13 +17,15 @@ import numpy as np
 import pandas as pd
 
 from arch_lab.config import ExperimentConfig
-from arch_lab.data.task import Condition, Task, build_task
+from arch_lab.data.snapshot import data_from_snapshot, snapshot_anndata
+from arch_lab.data.task import Condition, Task, build_task, data_path, load_data, prepare_data
 from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method
 from arch_lab.recording import record_results, start_run
 from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
+from arch_lab.training.loggers import check_loggers
 
 
 @dataclass
@@ -46,6 +48,7 @@ def train(
     callbacks: list[Callable[[int, dict], None]] | None = None,
     task: Task | None = None,
     notes: Callable[[str], None] | None = None,
+    adata: ad.AnnData | None = None,
 ) -> RunResult:
     """Build the task, fit the method, predict and score the evaluated split, and record everything.
 
@@ -62,6 +65,10 @@ def train(
     notes
         Called with each note about the data (normalisation, repaired labels, gene selection...) before training;
         the notes are recorded in ``meta.json`` either way.
+    adata
+        Train on this AnnData, held in memory, instead of reading ``data.path`` (prepared as the ``data`` section
+        says). The run keeps a snapshot of the prepared cells (``data.h5ad``) and records ``data.path`` as that
+        snapshot, so predicting, exporting and resuming work later (:mod:`arch_lab.data.snapshot`).
 
     Returns
     -------
@@ -83,9 +90,12 @@ def train(
     the task and trains its shard, and rank 0 alone creates and writes the run directory (``docs/distributed.md``).
     While it writes, rank 0 holds the run directory's lock (:meth:`RunDir.lock`).
     """
+    check_loggers(cfg.train.loggers)
     if run_dir is not None:
         RunDir(run_dir).check_unused()  # before the data is read
     with distributed.session() as info, contextlib.ExitStack() as held:
+        if adata is not None:
+            task = build_task(cfg, prepare_data(adata, cfg.data))
         task = task if task is not None else build_task(cfg)
         method = build_method(cfg, task)
         created = None
@@ -95,7 +105,12 @@ def train(
             held.enter_context(run.lock())
             run.check_unused()  # again under the lock: another process may have started a run here meanwhile
             with run.recording_failures():
-                extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info)}
+                if adata is not None:  # the cells live in the run from now on
+                    run.write_snapshot(snapshot_anndata(task.data))
+                    data = cfg.data.model_copy(update={"path": RunDir.SNAPSHOT, "synthetic": None})
+                    cfg = cfg.model_copy(update={"data": data, "base_dir": str(run.path.resolve())})
+                extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info),
+                         "data": _data_meta(cfg, task, in_memory=adata is not None)}  # fmt: skip
                 start_run(run, cfg, task.split, extra)
             created = str(run.path)
         run_dir = Path(distributed.broadcast_object(created, info))
@@ -107,6 +122,20 @@ def _tell(notes: Callable[[str], None] | None, task: Task) -> None:
     if notes is not None:
         for note in task.data.notes:
             notes(note)
+
+
+def _data_meta(cfg: ExperimentConfig, task: Task, in_memory: bool) -> dict[str, Any]:
+    """Where a run's cells came from: ``source``, ``path``, ``content_hash`` and ``snapshot`` (see
+    :func:`arch_lab.data.loading.content_hash` and :mod:`arch_lab.data.snapshot`).
+    """
+    if in_memory:
+        source, path = "anndata", None
+    elif cfg.data.synthetic is not None:
+        source, path = "synthetic", None
+    else:
+        source, path = cfg.data.storage, str(data_path(cfg.data, cfg).resolve())
+    return {"source": source, "path": path, "content_hash": task.data.content_hash,
+            "snapshot": RunDir.SNAPSHOT if in_memory else None}  # fmt: skip
 
 
 def _dist_meta(info: distributed.DistInfo) -> dict[str, Any]:
@@ -142,11 +171,31 @@ def _fit_and_finish(
 
 
 def load_run_task(run_dir: Path | RunDir, cfg: ExperimentConfig | None = None) -> Task:
-    """Rebuild a run's task with the split the run recorded."""
+    """Rebuild a run's task with the split the run recorded.
+
+    The cells come from the run's snapshot when it has one (a run trained on an AnnData held in memory), else
+    from ``data.path`` (or ``data.synthetic``) again.
+
+    Raises
+    ------
+    DataError
+        The data read again differs from the run's (its content hash changed since the run).
+    """
     run = RunDir(run_dir)
     cfg = cfg or run.read_config()
     cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"split_file": str(run.split.resolve())})})
-    return build_task(cfg)
+    snapshot = run.read_snapshot()
+    if snapshot is not None:
+        return build_task(cfg, data_from_snapshot(snapshot))
+    data = load_data(cfg.data, cfg)
+    recorded = run.read_meta().get("data", {}).get("content_hash")
+    if recorded and data.content_hash and data.content_hash != recorded:
+        where = cfg.data.path or "data.synthetic"
+        raise DataError(
+            f"{where}: the data changed since run {run.path.name} (content hash {data.content_hash[:19]}, run "
+            f"recorded {recorded[:19]}); restore the data the run was trained on"
+        )
+    return build_task(cfg, data)
 
 
 def resume(
@@ -236,28 +285,67 @@ def predict(
     p = Path(conditions_csv)
     if not p.is_file():
         raise DataError(f"{p}: conditions file not found")
-    df = pd.read_csv(p, dtype=str)
+    adata = generate(task, method, pd.read_csv(p, dtype=str), n_cells, seed, where=str(p))
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    adata.write_h5ad(out)
+    return adata
+
+
+def generate(
+    task: Task,
+    method: Method,
+    conditions: pd.DataFrame,
+    n_cells: int | Literal["observed"] = 100,
+    seed: int = 0,
+    where: str = "conditions",
+) -> ad.AnnData:
+    """Generate cells for the conditions listed in a table with a trained method (what :func:`predict` writes).
+
+    Parameters
+    ----------
+    task
+        The run's task (:func:`load_run_task`).
+    method
+        The trained method (:func:`load_method`).
+    conditions
+        One row per condition: the data's perturbation column (or ``perturbation``) and one column per covariate
+        key (or a ``state`` column of covariate values joined by ``|``).
+    n_cells
+        Cells per condition, or ``"observed"``: as many as the data holds for the condition (all splits).
+    seed
+        Seeds the source cells and the generation.
+    where
+        Names the table in error messages (e.g. its file).
+
+    Returns
+    -------
+    anndata.AnnData
+        The generated cells with the data's obs column names and genes.
+
+    Raises
+    ------
+    DataError
+        A missing column, an unknown perturbation or state, or ``observed`` for a condition the data does not hold.
+    """
+    df = conditions.astype(str)
     key = task.data.perturbation_key
     column = key if key in df.columns else "perturbation" if "perturbation" in df.columns else None
     if column is None:
-        raise DataError(f"{p}: needs the perturbation column {key!r} (the data's); columns are {list(df.columns)}")
+        raise DataError(f"{where}: needs the perturbation column {key!r} (the data's); columns are {list(df.columns)}")
     keys = task.data.covariate_keys
     if "state" not in df.columns:
         missing = [k for k in keys if k not in df.columns]
         if missing:
-            raise DataError(f"{p}: missing covariate columns {missing} (or give a 'state' column)")
+            raise DataError(f"{where}: missing covariate columns {missing} (or give a 'state' column)")
         df["state"] = df[keys].agg("|".join, axis=1) if keys else "all"
-    conditions = [Condition(s, pert) for s, pert in zip(df["state"], df[column], strict=True)]
-    for c in conditions:
+    wanted = [Condition(s, pert) for s, pert in zip(df["state"], df[column], strict=True)]
+    for c in wanted:
         task.encode(c)
         if n_cells == "observed" and not len(task.cells(None, c)):
             raise DataError(
                 f"--n-cells observed: {c.perturbation!r} in state {c.state!r} was never observed; give a number"
             )
     rng = np.random.default_rng(seed)
-    requests = make_requests(task, conditions, None, n_cells, rng, reuse_sources=True)
-    adata = predictions_to_anndata(task, requests, method.predict(requests, rng))
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(out)
-    return adata
+    requests = make_requests(task, wanted, None, n_cells, rng, reuse_sources=True)
+    return predictions_to_anndata(task, requests, method.predict(requests, rng))

@@ -174,6 +174,14 @@ class DataConfig(_Section):
         logged message) or ``refuse``.
     max_genes
         Keep this many highly variable genes (plus every measured perturbed gene); ``null`` keeps all.
+    hvg
+        How ``max_genes`` ranks the genes: ``dispersion`` (the default: normalised dispersion of the
+        log-normalised data, the Seurat recipe), ``seurat_v3`` (scanpy's ``highly_variable_genes(flavor=
+        "seurat_v3")`` on raw counts, PerturBench's choice; needs the ``scverse`` extra), or ``var``: keep the
+        genes marked in an existing boolean ``var['highly_variable']`` column (``max_genes`` unset).
+    counts_layer
+        ``hvg: seurat_v3`` only: the layer holding raw counts when the expression matrix is log-normalised (when
+        the matrix itself holds counts they are used before normalisation).
     subset
         Keep only cells whose obs column values are in the given lists, e.g. ``{cell_type: [A172, T98G]}``.
     gene_order
@@ -199,6 +207,8 @@ class DataConfig(_Section):
     layer: str | None = None
     counts: Literal["normalize", "refuse"] = "normalize"
     max_genes: int | None = Field(default=None, gt=0)
+    hvg: Literal["dispersion", "seurat_v3", "var"] = "dispersion"
+    counts_layer: str | None = None
     subset: dict[str, list[str]] = Field(default_factory=dict)
     gene_order: Literal["as_stored", "reversed", "random", "clustered"] = "as_stored"
     #: Seed of the ``random`` gene order: an integer, ``run`` (the experiment's seed, so replicate seeds see
@@ -217,6 +227,15 @@ class DataConfig(_Section):
             raise ValueError("storage: backed reads a file; give data.path")
         if self.gene_key is not None and self.storage != "backed":
             raise ValueError("gene_key needs storage: backed (in memory, use max_genes)")
+        if self.hvg != "dispersion" and self.storage == "backed":
+            raise ValueError(f"hvg: {self.hvg} reads the whole matrix; with storage: backed mark genes beforehand and "
+                             "name the column with gene_key")  # fmt: skip
+        if self.hvg == "seurat_v3" and self.max_genes is None:
+            raise ValueError("hvg: seurat_v3 ranks genes for max_genes; set max_genes (e.g. 2000)")
+        if self.hvg == "var" and self.max_genes is not None:
+            raise ValueError("hvg: var keeps the genes marked in var['highly_variable']; drop max_genes")
+        if self.counts_layer is not None and self.hvg != "seurat_v3":
+            raise ValueError("counts_layer is read by hvg: seurat_v3 only; drop it or set hvg: seurat_v3")
         return self
 
 
@@ -458,11 +477,19 @@ class TrainConfig(_Section):
     compile: bool = False
     threads: int | None = Field(default=None, gt=0)
     progress: bool = True
+    #: Where the training curve goes (per-step loss, learning rate, gradient norm and step time; validation
+    #: metrics at validation steps): ``csv`` (the run's ``train_log.csv``), ``tensorboard`` (the run's
+    #: ``tensorboard/`` folder), ``wandb`` and ``mlflow`` (optional extras, imported only when named).
+    loggers: list[Literal["csv", "tensorboard", "wandb", "mlflow"]] = Field(default=["csv", "tensorboard"])
+    #: Log the training values every this many steps (validation metrics are logged at every validation).
+    log_every: int = Field(default=1, gt=0)
 
     @model_validator(mode="after")
     def _one_budget(self) -> TrainConfig:
         if self.max_flops is not None and self.match_flops is not None:
             raise ValueError("set train.max_flops or train.match_flops, not both")
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ValueError(f"loggers: each logger once (got {self.loggers})")
         return self
 
     @field_validator("select_metric")

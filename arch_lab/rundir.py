@@ -3,9 +3,11 @@
 A run directory holds ``config.yaml`` (resolved), ``meta.json`` (seed, git SHA, package versions, device),
 ``split.csv``, ``status.json``, the trainer's ``checkpoint.pt`` and ``best.pt`` and, once finished,
 ``history.csv``, ``predictions.h5ad``, ``metrics_per_condition.csv``, ``reference_per_condition.csv``,
-``model.pt`` and ``metrics.json``. ``status.json`` says ``running`` (with the writer's pid and host),
-``completed``, ``failed``, ``pruned`` or ``interrupted`` (with the reason); ``metrics.json`` is only ever written
-for a completed run, so a crashed run never looks complete.
+``model.pt`` and ``metrics.json``; the training curve goes to ``train_log.csv`` and ``tensorboard/`` (the
+loggers ``train.loggers`` names), and a run trained on an AnnData held in memory keeps its prepared cells in
+``data.h5ad``. ``status.json`` says ``running`` (with the writer's pid and host), ``completed``, ``failed``,
+``pruned`` or ``interrupted`` (with the reason); ``metrics.json`` is only ever written for a completed run, so a
+crashed run never looks complete.
 
 One run per directory: a directory that already holds a run is refused as the target of a new one
 (:meth:`RunDir.check_unused`), and a process writing a run holds an exclusive lock on it (:meth:`RunDir.lock`,
@@ -171,6 +173,9 @@ class RunDir:
     PER_CONDITION = "metrics_per_condition.csv"
     REFERENCE_PER_CONDITION = "reference_per_condition.csv"
     MODEL = "model.pt"
+    TRAIN_LOG = "train_log.csv"
+    TENSORBOARD = "tensorboard"
+    SNAPSHOT = "data.h5ad"
 
     def __init__(self, path: _PathLike | RunDir) -> None:
         self.path: Path = path.path if isinstance(path, RunDir) else Path(path)
@@ -405,6 +410,23 @@ class RunDir:
             return f"running ({where})" if where else "running"
         return f"{state}: {status['reason']}" if status.get("reason") else state
 
+    @property
+    def train_log(self) -> Path:
+        """The training curve step by step: ``step,name,value`` rows (CSV, the ``csv`` logger)."""
+        return self.path / self.TRAIN_LOG
+
+    @property
+    def tensorboard(self) -> Path:
+        """The TensorBoard event files (a folder, the ``tensorboard`` logger)."""
+        return self.path / self.TENSORBOARD
+
+    @property
+    def snapshot(self) -> Path:
+        """The prepared cells of a run trained on an AnnData held in memory (``.h5ad``; see
+        :mod:`arch_lab.data.snapshot`).
+        """
+        return self.path / self.SNAPSHOT
+
     # -------------------------------------------------------------------------------------- status
     def set_status(self, status: str, **extra: Any) -> None:
         """Record the run's status (one of :data:`STATUSES`) with a time stamp and any extra fields.
@@ -534,6 +556,11 @@ class RunDir:
         """Write the reference points (floor, ceiling) per condition."""
         self._write_csv(self.reference_per_condition, df)
 
+    def write_snapshot(self, adata: ad.AnnData) -> None:
+        """Write the prepared cells of a run trained on an AnnData held in memory."""
+        with atomic_path(self.snapshot) as tmp:
+            adata.write_h5ad(tmp)
+
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """Write the completed run's summary (call last: its presence means the results are whole)."""
         write_json(self.metrics, metrics)
@@ -607,6 +634,22 @@ class RunDir:
     def read_history(self) -> pd.DataFrame | None:
         """The training curve (None for runs without one, e.g. closed-form baselines)."""
         return self._read_csv(self.history)
+
+    def read_train_log(self) -> pd.DataFrame | None:
+        """The step-by-step training curve: a ``step`` column, one column per value (``train/loss``, ``val/...``), one
+        row per logged step (None when missing).
+        """
+        log = self._read_csv(self.train_log)
+        if log is None:
+            return None
+        wide = log.pivot_table(index="step", columns="name", values="value", aggfunc="last", dropna=False)
+        return wide.rename_axis(columns=None).reset_index()
+
+    def read_snapshot(self) -> ad.AnnData | None:
+        """The prepared cells a run trained on an in-memory AnnData keeps (None for a run that reads a file)."""
+        import anndata as ad
+
+        return ad.read_h5ad(self.snapshot) if self.snapshot.is_file() else None
 
     def read_per_condition(self) -> pd.DataFrame | None:
         """The metrics per condition (None when missing); ``state`` and ``perturbation`` read as text."""

@@ -23,6 +23,23 @@ export_app = typer.Typer(help="Write a run's predictions in the layout another e
 app.add_typer(export_app, name="export")
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from arch_lab import __version__
+
+        typer.echo(f"arch-lab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Velocity networks for flow-matching models of cell perturbation."""
+
+
 def _overrides(values: list[str] | None) -> dict[str, Any]:
     from arch_lab.config import parse_override
 

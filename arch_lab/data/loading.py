@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import warnings
 from dataclasses import dataclass, field
@@ -13,7 +14,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from arch_lab.data.preprocess import is_raw_counts, median_total_count, normalize_log1p, select_genes
+from arch_lab.data.preprocess import (
+    is_raw_counts,
+    median_total_count,
+    normalize_log1p,
+    select_genes,
+    seurat_v3_ranking,
+)
 from arch_lab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -69,6 +76,8 @@ class PerturbationData:
         (None: natural log, scanpy's convention) and ``gene_selection`` (how genes were kept).
     rows
         Positions in the source file of the kept cells, in order (None: all of them).
+    content_hash
+        ``sha256:<hex>`` of the cells as read (see :func:`content_hash`); None for data on disk (``backed``).
     """
 
     X: np.ndarray | RowMatrix
@@ -82,6 +91,7 @@ class PerturbationData:
     var: pd.DataFrame | None = None
     preprocessing: dict[str, Any] = field(default_factory=dict)
     rows: np.ndarray | None = None
+    content_hash: str | None = None
 
     def gene_annotations(self) -> pd.DataFrame:
         """The kept genes' annotations (``var``), indexed by gene name in stored order; empty columns when none."""
@@ -201,6 +211,36 @@ def check_gene_count(n_genes: int, deg_top_k: int) -> None:
         )
 
 
+def content_hash(X: np.ndarray, cells: pd.Index, genes: list[str], labels: pd.DataFrame) -> str:
+    """A content hash of cells as read: ``sha256:<hex>`` of the expression values and every name and label.
+
+    It covers the float32 expression matrix (before any normalisation), the cell ids, the gene names and the
+    label columns a task reads (perturbation and covariates), so it changes when any of them does and not when
+    the file is merely rewritten or the AnnData holds other annotations.
+
+    Parameters
+    ----------
+    X
+        ``[cells, genes]`` float32 expression, as read.
+    cells, genes
+        Cell ids and gene names.
+    labels
+        The obs columns read (one row per cell).
+
+    Returns
+    -------
+    str
+    """
+    h = hashlib.sha256()
+    h.update(np.asarray(X.shape, dtype=np.int64).tobytes())
+    h.update(np.ascontiguousarray(X, dtype=np.float32).tobytes())
+    for values in (list(map(str, cells)), list(genes), list(map(str, labels.columns))):
+        h.update("\x1f".join(values).encode() + b"\x1e")
+    for col in labels.columns:
+        h.update("\x1f".join(labels[col].astype(str)).encode() + b"\x1e")
+    return f"sha256:{h.hexdigest()}"
+
+
 def read_anndata(path: str | Path) -> ad.AnnData:
     """Read an ``.h5ad`` file with a one-line error when it is missing or unreadable."""
     p = Path(path)
@@ -225,6 +265,8 @@ def load_perturbation_data(
     counts: str = "normalize",
     max_genes: int | None = None,
     subset: dict[str, list[str]] | None = None,
+    hvg: str = "dispersion",
+    counts_layer: str | None = None,
 ) -> PerturbationData:
     """Validate and prepare an AnnData for perturbation tasks.
 
@@ -240,6 +282,9 @@ def load_perturbation_data(
         Keep this many highly variable genes plus every measured perturbed gene.
     subset
         Keep only cells whose obs values are in these lists.
+    hvg, counts_layer
+        How genes are ranked for ``max_genes`` (``dispersion``, ``seurat_v3``) or kept (``var``), and where
+        ``seurat_v3`` finds raw counts when the matrix is log-normalised (see :class:`arch_lab.config.DataConfig`).
 
     Returns
     -------
@@ -323,6 +368,10 @@ def load_perturbation_data(
         raise DataError(f"expression matrix holds {bad} non-finite values (NaN/inf); clean or impute them first")
     if (X < 0).any():
         raise DataError("expression matrix holds negative values; expected counts or log-normalised expression")
+    genes = [str(g) for g in adata.var_names]
+    label_keys = list(dict.fromkeys([perturbation_key, *covariate_keys]))
+    digest = content_hash(X, obs.index[keep], genes, obs.loc[keep, label_keys])
+    raw = X
 
     preprocessing: dict[str, Any] = {"normalized": False, "target_sum": None, "log1p_base": None,
                                      "gene_selection": "all genes"}  # fmt: skip
@@ -338,7 +387,6 @@ def load_perturbation_data(
         log.info(msg)
         notes.append(msg)
 
-    genes = [str(g) for g in adata.var_names]
     cells = obs.index[keep].astype(str)
     out = pd.DataFrame(index=pd.Index(cells, name="cell_id"))
     out["perturbation"] = pert[keep].to_numpy()
@@ -355,19 +403,76 @@ def load_perturbation_data(
     var = adata.var.copy()
     var.index = pd.Index(genes)
     data = PerturbationData(
-        X, out, genes, list(covariate_keys), control_value, delimiter, notes, perturbation_key, var, preprocessing
-    )
+        X, out, genes, list(covariate_keys), control_value, delimiter, notes, perturbation_key, var, preprocessing,
+        content_hash=digest,
+    )  # fmt: skip
     data.rows = np.flatnonzero(keep)
-    if max_genes is not None and max_genes < data.n_genes:
-        perturbed = {t for p in out["perturbation"].unique() for t in data.tokens(p)}
-        idx = select_genes(X, genes, max_genes, always_keep=perturbed)
-        data.X = np.ascontiguousarray(X[:, idx])
-        data.genes = [genes[i] for i in idx]
-        data.var = var.iloc[idx]
-        kept = len(perturbed & set(data.genes))
-        preprocessing["gene_selection"] = (
-            f"top {max_genes} by normalised dispersion (Seurat recipe on log-normalised data) plus measured "
-            "perturbed genes"
-        )
-        notes.append(f"kept {len(idx)} genes: top highly variable genes plus {kept} measured perturbed genes")
+    if hvg == "var":
+        _keep_marked_genes(data)
+    elif max_genes is not None and max_genes < data.n_genes:
+        ranking = None
+        if hvg == "seurat_v3":
+            ranking = seurat_v3_ranking(
+                raw if preprocessing["normalized"] else _counts_layer(adata, counts_layer, keep)
+            )
+        _keep_top_genes(data, max_genes, hvg, ranking)
     return data
+
+
+def _counts_layer(adata: ad.AnnData, layer: str | None, keep: np.ndarray) -> np.ndarray:
+    """The raw counts ``hvg: seurat_v3`` ranks genes on when the expression matrix is log-normalised."""
+    if layer is None:
+        raise DataError(
+            "hvg: seurat_v3 ranks genes on raw counts but the matrix is log-normalised; name a layer of counts with "
+            "data.counts_layer (or use hvg: dispersion)"
+        )
+    if layer not in adata.layers:
+        raise DataError(f"counts_layer {layer!r} not in the AnnData; available layers: {list(adata.layers) or 'none'}")
+    matrix = adata.layers[layer]
+    matrix = matrix if keep.all() else matrix[keep]
+    counts = np.asarray(matrix.toarray() if sp.issparse(matrix) else matrix, dtype=np.float32)
+    if not is_raw_counts(counts):
+        raise DataError(f"counts_layer {layer!r} does not hold raw counts (non-negative integers)")
+    return counts
+
+
+def _perturbed_genes(data: PerturbationData) -> set[str]:
+    return {t for p in data.obs["perturbation"].unique() for t in data.tokens(p)}
+
+
+def _subset_genes(data: PerturbationData, idx: np.ndarray) -> None:
+    data.X = np.ascontiguousarray(data.X[:, idx])
+    data.var = data.var.iloc[idx] if data.var is not None else None
+    data.genes = [data.genes[i] for i in idx]
+
+
+def _keep_top_genes(data: PerturbationData, max_genes: int, hvg: str, ranking: np.ndarray | None) -> None:
+    """Keep the ``max_genes`` top-ranked genes (``ranking``, or normalised dispersion) plus measured perturbed ones."""
+    perturbed = _perturbed_genes(data)
+    idx = select_genes(np.asarray(data.X), data.genes, max_genes, always_keep=perturbed, ranking=ranking)
+    _subset_genes(data, idx)
+    kept = len(perturbed & set(data.genes))
+    how = {
+        "dispersion": "normalised dispersion (Seurat recipe on log-normalised data)",
+        "seurat_v3": "scanpy's seurat_v3 (standardised variance of raw counts)",
+    }[hvg]
+    data.preprocessing["gene_selection"] = f"top {max_genes} by {how} plus measured perturbed genes"
+    data.notes.append(f"kept {len(idx)} genes: top highly variable genes plus {kept} measured perturbed genes")
+
+
+def _keep_marked_genes(data: PerturbationData) -> None:
+    """``hvg: var``: keep the genes marked in ``var['highly_variable']`` plus measured perturbed ones."""
+    var = data.var if data.var is not None else pd.DataFrame(index=data.genes)
+    if "highly_variable" not in var.columns:
+        cols = ", ".join(map(str, var.columns)) or "none"
+        raise DataError(f"hvg: var needs a boolean var['highly_variable'] column; var columns: {cols}")
+    marked = var["highly_variable"].to_numpy()
+    if marked.dtype != bool:
+        raise DataError(f"var['highly_variable'] must be boolean (got dtype {marked.dtype})")
+    perturbed = _perturbed_genes(data)
+    idx = np.flatnonzero(marked | np.isin(np.asarray(data.genes), list(perturbed)))
+    if not len(idx):
+        raise DataError("var['highly_variable'] marks no gene; mark some or use max_genes")
+    _subset_genes(data, idx)
+    data.preprocessing["gene_selection"] = "genes marked in var['highly_variable'] plus measured perturbed genes"
+    data.notes.append(f"kept {len(idx)} genes marked in var['highly_variable'] (or perturbed and measured)")

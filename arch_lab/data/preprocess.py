@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from arch_lab.errors import DataError
+
 
 def is_raw_counts(X: np.ndarray, sample: int = 200_000) -> bool:
     """True when the non-zero entries look like integer counts.
@@ -69,10 +71,52 @@ def rank_by_dispersion(mean: np.ndarray, var: np.ndarray, n_bins: int = 20) -> n
     return np.lexsort((np.arange(score.size), -score))
 
 
-def select_genes(X: np.ndarray, genes: list[str], n_top: int, always_keep: set[str]) -> np.ndarray:
-    """Indices (in stored order) of the ``n_top`` most variable genes plus every gene in ``always_keep``."""
+def seurat_v3_ranking(counts: np.ndarray) -> np.ndarray:
+    """All gene indices ranked by scanpy's ``seurat_v3`` flavour on raw counts, best first.
+
+    The rank ``sc.pp.highly_variable_genes(adata, flavor="seurat_v3")`` gives (``variances_norm``: the variance of
+    counts standardised by a loess fit of variance on mean, clipped at sqrt(cells)), so its top ``n`` are the genes
+    scanpy marks with ``n_top_genes=n``; ties keep the stored order.
+
+    Parameters
+    ----------
+    counts
+        ``[cells, genes]`` raw counts.
+
+    Returns
+    -------
+    numpy.ndarray
+        Gene indices, most variable first.
+
+    Raises
+    ------
+    DataError
+        scanpy or scikit-misc (its loess) is not installed.
+    """
+    import anndata as ad
+
+    try:
+        import scanpy as sc
+        import skmisc.loess  # noqa: F401  (what seurat_v3 imports; checked here for a one-line error)
+    except ImportError as exc:
+        raise DataError(
+            f"hvg: seurat_v3 needs scanpy and scikit-misc ({exc.name} is missing); pip install 'arch-lab[scverse]'"
+        ) from None
+    adata = ad.AnnData(X=np.asarray(counts, dtype=np.float32))
+    table = sc.pp.highly_variable_genes(adata, flavor="seurat_v3", n_top_genes=adata.n_vars, inplace=False)
+    score = np.nan_to_num(table["variances_norm"].to_numpy(np.float64), nan=-np.inf)
+    return np.lexsort((np.arange(score.size), -score))
+
+
+def select_genes(
+    X: np.ndarray, genes: list[str], n_top: int, always_keep: set[str], ranking: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices (in stored order) of the ``n_top`` most variable genes plus every gene in ``always_keep``.
+
+    ``ranking`` gives every gene index, most variable first (default: :func:`highly_variable_genes` of ``X``).
+    """
     keep = {i for i, g in enumerate(genes) if g in always_keep}
-    for i in highly_variable_genes(X, X.shape[1]):
+    for i in highly_variable_genes(X, X.shape[1]) if ranking is None else ranking:
         if len(keep) >= n_top:
             break
         keep.add(int(i))

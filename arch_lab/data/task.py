@@ -148,8 +148,25 @@ def load_data(cfg: DataConfig, base: ExperimentConfig | None = None) -> Perturba
         from arch_lab.data.backed import load_backed_data
 
         return load_backed_data(data_path(cfg, base), cfg)
+    return prepare_data(read_data(cfg, base), cfg)
+
+
+def prepare_data(adata: ad.AnnData, cfg: DataConfig) -> PerturbationData:
+    """Prepare an AnnData (read from a file or already in memory) as the ``data`` section says.
+
+    Parameters
+    ----------
+    adata
+        Cells x genes, with the obs columns the section names.
+    cfg
+        The ``data`` section (its ``path`` and ``synthetic`` are not read).
+
+    Returns
+    -------
+    PerturbationData
+    """
     return load_perturbation_data(
-        read_data(cfg, base),
+        adata,
         perturbation_key=cfg.perturbation_key,
         control_value=cfg.control_value,
         covariate_keys=list(cfg.covariate_keys),
@@ -158,6 +175,8 @@ def load_data(cfg: DataConfig, base: ExperimentConfig | None = None) -> Perturba
         counts=cfg.counts,
         max_genes=cfg.max_genes,
         subset=cfg.subset,
+        hvg=cfg.hvg,
+        counts_layer=cfg.counts_layer,
     )
 
 

@@ -90,7 +90,13 @@ def integer_knobs(config_cls: type[BaseModel]) -> list[str]:
 
 
 def list_networks() -> list[str]:
-    """Registered network names, sorted."""
+    """Registered network names, sorted.
+
+    Returns
+    -------
+    list of str
+        The names ``network.name`` accepts (the shipped backbones and any registered by a module or entry point).
+    """
     return sorted(_REGISTRY)
 
 

@@ -39,6 +39,7 @@ from arch_lab.metrics import METRICS
 from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
+from arch_lab.training.loggers import Logger, open_loggers
 from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
 log = logging.getLogger(__name__)
@@ -455,13 +456,34 @@ class FlowTrainer:
             self.run_dir.set_progress(step, self.cfg.train.max_steps, seconds_per_step)
 
     def fit(self, resume: bool = False) -> TrainState:
-        """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`."""
-        cfg = self.cfg.train
+        """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`.
+
+        With a run directory, rank 0 sends the training curve to the loggers ``train.loggers`` names
+        (:mod:`arch_lab.training.loggers`); they are closed when training ends or fails.
+        """
         if resume and self.run_dir is not None and self.run_dir.checkpoint.is_file():
             self.load_checkpoint(self.run_dir.checkpoint)
         self.best_weights = None
         if resume and self.dist.is_main and self.run_dir is not None and self.run_dir.best.is_file():
             self.best_weights = RunDir.load_torch(self.run_dir.best, self.device)["ema"]
+        self.loggers: list[Logger] = []
+        if self.run_dir is not None and self.dist.is_main:
+            self.loggers = open_loggers(self.cfg.train.loggers, self.run_dir, self.cfg, self.state.step)
+        try:
+            self._fit_loop()
+        finally:
+            for logger in self.loggers:
+                logger.close()
+        return self.state
+
+    def _log(self, step: int, values: dict[str, float], flush: bool = False) -> None:
+        for logger in self.loggers:
+            logger.log(step, values)
+            if flush and hasattr(logger, "flush"):  # a validation: the curve so far is on disk for a live view
+                logger.flush()
+
+    def _fit_loop(self) -> None:
+        cfg = self.cfg.train
         bar = tqdm(
             total=cfg.max_steps,
             initial=self.state.step,
@@ -474,11 +496,16 @@ class FlowTrainer:
         logs: dict[str, float] = {}
         first_time = time.perf_counter()
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
+            tick = time.perf_counter()
             logs = self.train_step()
             self.state.pending_losses.append(logs["loss"])
             self.state.step += 1
             step = self.state.step
             bar.update(1)
+            if self.loggers and step % cfg.log_every == 0:
+                values = {f"train/{k}": v for k, v in logs.items()}
+                values["train/step_seconds"] = time.perf_counter() - tick
+                self._log(step, values)
             metrics = None
             if step % cfg.eval_every == 0 or step == cfg.max_steps:
                 # the mean training loss since the previous validation, not one noisy batch
@@ -486,6 +513,8 @@ class FlowTrainer:
                 self.state.pending_losses = []
                 if cfg.patience is not None and self.state.evals_since_best >= cfg.patience:
                     self.state.stopped_early = True
+                if metrics is not None and self.loggers:
+                    self._log(step, {f"val/{k}": v for k, v in metrics.items()}, flush=True)
             if step % 25 == 0 or metrics is not None:
                 post = {"loss": f"{logs['loss']:.4f}"}
                 if self.state.best_value is not None:
@@ -522,4 +551,3 @@ class FlowTrainer:
         self.close()
         if self.best_weights is not None:
             self.eval_model().load_state_dict(self.best_weights)
-        return self.state

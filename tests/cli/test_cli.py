@@ -100,3 +100,11 @@ def test_cli_modules_import_downwards_only():
     assert {"arch_lab.cli.main", "arch_lab.cli.sweep", "arch_lab.cli.errors"} <= set(graph)
     assert "arch_lab.cli.main" not in graph["arch_lab.cli.sweep"] | graph["arch_lab.cli.errors"]
     assert cycles(graph) == []
+
+
+def test_version_option_prints_the_package_version():
+    from arch_lab import __version__
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0
+    assert result.stdout.strip() == f"arch-lab {__version__}"
