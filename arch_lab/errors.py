@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import shlex
 from pathlib import Path
 
 
@@ -39,7 +40,7 @@ class RunInterrupted(KeyboardInterrupt):
     """
 
     def __init__(self, run_dir: str | Path, message: str = "") -> None:
-        super().__init__(message or f"interrupted; resume with: arch-lab train --resume {run_dir}")
+        super().__init__(message or f"interrupted; resume with: arch-lab train --resume {shlex.quote(str(run_dir))}")
         self.run_dir = Path(run_dir)
 
 
