@@ -13,6 +13,7 @@ requeue``) requeues running trials by hand, for workers lost on other machines.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import threading
@@ -126,8 +127,8 @@ def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: i
     with handle.storage.lock():
         if backend.get_trial(trial_id).state != TrialState.RUNNING:
             return None
-        backend.set_trial_user_attr(trial_id, "reason", reason)
-        try:
+        try:  # its worker may finish it meanwhile (storages other than SQLite are not locked here)
+            backend.set_trial_user_attr(trial_id, "reason", reason)
             if not backend.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 return None
         except UpdateFinishedTrialError:
@@ -146,8 +147,9 @@ def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: i
     )
     for path in frozen.user_attrs.get("run_dirs") or []:
         run = RunDir(path)
-        if run.process_gone():
-            run.set_status("failed", reason=reason + (f"; retried as trial {retry}" if retry is not None else ""))
+        with contextlib.suppress(ArchLabError, OSError):  # a run directory out of reach must not stop the worker
+            if run.process_gone():
+                run.set_status("failed", reason=reason + (f"; retried as trial {retry}" if retry is not None else ""))
     return retry
 
 
