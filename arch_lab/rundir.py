@@ -11,8 +11,8 @@ crashed run never looks complete.
 
 One run per directory: a directory that already holds a run is refused as the target of a new one
 (:meth:`RunDir.check_unused`), and a process writing a run holds an exclusive lock on it (:meth:`RunDir.lock`,
-``fcntl.flock`` on ``.lock``), so a second writer is refused and a reader can tell a running run from one whose
-process is gone (:meth:`RunDir.process_gone`). While the lock is held SIGTERM raises :class:`KeyboardInterrupt`,
+``fcntl.flock`` on ``.lock``, removed when it is done), so a second writer is refused and a reader can tell a running
+run from one whose process is gone (:meth:`RunDir.process_gone`). While the lock is held SIGTERM raises :class:`KeyboardInterrupt`,
 so an interrupted run says ``interrupted`` (:meth:`RunDir.recording_failures`).
 
 Every file is written to a temporary name that includes the writer's process id and then renamed over the
@@ -322,8 +322,9 @@ class RunDir:
     def lock(self) -> Iterator[RunDir]:
         """Hold an exclusive lock on the run while this process writes it.
 
-        An exclusive ``fcntl.flock`` on ``.lock`` in the directory (released when the block ends or the process
-        dies, however it dies); the file names the holder (pid and host). While it is held SIGTERM raises
+        An exclusive ``fcntl.flock`` on ``.lock`` in the directory, released when the block ends or the process
+        dies, however it dies; the file names the holder (pid and host) and is removed when the block ends, so only
+        a run whose process was killed keeps one (unlocked). While it is held SIGTERM raises
         :class:`KeyboardInterrupt` (main thread only), so the run can be marked ``interrupted``.
 
         Raises
@@ -333,24 +334,31 @@ class RunDir:
         FileSystemError
             The lock file cannot be created.
         """
+        deadline = time.monotonic() + LOCK_WAIT_S
+        while True:
+            try:
+                fh = open(self.lock_file, "a+")  # held open for the whole block
+            except OSError as exc:
+                raise os_error(exc, self.lock_file, "lock the run directory") from None
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                fh.close()
+                if time.monotonic() > deadline:
+                    raise ArchLabError(
+                        f"{self.path}: another process ({_read_holder(self.lock_file)}) is writing this run; wait for "
+                        "it to finish or stop it, or pass another directory"
+                    ) from None
+                time.sleep(0.05)
+                continue
+            try:  # the previous holder may have removed the file between our open and our lock: lock the new one
+                current = os.stat(self.lock_file).st_ino == os.fstat(fh.fileno()).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                break
+            fh.close()
         try:
-            fh = open(self.lock_file, "a+")  # held open for the whole block
-        except OSError as exc:
-            raise os_error(exc, self.lock_file, "lock the run directory") from None
-        try:
-            deadline = time.monotonic() + LOCK_WAIT_S
-            while True:
-                try:
-                    fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        holder = _read_holder(self.lock_file)
-                        raise ArchLabError(
-                            f"{self.path}: another process ({holder}) is writing this run; wait for it to finish "
-                            "or stop it, or pass another directory"
-                        ) from None
-                    time.sleep(0.05)
             with contextlib.suppress(OSError):  # who holds it, for the message above (a full disk may refuse)
                 fh.seek(0)
                 fh.truncate()
@@ -359,10 +367,14 @@ class RunDir:
             with sigterm_as_interrupt():
                 yield self
         finally:
+            with contextlib.suppress(OSError):
+                self.lock_file.unlink()  # while still holding it
             fh.close()  # releases the lock
 
     def is_locked(self) -> bool | None:
-        """True while a process holds :meth:`lock`; None for a run written before locks (no lock file)."""
+        """True while a process holds :meth:`lock`, False for the lock file of a process that was killed, None when
+        there is no lock file (a run that ended, or was written before locks).
+        """
         try:
             fd = os.open(self.lock_file, os.O_RDONLY)
         except FileNotFoundError:
@@ -388,7 +400,7 @@ class RunDir:
         locked = self.is_locked()
         if locked is not None:
             return not locked
-        pid, host = status.get("pid"), status.get("host")
+        pid, host = status.get("pid"), status.get("host")  # no lock file: its writer ended (or predates locks)
         if isinstance(pid, int) and host == socket.gethostname():
             return not pid_alive(pid)
         return None

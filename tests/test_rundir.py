@@ -8,6 +8,8 @@ import json
 import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +20,7 @@ import torch
 from arch_lab.errors import ArchLabError, FileSystemError, RunInterrupted, os_error
 from arch_lab.rundir import STATUSES, RunDir, atomic_path, is_run_dir, write_json
 
+REPO = Path(__file__).resolve().parents[1]
 LAYOUT = {
     "config": "config.yaml",
     "meta": "meta.json",
@@ -168,7 +171,7 @@ def test_a_directory_holding_a_run_is_refused_as_a_new_one(tmp_path: Path):
 
 def test_the_lock_is_exclusive_and_tells_a_live_run_from_a_gone_one(tmp_path: Path):
     run = RunDir.create(tmp_path / "run")
-    assert run.is_locked() is None  # written before locks
+    assert run.is_locked() is None  # no lock file
     with run.lock():
         run.set_status("running")
         assert run.read_status()["pid"] == os.getpid()
@@ -180,16 +183,28 @@ def test_the_lock_is_exclusive_and_tells_a_live_run_from_a_gone_one(tmp_path: Pa
                 pass
         with pytest.raises(ArchLabError, match="already holds a run that another process"):
             run.check_unused()
+    assert run.is_locked() is None  # removed when the writer is done
+    assert [p.name for p in run.path.iterdir()] == ["status.json"]
+    assert run.process_gone() is False  # told by the pid in the status: this process is alive
+    # a writer killed while it holds the lock leaves the file, unlocked: its run is shown as gone
+    script = (
+        "import os, signal, sys; from arch_lab.rundir import RunDir; run = RunDir(sys.argv[1]); "
+        "held = run.lock(); held.__enter__(); run.set_status('running'); os.kill(os.getpid(), signal.SIGKILL)"
+    )
+    killed = subprocess.run([sys.executable, "-c", script, str(run.path)], env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert killed.returncode == -signal.SIGKILL
     assert run.is_locked() is False
-    assert run.process_gone() is True  # still says running, but nothing writes it
+    assert run.process_gone() is True
+    pid = run.read_status()["pid"]
     assert run.describe_status() == (
-        f"running, but its process (pid {os.getpid()} on {socket.gethostname()}) is gone; resume with: "
+        f"running, but its process (pid {pid} on {socket.gethostname()}) is gone; resume with: "
         f"arch-lab train --resume {run.path}"
     )
-    run.set_status("failed", reason="boom")
+    with run.lock():  # the lock of a killed writer is free to take
+        run.set_status("failed", reason="boom")
     assert run.process_gone() is None
     assert run.describe_status() == "failed: boom"
-    # a run written before locks: told by its pid, on this host
+    # without a lock file (a run written before locks): told by its pid, on this host
     old = RunDir.create(tmp_path / "old")
     write_json(old.status, {"status": "running", "pid": 2**22 + 12345, "host": socket.gethostname()})
     assert old.process_gone() is True

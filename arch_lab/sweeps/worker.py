@@ -17,6 +17,7 @@ trials, and the time left in the trial and the study at the current pace.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import logging
 import math
@@ -221,8 +222,8 @@ def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: i
     with handle.storage.lock():
         if backend.get_trial(trial_id).state != TrialState.RUNNING:
             return None
-        backend.set_trial_user_attr(trial_id, "reason", reason)
-        try:
+        try:  # its worker may finish it meanwhile (storages other than SQLite are not locked here)
+            backend.set_trial_user_attr(trial_id, "reason", reason)
             if not backend.set_trial_state_values(trial_id, state=TrialState.FAIL):
                 return None
         except UpdateFinishedTrialError:
@@ -241,8 +242,9 @@ def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: i
     )
     for path in frozen.user_attrs.get("run_dirs") or []:
         run = RunDir(path)
-        if run.process_gone():
-            run.set_status("failed", reason=reason + (f"; retried as trial {retry}" if retry is not None else ""))
+        with contextlib.suppress(ArchLabError, OSError):  # a run directory out of reach must not stop the worker
+            if run.process_gone():
+                run.set_status("failed", reason=reason + (f"; retried as trial {retry}" if retry is not None else ""))
     return retry
 
 
