@@ -523,7 +523,8 @@ def test_postgres_worker_killed_mid_trial_is_failed_by_heartbeat_and_retried(ben
         except KeyError:
             continue
         for t in study.get_trials(states=(TrialState.RUNNING,)):
-            if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}"):
+            # the worker labels a trial when it claims it; kill it once the trial has sampled its configuration
+            if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}") and t.params:
                 victim.send_signal(signal.SIGKILL)
                 killed = t
     victim.wait(timeout=30)
