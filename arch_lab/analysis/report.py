@@ -7,6 +7,7 @@ condition, give t intervals and Holm-adjusted p-values, and put the study's pre-
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -171,8 +172,8 @@ def standing_table(runs: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
             continue
         for b in backbone_order(runs["backbone"].astype(str)):
             part = runs[runs["backbone"].astype(str) == b]
-            cols = [pd.to_numeric(part[c], errors="coerce") for c in (m, f"floor_{m}", f"ceiling_{m}")]
-            est = reference_standing(*cols, direction=METRICS[m].direction)
+            value, floor, ceiling = (pd.to_numeric(part[c], errors="coerce") for c in (m, f"floor_{m}", f"ceiling_{m}"))
+            est = reference_standing(value, floor, ceiling, direction=METRICS[m].direction)
             if est["n"]:
                 rows.append({"metric": m, "backbone": b, "direction": METRICS[m].direction, **est})
     return pd.DataFrame(rows)
@@ -446,9 +447,7 @@ def build_report(
             f"fig5_sweep_diagnostics{suffix}",
             f"Study {study.study_name}: objective (on its {objective_split or 'declared'} split) per trial with the "
             "best so far" + (f", and {importance} hyperparameter importances." if importances is not None else "."),
-            lambda trials=trials, importances=importances, sp=objective_split: figs.fig_sweep_diagnostics(
-                trials, importances=importances, split=sp
-            ),
+            functools.partial(figs.fig_sweep_diagnostics, trials, importances=importances, split=objective_split),
         )
     shown = list(best_runs(runs, metric)["run_dir"])
     chosen = list(conditions) if conditions else None
