@@ -4,8 +4,8 @@ The rows live in a CSV beside the markdown (``results/scoreboard.md`` -> ``resul
 (task, entry, seed), each with the key of the resolved config it was trained with (:func:`config_key`: the
 experiment with its ``--set`` overrides, the entry and the seed). A rerun reuses a row only when its job's
 resolved config has the same key, and says how many it reused and from which file; everything else is trained
-again (``fresh=True``: everything). The markdown's generated tables go between :data:`BEGIN` and :data:`END`;
-text outside the markers is never changed.
+again (``fresh=True``: everything), and the rows of tasks the call does not run are kept as they are. The
+markdown's generated tables go between :data:`BEGIN` and :data:`END`; text outside the markers is never changed.
 """
 
 from __future__ import annotations
@@ -110,8 +110,10 @@ class Scoreboard:
     source
         The CSV the reused rows came from (None when nothing was read: no file, or ``fresh``).
     ignored
-        Rows of ``source`` left out because no job of this call has their resolved config (another budget,
-        other overrides, or rows written before the config was recorded).
+        Rows of ``source`` for this call's tasks left out because no job of this call has their resolved config
+        (another budget, other overrides, or rows written before the config was recorded); they are replaced.
+    kept
+        Rows of ``source`` for tasks this call does not run, kept as they are.
     markdown, csv
         The files written (None without ``out``).
     notes
@@ -124,6 +126,7 @@ class Scoreboard:
     trained: int = 0
     source: Path | None = None
     ignored: int = 0
+    kept: int = 0
     markdown: Path | None = None
     csv: Path | None = None
     notes: list[str] = field(default_factory=list)
@@ -217,7 +220,14 @@ def run_scoreboard(
     todo = [j for j in jobs if j.key not in rows]
     board = Scoreboard(pd.DataFrame(), jobs=len(jobs), reused=len(jobs) - len(todo), trained=len(todo))
     board.source = csv_path if previous else None
-    board.ignored = sum(1 for r in previous if r["entry"] not in (FLOOR, CEILING) and r.get("config_key") not in keys)
+    names = {j.cfg.name for j in jobs}
+    others = [r for r in previous if r["task"] not in names]  # other tasks' rows stay as they are
+    board.kept = sum(1 for r in others if r["entry"] not in (FLOOR, CEILING))
+    board.ignored = sum(
+        1
+        for r in previous
+        if r["task"] in names and r["entry"] not in (FLOOR, CEILING) and r.get("config_key") not in keys
+    )
     board.markdown, board.csv = (Path(out), csv_path) if out is not None else (None, None)
     board.notes.append(_plan(board, fresh))
     if say is not None:
@@ -244,11 +254,11 @@ def run_scoreboard(
                  "config_key": reference_key(cfg)}
                 for name, ref in res.reference.items()
             ]  # fmt: skip
-        board.table = _assemble(jobs, rows, refs)
+        board.table = _assemble(jobs, rows, refs, others)
         if out is not None:
             _write(board.table, Path(out))
     bar.close()
-    board.table = _assemble(jobs, rows, refs)
+    board.table = _assemble(jobs, rows, refs, others)
     if out is not None:
         _write(board.table, Path(out))
     return board
@@ -264,12 +274,19 @@ def _plan(board: Scoreboard, fresh: bool) -> str:
         f"--set overrides, entry and seed); training {board.trained}"
     )
     if board.ignored:
-        line += f"; {board.ignored} rows there have another config (or none recorded) and are not used"
+        line += f"; {board.ignored} rows there have another config (or none recorded) and are replaced"
+    if board.kept:
+        line += f"; {board.kept} rows of other tasks are kept as they are"
     return line + " (--fresh reuses none)"
 
 
-def _assemble(jobs: list[Job], rows: dict[str, dict[str, Any]], refs: dict[str, list[dict[str, Any]]]) -> pd.DataFrame:
-    """Rows in job order, each task's floor and ceiling after its first row."""
+def _assemble(
+    jobs: list[Job],
+    rows: dict[str, dict[str, Any]],
+    refs: dict[str, list[dict[str, Any]]],
+    others: list[dict[str, Any]] | None = None,
+) -> pd.DataFrame:
+    """Rows in job order, each task's floor and ceiling after its first row, then ``others`` (other tasks' rows)."""
     out: list[dict[str, Any]] = []
     placed: set[str] = set()
     for j in jobs:
@@ -280,7 +297,7 @@ def _assemble(jobs: list[Job], rows: dict[str, dict[str, Any]], refs: dict[str, 
         if name in refs and name not in placed:
             out.extend(refs[name])
             placed.add(name)
-    return pd.DataFrame(out)
+    return pd.DataFrame(out + list(others or []))
 
 
 def _write(df: pd.DataFrame, out: Path) -> None:

@@ -71,6 +71,23 @@ def test_compare_reuses_only_rows_with_the_same_resolved_config(bench: Path):
     assert said[-1] == "--fresh: training all 1 jobs"
 
 
+def test_compare_keeps_the_rows_of_tasks_it_does_not_run(bench: Path):
+    raw = yaml.safe_load((bench / "exp.yaml").read_text())
+    (bench / "other.yaml").write_text(yaml.safe_dump({**raw, "name": "other_task"}))
+    out, said = bench / "results.md", []
+    run_scoreboard([bench / "exp.yaml", bench / "other.yaml"], ["no_change"], out=out, progress=False)
+    one = run_scoreboard([bench / "exp.yaml"], ["no_change"], out=out, overrides={"eval.n_cells": 20}, say=said.append)
+    assert (one.reused, one.trained, one.ignored, one.kept) == (0, 1, 1, 1)
+    assert "1 rows there have another config (or none recorded) and are replaced" in said[-1]
+    assert "1 rows of other tasks are kept as they are" in said[-1]
+    rows = pd.read_csv(bench / "results.csv")
+    assert rows.groupby("task")["entry"].apply(list).to_dict() == {
+        "synthetic": ["no_change", FLOOR, "ceiling (split-half)"],
+        "other_task": ["no_change", FLOOR, "ceiling (split-half)"],
+    }
+    assert "### other_task (test split)" in out.read_text()
+
+
 def test_config_key_ignores_only_where_files_go(bench: Path):
     exp = bench / "exp.yaml"
     base = job_config(exp, "mlp", 0)
