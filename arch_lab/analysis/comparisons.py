@@ -22,31 +22,13 @@ from collections.abc import Sequence
 import pandas as pd
 
 from arch_lab.analysis.multiplicity import adjust_family
-from arch_lab.analysis.paired import FOLD_COLUMNS, compare_arms, condition_keys, seed_keys
+from arch_lab.analysis.paired import COMPARISON_COLUMNS, FOLD_COLUMNS, compare_arms, condition_keys, seed_keys
 from arch_lab.analysis.roles import MetricRoles
 
 #: Columns of both tables, in order.
 STUDY_COMPARISON_COLUMNS: tuple[str, ...] = (
     "role",
-    "metric",
-    "direction",
-    "arm_a",
-    "arm_b",
-    "unit",
-    "pairing",
-    "n_a",
-    "n_b",
-    "mean_a",
-    "mean_b",
-    "difference",
-    "ci_low",
-    "ci_high",
-    "se",
-    "df",
-    "p_value",
-    "method",
-    "level",
-    "a_better",
+    *COMPARISON_COLUMNS,
     "family_size",
     "p_holm",
     "p_bh",
