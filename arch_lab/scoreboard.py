@@ -307,8 +307,9 @@ def _write(df: pd.DataFrame, out: Path) -> None:
     write_generated(out, to_markdown(df, csv_name=out.with_suffix(".csv").name))
 
 
-def write_generated(path: Path, body: str) -> None:
-    """Put ``body`` between :data:`BEGIN` and :data:`END` in ``path``, keeping every line outside the markers.
+def write_generated(path: Path, body: str, begin: str = BEGIN, end: str = END) -> None:
+    """Put ``body`` between the ``begin`` and ``end`` marker lines in ``path`` (default :data:`BEGIN` and
+    :data:`END`, those of ``arch-lab compare``), keeping every line outside the markers.
 
     A marker counts only on a line of its own. A missing file is created with only the marked block; a file without markers gets the block appended.
 
@@ -317,22 +318,22 @@ def write_generated(path: Path, body: str) -> None:
     ArchLabError
         The file has one marker without the other, ``end`` before ``begin``, or more than one pair.
     """
-    block = f"{BEGIN}\n{body.rstrip()}\n{END}"
+    block = f"{begin}\n{body.rstrip()}\n{end}"
     text = path.read_text() if path.is_file() else ""
-    begins = [m.start() for m in re.finditer(rf"^{re.escape(BEGIN)}$", text, re.MULTILINE)]
-    ends = [m.start() for m in re.finditer(rf"^{re.escape(END)}$", text, re.MULTILINE)]
+    begins = [m.start() for m in re.finditer(rf"^{re.escape(begin)}$", text, re.MULTILINE)]
+    ends = [m.start() for m in re.finditer(rf"^{re.escape(end)}$", text, re.MULTILINE)]
     start, stop = (begins[0] if begins else -1), (ends[0] if ends else -1)
     if len(begins) > 1 or len(ends) > 1:
-        raise ArchLabError(f"{path}: more than one pair of {BEGIN} / {END} markers; keep one pair")
+        raise ArchLabError(f"{path}: more than one pair of {begin} / {end} markers; keep one pair")
     if start < 0 and stop < 0:
         new = (text.rstrip("\n") + "\n\n" if text.strip() else "") + block + "\n"
     elif start < 0 or stop < start:
         raise ArchLabError(
-            f"{path}: the markers {BEGIN} and {END} are incomplete or out of order; fix them (generated tables go "
+            f"{path}: the markers {begin} and {end} are incomplete or out of order; fix them (generated tables go "
             "between them) or write to another --out"
         )
     else:
-        new = text[:start] + block + text[stop + len(END) :]
+        new = text[:start] + block + text[stop + len(end) :]
     with atomic_path(path) as tmp:
         tmp.write_text(new)
 

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job: unet1d vs mlp vs gene_transformer (2 seeds each) on the Kang cell-type transfer task,
+# The main job: unet1d vs mlp vs gene_transformer, each with its recommended recipe (3 seeds each) on the Kang
+# cell-type transfer task (held-out CD14+ monocytes),
 # as a resumable Optuna study with two worker processes (about 10 minutes on 2 idle CPU cores, see
 # sweeps/demo.yaml), ending in the figures and tables of reports/demo/. The workers log each trial and, every
 # 30 s, the run and step they are on with the time left.
@@ -10,5 +11,5 @@ bash scripts/setup_env.sh
 source .venv/bin/activate
 arch-lab sweep run sweeps/demo.yaml --workers 2
 arch-lab sweep export sweeps/demo.yaml --out reports/demo/trials.csv
-arch-lab report demo_backbones_kang_v1 --out reports/demo
+arch-lab report demo_backbones_kang_v2 --out reports/demo
 echo "figures and tables: reports/demo/report.md"

@@ -162,3 +162,27 @@ def test_overlapping_control_pools_are_refused():
     controls = rng.random((6, 4))
     with pytest.raises(DataError, match="source control cells are also scoring controls"):
         score_conditions([ConditionGroup("s", "A", rng.random((3, 4)), rng.random((3, 4)), controls, controls[:2])])
+
+
+def test_cells_equal_by_value_across_disjoint_pools_are_not_overlap():
+    """At low gene counts two distinct cells can share an expression vector: one such coincidence between the
+    pools is not an overlap, and a prediction that leaves that source cell unchanged is not a leak."""
+    rng = np.random.default_rng(1)
+    twin = np.array([0.0, 1.5, 0.0, 0.0])
+    source = np.vstack([twin, rng.random((5, 4)) + 2.0])
+    scoring = np.vstack([twin, rng.random((5, 4)) + 4.0])
+    observed = rng.random((6, 4)) + 1.0
+    table, _ = score_conditions([ConditionGroup("s", "A", source.copy(), observed, scoring, source)],
+                                MetricSettings(2, 2))  # fmt: skip
+    assert len(table) == 1
+    one_copy = np.vstack([scoring[1:2], source[1:]])  # one predicted cell equal to a scoring control: a coincidence
+    assert (
+        len(score_conditions([ConditionGroup("s", "A", one_copy, observed, scoring, source)], MetricSettings(2, 2))[0])
+        == 1
+    )
+    leaked = np.vstack([scoring[1:4], source[4:]])  # half of the predicted cells copied from the scoring controls
+    with pytest.raises(DataError, match="3 predicted cells are copies of the scoring controls"):
+        score_conditions([ConditionGroup("s", "A", leaked, observed, scoring, source)], MetricSettings(2, 2))
+    half = np.vstack([scoring[1:4], rng.random((3, 4)) + 2.0])  # half of the source pool is scoring cells
+    with pytest.raises(DataError, match="source control cells are also scoring controls"):
+        score_conditions([ConditionGroup("s", "A", half.copy(), observed, scoring, half)], MetricSettings(2, 2))

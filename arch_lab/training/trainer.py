@@ -40,6 +40,7 @@ from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
 from arch_lab.training.loggers import Logger, open_loggers
+from arch_lab.training.precision import resolve_precision
 from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
 log = logging.getLogger(__name__)
@@ -50,26 +51,6 @@ ETA_AFTER_STEPS = 20
 HOOKED_NUMEL = 1 << 16
 #: Seconds between progress records in the run's status (read by sweep workers and ``arch-lab sweep status``).
 PROGRESS_EVERY_S = 10.0
-
-
-def cpu_supports_bf16() -> bool:
-    """True when this CPU has native bf16 dot-product instructions (AVX512-BF16 or AMX)."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
-    """The autocast dtype for a precision setting (None = full fp32)."""
-    if precision == "fp32":
-        return None
-    if precision == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if cpu_supports_bf16() else None
 
 
 def lr_lambda(warmup: int, total: int, min_ratio: float) -> Callable[[int], float]:

@@ -31,7 +31,7 @@ def test_recipe_searches_share_everything_but_the_network_knobs():
     ]
     assert all(item == shared[0] for item in shared)
     assert shared[0][0]["train.max_seconds"] > 0  # equal wall-clock budget per run
-    assert len(shared[0][6]) >= 3  # trials pool several folds
+    assert len(shared[0][6]) >= 2  # trials pool several folds
 
 
 @pytest.mark.slow

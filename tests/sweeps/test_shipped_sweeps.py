@@ -1,5 +1,6 @@
-"""Every shipped sweep (``sweeps/*.yaml``, ``sweeps/probes/*.yaml``) has a ``quick`` profile, and the demo's and
-the tuning sweeps' quick profiles run end to end (the probes' run in ``test_probes.py``)."""
+"""Every shipped sweep (``sweeps/*.yaml``, ``sweeps/recipes/*.yaml``, ``sweeps/probes/*.yaml``) has a ``quick``
+profile, and the demo's, the tuning and the recipe-check sweeps' quick profiles run end to end (the recipe searches' in
+``test_recipes.py``, the probes' in ``test_probes.py``)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from conftest import REPO
 from arch_lab.sweeps import load_sweep, run_sweep
 
 TOP = sorted((REPO / "sweeps").glob("*.yaml"))
-SHIPPED = TOP + sorted((REPO / "sweeps" / "probes").glob("*.yaml"))
+RECIPES = sorted((REPO / "sweeps" / "recipes").glob("*.yaml"))
+#: The recipe checks (every fold of a task with the shipped recipe); the recipe searches run in test_recipes.py.
+CHECKS = sorted((REPO / "sweeps" / "recipes").glob("check_*.yaml"))
+SHIPPED = TOP + RECIPES + sorted((REPO / "sweeps" / "probes").glob("*.yaml"))
 
 
 def test_the_top_level_sweeps_are_the_demo_and_the_tuning_sweeps():
@@ -28,7 +32,7 @@ def test_every_shipped_sweep_has_a_small_quick_profile(path: Path):
         assert quick.experiment(values).train.max_steps <= 10
 
 
-@pytest.mark.parametrize("path", TOP, ids=lambda p: p.stem)
+@pytest.mark.parametrize("path", TOP + CHECKS, ids=lambda p: p.stem)
 def test_quick_profile_runs_end_to_end(path: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.chdir(tmp_path)
     storage = f"sqlite:///{tmp_path / 'quick.db'}"

@@ -105,7 +105,7 @@ def test_shipped_sweeps_validate_and_tune_files_share_the_budget():
     demo = load_sweep(REPO / "sweeps" / "demo.yaml")
     assert demo.is_grid
     assert demo.n_trials == 3
-    assert demo.replicates == 2
+    assert demo.replicates == 3
     assert sorted(c["network.name"] for c in demo.grid()) == ["gene_transformer", "mlp", "unet1d"]
     assert demo.objective.metrics == ["energy_distance"]
     assert demo.objective.split == "val"

@@ -1,0 +1,51 @@
+"""``train.precision: auto`` takes bf16 only where this machine computes it faster."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from arch_lab.training import precision
+from arch_lab.training.precision import BF16_MIN_SPEEDUP, cpu_bf16_speedup, cpu_supports_bf16, resolve_precision
+
+CPU = torch.device("cpu")
+
+
+def test_explicit_settings_are_taken_as_asked() -> None:
+    assert resolve_precision("fp32", CPU) is None
+    assert resolve_precision("bf16", CPU) is torch.bfloat16
+
+
+def test_auto_follows_the_measured_speedup() -> None:
+    speedup = cpu_bf16_speedup()
+    assert speedup >= 0.0
+    if not cpu_supports_bf16():
+        assert speedup == 0.0
+    expected = torch.bfloat16 if speedup >= BF16_MIN_SPEEDUP else None
+    assert resolve_precision("auto", CPU) is expected
+
+
+def test_auto_keeps_fp32_without_native_bf16(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(precision, "cpu_supports_bf16", lambda: False)
+    assert cpu_bf16_speedup() == 0.0
+    assert resolve_precision("auto", CPU) is None
+
+
+@pytest.mark.parametrize(
+    ("speedup", "expected"), [(0.5, None), (1.1, None), (1.3, torch.bfloat16), (2.0, torch.bfloat16)]
+)
+def test_auto_threshold(monkeypatch: pytest.MonkeyPatch, speedup: float, expected: torch.dtype | None) -> None:
+    monkeypatch.setattr(precision, "cpu_bf16_speedup", lambda: speedup)
+    assert resolve_precision("auto", CPU) is expected
+
+
+def test_the_probe_times_real_products() -> None:
+    """The speedup is a ratio of two real timings: both positive and finite on any CPU with native bf16."""
+    if not cpu_supports_bf16():
+        assert cpu_bf16_speedup() == 0.0
+        return
+    fp32 = precision._matmul_seconds(torch.float32, 128, 3)
+    bf16 = precision._matmul_seconds(torch.bfloat16, 128, 3)
+    assert 0 < fp32 < 1
+    assert 0 < bf16 < 1
+    assert 0 < cpu_bf16_speedup() < 100
