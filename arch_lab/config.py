@@ -451,8 +451,17 @@ class OptimConfig(_Section):
     batch_size: int = Field(default=256, gt=0)
     #: Run forward and backward over blocks of at most this many rows and accumulate the gradients (same loss
     #: and gradients as the whole batch at once, up to float rounding): for batches whose activations do not
-    #: fit in accelerator memory, or spill the CPU caches. None: the whole batch at once.
-    micro_batch_size: int | None = Field(default=None, gt=0)
+    #: fit in accelerator memory, or spill the CPU caches. None: the whole batch at once. ``auto``: the block size
+    #: at which forward and backward run fastest on this machine, timed on one batch before training
+    #: (:mod:`arch_lab.training.micro_batch`; recorded in the run's ``metrics.json`` as ``fit.micro_batch_size``).
+    micro_batch_size: int | Literal["auto"] | None = Field(default=None)
+
+    @field_validator("micro_batch_size")
+    @classmethod
+    def _positive_block(cls, value: int | str | None) -> int | str | None:
+        if isinstance(value, int) and value <= 0:
+            raise ValueError("micro_batch_size must be a positive number of rows, auto, or null (the whole batch)")
+        return value
     conditions_per_batch: int = Field(default=8, gt=0)
 
 

@@ -74,6 +74,7 @@ class FlowMatching(Method):
             "train_seconds": state.train_seconds,
             "history": state.history,
             "precision": str(trainer.autocast_dtype or "fp32"),
+            "micro_batch_size": trainer.micro_batch_size,
             "parameter_matching": self.parameter_matching,
             **compute,
             "train_flops": compute["flops_per_step"] * state.step,

@@ -40,6 +40,7 @@ from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
 from arch_lab.training.loggers import Logger, open_loggers
+from arch_lab.training.micro_batch import fastest_block
 from arch_lab.training.precision import resolve_precision
 from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
 
@@ -207,6 +208,8 @@ class FlowTrainer:
             ]
         self._unhooked = [p for p in self.parameters if not self._hook_handles or p.numel() < HOOKED_NUMEL]
         self.best_weights: dict[str, torch.Tensor] | None = None  # the best validated weights, set by fit
+        #: Rows per forward/backward block (``optim.micro_batch_size``, ``auto`` resolved by timing here).
+        self.micro_batch_size: int | None = self._resolve_micro_batch()
 
     # ----------------------------------------------------------------------------------- checkpoints
     def _payload(self) -> dict[str, Any]:
@@ -303,6 +306,34 @@ class FlowTrainer:
             torch._foreach_mul_([p.grad for p in self.parameters if p.grad is not None], coef)
         return float(total)
 
+    def _resolve_micro_batch(self) -> int | None:
+        """``optim.micro_batch_size``, with ``auto`` timed on one batch drawn with a separate generator (the
+        training draws, the weights and the optimizer are left as they were)."""
+        setting = self.cfg.optim.micro_batch_size
+        if setting != "auto":
+            return setting
+        o = self.cfg.optim
+        probe = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 7919)
+        x1, cond, cid = self.sampler.sample(o.batch_size, o.conditions_per_batch, probe)
+        x0 = self.sampler.control_source(cid, probe) if self.cfg.flow.source == "control" else torch.randn_like(x1)
+        batch = self.objective.prepare(x1, cond, x0, cid, probe)
+        n = batch.size
+        rng = torch.get_rng_state()
+
+        def run(block: int) -> None:
+            for start in range(0, n, block):
+                part = batch if block >= n else batch.rows(slice(start, start + block))
+                with self._autocast():
+                    loss = self.objective.regress(self.network, part).float() * (part.size / n)
+                loss.backward()
+            self.optimizer.zero_grad(set_to_none=True)
+
+        chosen, seconds = fastest_block(run, n)
+        torch.set_rng_state(rng)
+        timings = ", ".join(f"{b}: {1e3 * s:.0f} ms" for b, s in seconds.items())
+        log.info("optim.micro_batch_size auto: %d rows per block (forward + backward per batch: %s)", chosen, timings)
+        return None if chosen >= n else chosen
+
     def train_step(self) -> dict[str, float]:
         """One optimisation step; raises :class:`TrainingDiverged` on a non-finite loss (on every rank alike)."""
         cfg = self.cfg
@@ -316,7 +347,7 @@ class FlowTrainer:
         shard = self._shard(x1.shape[0])
         batch = self.objective.prepare(x1, cond, x0, cid, self.generator, shard=shard)
         n = batch.size
-        step = min(cfg.optim.micro_batch_size or n, n)
+        step = min(self.micro_batch_size or n, n)
         starts = range(0, n, step)
         # unequal shards: weight so that DDP's average over ranks is the mean over the global batch
         weight = 1.0 if shard is None else shard.size * self.dist.world_size / shard.total

@@ -49,3 +49,27 @@ def test_the_probe_times_real_products() -> None:
     assert 0 < fp32 < 1
     assert 0 < bf16 < 1
     assert 0 < cpu_bf16_speedup() < 100
+
+
+def test_block_candidates_halve_down_to_the_minimum() -> None:
+    from arch_lab.training.micro_batch import block_candidates
+
+    assert block_candidates(128) == [128, 64, 32, 16, 8]
+    assert block_candidates(100) == [100, 50, 25, 12]
+    assert block_candidates(8) == [8]
+
+
+def test_fastest_block_keeps_the_largest_within_tolerance() -> None:
+    import time
+
+    from arch_lab.training.micro_batch import fastest_block
+
+    costs = {64: 0.012, 32: 0.006, 16: 0.0059, 8: 0.009}  # 16 is fastest, 32 within 5%: keep 32
+
+    def run(block: int) -> None:
+        time.sleep(costs[block])
+
+    chosen, seconds = fastest_block(run, 64)
+    assert set(seconds) == set(costs)
+    assert chosen == 32
+    assert seconds[64] > seconds[32]

@@ -185,6 +185,28 @@ def test_micro_batches_give_the_whole_batch_step(synthetic_h5ad, tmp_path, micro
     assert whole_logs[-1]["loss"] != pytest.approx(whole_logs[0]["loss"], rel=1e-3)  # the steps did move
 
 
+def test_auto_micro_batch_leaves_the_training_as_it_was(synthetic_h5ad, tmp_path):
+    """``auto`` times blocks on a batch of its own: the training draws, weights and steps are those of a run
+    given the chosen block size directly."""
+
+    def trainer_for(micro: int | str | None) -> FlowTrainer:
+        raw = experiment_dict(synthetic_h5ad, tmp_path, optim={"micro_batch_size": micro, "batch_size": 64})
+        cfg = experiment_from_dict(raw)
+        task = build_task(cfg)
+        torch.manual_seed(0)
+        return FlowTrainer(cfg, task, build_network(cfg.network.name, cfg.network.knobs(), task.spec), device="cpu")
+
+    auto = trainer_for("auto")
+    assert auto.micro_batch_size is None or auto.micro_batch_size in (8, 16, 32)
+    assert all(p.grad is None for p in auto.network.parameters())
+    fixed = trainer_for(auto.micro_batch_size)
+    for _ in range(3):
+        a, b = auto.train_step(), fixed.train_step()
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-6)
+    for p, q in zip(auto.network.parameters(), fixed.network.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+
+
 def test_micro_batch_nan_loss_stops_before_the_weights_change(synthetic_h5ad, tmp_path):
     raw = experiment_dict(synthetic_h5ad, tmp_path, optim={"micro_batch_size": 16})
     cfg = experiment_from_dict(raw)
