@@ -462,6 +462,7 @@ class OptimConfig(_Section):
         if isinstance(value, int) and value <= 0:
             raise ValueError("micro_batch_size must be a positive number of rows, auto, or null (the whole batch)")
         return value
+
     conditions_per_batch: int = Field(default=8, gt=0)
 
 

@@ -308,7 +308,8 @@ class FlowTrainer:
 
     def _resolve_micro_batch(self) -> int | None:
         """``optim.micro_batch_size``, with ``auto`` timed on one batch drawn with a separate generator (the
-        training draws, the weights and the optimizer are left as they were)."""
+        training draws, the weights and the optimizer are left as they were).
+        """
         setting = self.cfg.optim.micro_batch_size
         if setting != "auto":
             return setting
