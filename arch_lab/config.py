@@ -434,6 +434,10 @@ class FlowConfig(_Section):
     mmd_weight: float = Field(default=0.0, ge=0)
     #: Rows with earlier training times are left out of the MMD term.
     mmd_min_t: float = Field(default=0.5, ge=0, lt=1)
+    #: Generated values below this are set to zero: ``auto`` (half the smallest non-zero value of the training
+    #: cells, the step from zero in log-normalised expression), a number, or null (keep every value; the default).
+    #: See :func:`arch_lab.methods.flow.zero_threshold`.
+    zero_threshold: float | Literal["auto"] | None = None
 
 
 class OptimConfig(_Section):
@@ -479,6 +483,10 @@ class TrainConfig(_Section):
     #: Equal compute against a reference network (instead of a number): see :class:`MatchFlopsConfig`.
     match_flops: MatchFlopsConfig | None = None
     eval_every: int = Field(default=500, gt=0)
+    #: Validate the untrained model too (step 0), so that it can be the selected checkpoint: a flow from control
+    #: cells whose network starts at zero velocity then never scores worse on validation than leaving the cells
+    #: unchanged (what a null effect asks for).
+    validate_at_start: bool = False
     val_conditions: int = Field(default=8, gt=0)
     val_cells: int = Field(default=64, gt=0)
     select_metric: str = "energy_distance"

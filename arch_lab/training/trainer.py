@@ -508,6 +508,12 @@ class FlowTrainer:
         first_step, first_seconds, recorded = self.state.step, self.state.train_seconds, -math.inf
         logs: dict[str, float] = {}
         first_time = time.perf_counter()
+        if cfg.validate_at_start and self.state.step == 0:
+            # the untrained model is a candidate too: with a control source and a zero-initialised output layer it
+            # leaves every cell as it is, which a null effect (or a field not yet learned) cannot beat
+            start_metrics = self._evaluate(0, {})
+            if start_metrics is not None and self.loggers:
+                self._log(0, {f"val/{k}": v for k, v in start_metrics.items()}, flush=True)
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
             tick = time.perf_counter()
             logs = self.train_step()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import pandas as pd
 import pytest
 import torch
 from conftest import experiment_dict
@@ -279,3 +280,21 @@ def test_fit_records_its_step_and_pace_in_the_run_status(synthetic_h5ad, tmp_pat
     assert all(p["seconds_per_step"] > 0 for p in seen)
     assert seen[0]["eta_seconds"] == pytest.approx(3 * seen[0]["seconds_per_step"])
     assert run.read_progress()["step"] == 6
+
+
+def test_validate_at_start_scores_the_untrained_flow_as_no_change(synthetic_h5ad, tmp_path):
+    """With a control source the untrained network (zero-initialised output) leaves every source cell as it is:
+    its step-0 validation is exactly the no_change floor on the same requests, and it is a candidate checkpoint."""
+    from arch_lab import api
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, flow={"source": "control", "steps": 3},
+                          train={"validate_at_start": True, "max_steps": 10, "eval_every": 5})  # fmt: skip
+    result = api.train(experiment_from_dict(raw))
+    history = pd.read_csv(result.run_dir / "history.csv")
+    assert history["step"].tolist() == [0, 5, 10]
+    first = history.iloc[0]
+    assert first["val_energy_distance"] == pytest.approx(first["val_floor_energy_distance"], rel=1e-9)
+    assert first["val_pearson_delta"] == pytest.approx(first["val_floor_pearson_delta"], abs=1e-9)
+    plain = experiment_dict(synthetic_h5ad, tmp_path / "plain", flow={"source": "control", "steps": 3},
+                            train={"max_steps": 10, "eval_every": 5})  # fmt: skip
+    assert pd.read_csv(api.train(experiment_from_dict(plain)).run_dir / "history.csv")["step"].tolist() == [5, 10]
