@@ -434,6 +434,9 @@ class FlowConfig(_Section):
     mmd_weight: float = Field(default=0.0, ge=0)
     #: Rows with earlier training times are left out of the MMD term.
     mmd_min_t: float = Field(default=0.5, ge=0, lt=1)
+    #: ``all``: the MMD's cross term includes each endpoint's own coupled target (a pull towards its OT partner);
+    #: ``distinct``: it leaves out pairs of the same target cell. See :class:`arch_lab.flow.FlowMatchingObjective`.
+    mmd_pairs: Literal["all", "distinct"] = "all"
     #: Generated values below this are set to zero: ``auto`` (half the smallest non-zero value of the training
     #: cells, the step from zero in log-normalised expression), a number, or null (keep every value; the default).
     #: See :func:`arch_lab.methods.flow.zero_threshold`.

@@ -168,6 +168,12 @@ class FlowMatchingObjective:
     mmd_min_t
         Rows with earlier times are left out of the MMD: near ``t = 0`` the endpoint estimate is close to the
         condition's mean, not a cell.
+    mmd_pairs
+        ``all``: the cross term compares every endpoint with every target of its condition, its own coupled
+        target included. That pair rewards each endpoint for landing on its own OT partner (a pull that
+        sharpens the field against averaging over targets; it also makes the term negative and, on conditions
+        with few cells, lets the network memorise them). ``distinct``: pairs whose targets are the same cell are
+        left out (:func:`mmd_rbf` with ``paired=True``), a plain distribution distance.
     """
 
     def __init__(
@@ -178,6 +184,7 @@ class FlowMatchingObjective:
         cond_dropout: float = 0.0,
         mmd_weight: float = 0.0,
         mmd_min_t: float = 0.5,
+        mmd_pairs: str = "all",
     ) -> None:
         if not 0.0 <= cond_dropout <= 1.0:
             raise ValueError(f"cond_dropout must be in [0, 1], got {cond_dropout}")
@@ -189,6 +196,9 @@ class FlowMatchingObjective:
         self.cond_dropout = float(cond_dropout)
         self.mmd_weight = float(mmd_weight)
         self.mmd_min_t = float(mmd_min_t)
+        if mmd_pairs not in ("all", "distinct"):
+            raise ValueError(f"mmd_pairs must be 'all' or 'distinct', got {mmd_pairs!r}")
+        self.mmd_pairs = mmd_pairs
 
     def __repr__(self) -> str:
         return (
@@ -305,5 +315,6 @@ class FlowMatchingObjective:
             return loss
         t = batch.t[late].to(pred.dtype).unsqueeze(1)
         endpoint = batch.x_t[late].to(pred.dtype) + (1 - t) * pred[late]
-        mmd = grouped_mmd(endpoint.float(), batch.x1[late].float(), batch.groups[late], paired=True)
+        paired = self.mmd_pairs == "distinct"
+        mmd = grouped_mmd(endpoint.float(), batch.x1[late].float(), batch.groups[late], paired=paired)
         return loss + self.mmd_weight * mmd.to(loss.dtype)

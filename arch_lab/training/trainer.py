@@ -171,6 +171,7 @@ class FlowTrainer:
             f.cond_dropout,
             mmd_weight=f.mmd_weight,
             mmd_min_t=f.mmd_min_t,
+            mmd_pairs=f.mmd_pairs,
         )
         self.autocast_dtype = resolve_precision(cfg.train.precision, self.device)
         if getattr(task.data.X, "backed", False):  # data on disk: shuffled chunks (arch_lab.training.sampling)

@@ -594,13 +594,23 @@ def test_objective_adds_the_grouped_mmd_of_endpoint_estimates():
     groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
     cond = CondBatch.repeat([1], [], 8, width=1)
     objective = FlowMatchingObjective(StraightPath(), make_time_sampler("uniform"), make_coupling("independent"),
-                                      mmd_weight=0.5, mmd_min_t=0.5)  # fmt: skip
+                                      mmd_weight=0.5, mmd_min_t=0.5, mmd_pairs="distinct")  # fmt: skip
     loss = objective.regress(model, FlowBatch(x_t, t, cond, dx, x1, groups))
+    every = FlowMatchingObjective(StraightPath(), make_time_sampler("uniform"), make_coupling("independent"),
+                                  mmd_weight=0.5, mmd_min_t=0.5)  # fmt: skip
+    assert every.mmd_pairs == "all"
     pred = net(x_t)
     late = t >= 0.5
     endpoint = x_t[late] + (1 - t[late]).unsqueeze(1) * pred[late]
     expected = torch.nn.functional.mse_loss(pred, dx) + 0.5 * grouped_mmd(endpoint, x1[late], groups[late], paired=True)
     assert float(loss) == pytest.approx(float(expected), rel=1e-7)  # the objective takes the MMD in float32
+    pred_all = net(x_t)
+    endpoint_all = x_t[late] + (1 - t[late]).unsqueeze(1) * pred_all[late]
+    expected_all = torch.nn.functional.mse_loss(pred_all, dx) + 0.5 * grouped_mmd(endpoint_all, x1[late], groups[late])
+    got_all = every.regress(model, FlowBatch(x_t, t, cond, dx, x1, groups))
+    assert float(got_all) == pytest.approx(float(expected_all), rel=1e-7)
+    with pytest.raises(ValueError, match="mmd_pairs"):
+        FlowMatchingObjective(StraightPath(), make_time_sampler("uniform"), make_coupling("independent"), mmd_pairs="x")
     plain = FlowMatchingObjective(StraightPath(), make_time_sampler("uniform"), make_coupling("independent"))
     assert float(plain.regress(model, FlowBatch(x_t, t, cond, dx))) == pytest.approx(
         float(torch.nn.functional.mse_loss(pred, dx)), rel=1e-12

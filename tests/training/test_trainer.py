@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -298,3 +299,27 @@ def test_validate_at_start_scores_the_untrained_flow_as_no_change(synthetic_h5ad
     plain = experiment_dict(synthetic_h5ad, tmp_path / "plain", flow={"source": "control", "steps": 3},
                             train={"max_steps": 10, "eval_every": 5})  # fmt: skip
     assert pd.read_csv(api.train(experiment_from_dict(plain)).run_dir / "history.csv")["step"].tolist() == [5, 10]
+
+
+def test_zero_threshold_auto_is_half_the_smallest_training_value(synthetic_h5ad, tmp_path):
+    """``flow.zero_threshold: auto``: half the smallest non-zero value of the training cells, and no generated
+    value lies strictly between 0 and it; a number is taken as given, null keeps every value."""
+    from arch_lab import api
+    from arch_lab.data.task import build_task
+    from arch_lab.methods.flow import zero_threshold
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, flow={"zero_threshold": "auto", "steps": 3},
+                          train={"max_steps": 5, "eval_every": 5})  # fmt: skip
+    cfg = experiment_from_dict(raw)
+    task = build_task(cfg)
+    train = np.asarray(task.data.X[task.cells("train")], dtype=np.float64)
+    expected = 0.5 * train[train > 0].min()
+    assert zero_threshold(task, cfg.flow) == pytest.approx(expected)
+    assert zero_threshold(task, cfg.flow.model_copy(update={"zero_threshold": 0.3})) == 0.3
+    assert zero_threshold(task, cfg.flow.model_copy(update={"zero_threshold": None})) == 0.0
+    result = api.train(cfg)
+    import anndata as ad
+
+    values = np.asarray(ad.read_h5ad(result.run_dir / "predictions.h5ad").X)
+    assert not ((values > 0) & (values < expected)).any()
+    assert (values > 0).any()
