@@ -16,6 +16,7 @@ ratio measured in the same process. Tidy rows: ``benchmarks/results/recipe_step.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import sys
 import time
@@ -70,11 +71,15 @@ def parts(network: str, precision: str, min_seconds: float) -> tuple[dict[str, C
     plain = type(batch)(batch.x_t, batch.t, batch.cond, batch.dx_t)  # the same rows without the MMD targets
 
     def backward(b):
+        block = trainer.micro_batch_size or b.size  # the trainer's blocks (optim.micro_batch_size, auto resolved)
+
         def run():
             trainer.optimizer.zero_grad(set_to_none=True)
-            with autocast():
-                loss = obj.regress(trainer.model, b).float()
-            loss.backward()
+            for start in range(0, b.size, block):
+                part = b if block >= b.size else b.rows(slice(start, start + block))
+                with autocast():
+                    loss = obj.regress(trainer.model, part).float() * (part.size / b.size)
+                loss.backward()
 
         return run
 
@@ -163,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("docs/performance.md"))
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
-    started = time.time()
+    started, load_start = time.time(), os.getloadavg()[0]
     rows = [row for net in args.networks for row in measure(net, args.min_seconds)]
     df = pd.DataFrame(rows)
     args.csv.parent.mkdir(parents=True, exist_ok=True)
@@ -173,7 +178,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{time.strftime('%Y-%m-%d %H:%M')} ({(time.time() - started) / 60:.1f} min). CPU: {cpu_name()}, "
         f"{args.threads} thread(s); torch {torch.__version__}; bf16/fp32 matmul speed-up probe "
         f"(`arch_lab.training.precision.cpu_bf16_speedup`): {cpu_bf16_speedup():.2f}x. Kang (G = 500), each "
-        "backbone's recommended recipe (batch 128, 8 conditions, control source, exact OT, MMD weight 3)."
+        "backbone's recommended recipe (batch 128, 8 conditions, control source, exact OT, MMD weight 3; "
+        "forward and backward in the trainer's blocks, `optim.micro_batch_size: auto` for the U-Net and the "
+        f"transformer). Load average {load_start:.1f} at the start and {os.getloadavg()[0]:.1f} at the end on "
+        f"{os.cpu_count()} cores: read the ratios, not the absolute times, when it exceeds the cores."
     )
     write_generated(args.out, to_markdown(df, meta), BEGIN, END)
     print(f"wrote {args.csv} and {args.out}")
