@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job: unet1d vs mlp vs gene_transformer, each with its recommended recipe (3 seeds each) on the Kang
-# cell-type transfer task (held-out CD14+ monocytes),
+# cell-type transfer task (held-out FCGR3A+ monocytes),
 # as a resumable Optuna study with two worker processes (about 10 minutes on 2 idle CPU cores, see
 # sweeps/demo.yaml), ending in the figures and tables of reports/demo/. The workers log each trial and, every
 # 30 s, the run and step they are on with the time left.
