@@ -42,7 +42,9 @@ KEYS = ("task", "fold", "state", "perturbation")
 #: The generated block's markers in ``--out`` (text outside them is kept).
 BEGIN = "<!-- recipe check: begin -->"
 END = "<!-- recipe check: end -->"
-RUN_COLUMNS = ("task", "fold", "seed", "backbone", "recipe", "steps", "train_seconds", "wall_seconds", "git_sha")
+RUN_COLUMNS = (
+    "task", "fold", "seed", "backbone", "recipe", "steps", "best_step", "train_seconds", "wall_seconds", "git_sha",
+)  # fmt: skip
 
 
 def collect(run_roots: Sequence[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -82,6 +84,10 @@ def _table(per: pd.DataFrame, ref: pd.DataFrame) -> pd.DataFrame:
 def summary(table: pd.DataFrame) -> pd.DataFrame:
     """Mean over held-out conditions (flows: each condition's mean over seeds) with a 95% t interval."""
     rows = []
+    order = {name: i for i, name in enumerate(("no_change", "perturbation_mean", "linear_additive", CEILING))}
+    table = table.assign(_order=table["arm"].map(order).fillna(-1)).sort_values(
+        ["task", "_order", "arm"], kind="stable"
+    )
     for (task, arm), g in table.groupby(["task", "arm"], sort=False):
         units = g.groupby(list(KEYS[1:]))[[PRIMARY, *SECONDARY]].mean()
         row = {"task": task, "arm": arm, "conditions": len(units)}
@@ -128,6 +134,17 @@ def gap_closed(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def per_fold(table: pd.DataFrame, runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean energy per task and fold (flows: over seeds and conditions) and how many seeds kept the untrained flow."""
+    means = table.groupby(["task", "fold", "arm"])[PRIMARY].mean().unstack("arm")
+    keep = [c for c in means.columns if c not in (CEILING, "linear_additive")]
+    out = means[keep].reset_index()
+    if "best_step" in runs:
+        untrained = runs.assign(untrained=runs["best_step"] == 0).groupby(["task", "fold"])["untrained"].sum()
+        out = out.merge(untrained.rename("seeds_untrained").reset_index(), on=["task", "fold"], how="left")
+    return out
+
+
 def _fmt(df: pd.DataFrame, digits: int = 3) -> str:
     """A markdown table; floats with ``digits`` decimals."""
 
@@ -169,6 +186,12 @@ def report(per: pd.DataFrame, runs: pd.DataFrame, reference: Path) -> str:
     lines += [_fmt(comp[comp["role"] == "primary"][cols]), "", "Secondary metrics (not corrected):", ""]
     lines += [_fmt(comp[comp["role"] == "secondary"][[c for c in cols if c not in ("ci_holm", "p_holm")]]), ""]
     lines += ["### Share of the no_change-to-ceiling energy gap closed", "", _fmt(gap_closed(table), 3), ""]
+    lines += [
+        "### Per fold: mean energy distance, and seeds whose selected checkpoint is the untrained flow",
+        "",
+        _fmt(per_fold(table, runs), 3),
+        "",
+    ]
     cost = runs.groupby(["task", "backbone"]).agg(
         runs=("seed", "size"), steps=("steps", "median"), train_seconds=("train_seconds", "median"),
         wall_seconds=("wall_seconds", "median"), commits=("git_sha", "nunique"),
