@@ -498,15 +498,27 @@ class RunDir:
             self.mark_failed(exc)
             raise
 
-    def set_progress(self, step: int, max_steps: int, seconds_per_step: float) -> None:
+    def set_progress(
+        self,
+        step: int,
+        max_steps: int,
+        seconds_per_step: float,
+        max_seconds: float | None = None,
+        train_seconds: float | None = None,
+    ) -> None:
         """Record a running run's progress in its status: ``progress`` with ``step``, ``max_steps``,
-        ``seconds_per_step`` and ``eta_seconds`` (the steps left at that pace), keeping the other fields.
+        ``seconds_per_step`` and ``eta_seconds`` (the steps left at that pace, capped by the time left of a
+        ``train.max_seconds`` budget, which is then recorded as ``max_seconds``), keeping the other fields.
         """
         record = self.read_status()
         record.pop("status", None)
         record.pop("updated", None)
         eta = max(max_steps - step, 0) * seconds_per_step
-        progress = {"step": step, "max_steps": max_steps, "seconds_per_step": seconds_per_step, "eta_seconds": eta}
+        progress = {"step": step, "max_steps": max_steps, "seconds_per_step": seconds_per_step}
+        if max_seconds is not None:
+            eta = min(eta, max(max_seconds - (train_seconds or 0.0), 0.0))
+            progress["max_seconds"] = max_seconds
+        progress["eta_seconds"] = eta
         self.set_status("running", **{**record, "progress": progress})
 
     def read_progress(self) -> dict[str, Any] | None:

@@ -143,6 +143,9 @@ def test_progress_is_recorded_in_the_status_of_a_running_run(tmp_path: Path):
     assert run.read_progress() == {"step": 40, "max_steps": 200, "seconds_per_step": 0.5, "eta_seconds": 80.0}
     run.set_progress(200, 200, 0.5)
     assert run.read_progress()["eta_seconds"] == 0.0
+    run.set_progress(40, 200, 0.5, max_seconds=100.0, train_seconds=70.0)  # a wall-clock cap: 30 s left, not 80
+    assert run.read_progress() == {"step": 40, "max_steps": 200, "seconds_per_step": 0.5, "max_seconds": 100.0,
+                                   "eta_seconds": 30.0}  # fmt: skip
     run.set_status("completed")
     assert run.read_progress() is None
 

@@ -139,9 +139,11 @@ def progress_line(
         return None
     index, runs = current[0], current[1]
     step, total, pace = int(progress["step"]), int(progress["max_steps"]), float(progress["seconds_per_step"])
-    trial_left = (total - step) * pace + (runs - index - 1) * total * pace
+    run_seconds = min(total * pace, float(progress.get("max_seconds") or math.inf))  # a train.max_seconds cap
+    this_run = float(progress.get("eta_seconds", (total - step) * pace))
+    trial_left = this_run + (runs - index - 1) * run_seconds
     waiting = max(count.slots - count.finished - count.running, 0)
-    study_left = trial_left + waiting * runs * total * pace / max(count.running, 1)
+    study_left = trial_left + waiting * runs * run_seconds / max(count.running, 1)
     return (
         f"trial {number}: run {index + 1}/{runs}, step {step}/{total} ({pace:.2g} s/step); about "
         f"{format_duration(trial_left)} left in this trial; study {count.finished}/{count.slots} trials finished, "

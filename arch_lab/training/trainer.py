@@ -467,7 +467,9 @@ class FlowTrainer:
     def _record_progress(self, step: int, seconds_per_step: float) -> None:
         """Write the step and the pace into the run's status (rank 0; nothing without a run directory)."""
         if self.run_dir is not None and self.dist.is_main:
-            self.run_dir.set_progress(step, self.cfg.train.max_steps, seconds_per_step)
+            self.run_dir.set_progress(
+                step, self.cfg.train.max_steps, seconds_per_step, self.cfg.train.max_seconds, self.state.train_seconds
+            )
 
     def fit(self, resume: bool = False) -> TrainState:
         """Train until ``train.max_steps`` or early stopping; returns the final :class:`TrainState`.

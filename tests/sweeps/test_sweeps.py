@@ -606,6 +606,11 @@ def test_progress_line_gives_the_step_and_the_time_left():
         "trial 4: run 1/2, step 50/200 (0.5 s/step); about 3 min left in this trial; "
         "study 2/6 trials finished, about 6 min left at this pace"
     )
+    capped = {**progress, "max_seconds": 40.0, "eta_seconds": 15.0}  # train.max_seconds: 40 s per run at most
+    assert progress_line(4, (0, 2, "x"), capped, BudgetCount(finished=2, slots=6, running=2)) == (
+        "trial 4: run 1/2, step 50/200 (0.5 s/step); about 55 s left in this trial; "
+        "study 2/6 trials finished, about 2 min left at this pace"
+    )
     assert progress_line(4, None, progress, BudgetCount(0, 1, 1)) is None
     assert progress_line(4, (0, 1, "x"), None, BudgetCount(0, 1, 1)) is None
     assert [format_duration(s) for s in (5, 89, 600, 7500, float("nan"))] == [
