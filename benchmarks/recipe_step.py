@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable
@@ -26,23 +25,12 @@ from pathlib import Path
 
 import pandas as pd
 
+from benchmarks.performance import _cpu_name
+from benchmarks.throughput import _interleaved
+
 BEGIN = "<!-- recipe step: begin -->"
 END = "<!-- recipe step: end -->"
 EXPERIMENT = Path(__file__).resolve().parents[1] / "experiments" / "kang_celltype_transfer.yaml"
-
-
-def _interleaved(fns: list[Callable[[], object]], min_seconds: float, min_rounds: int = 5) -> list[float]:
-    """Mean seconds per call of each function, alternating calls (after one warm-up call each)."""
-    for fn in fns:
-        fn()
-    totals, rounds, start = [0.0] * len(fns), 0, time.perf_counter()
-    while rounds < min_rounds or time.perf_counter() - start < min_seconds * len(fns):
-        for i, fn in enumerate(fns):
-            t0 = time.perf_counter()
-            fn()
-            totals[i] += time.perf_counter() - t0
-        rounds += 1
-    return [t / rounds for t in totals]
 
 
 def parts(network: str, precision: str, min_seconds: float) -> tuple[dict[str, Callable[[], object]], object]:
@@ -71,12 +59,9 @@ def parts(network: str, precision: str, min_seconds: float) -> tuple[dict[str, C
     plain = type(batch)(batch.x_t, batch.t, batch.cond, batch.dx_t)  # the same rows without the MMD targets
 
     def backward(b):
-        block = trainer.micro_batch_size or b.size  # the trainer's blocks (optim.micro_batch_size, auto resolved)
-
         def run():
             trainer.optimizer.zero_grad(set_to_none=True)
-            for start in range(0, b.size, block):
-                part = b if block >= b.size else b.rows(slice(start, start + block))
+            for part in b.blocks(trainer.micro_batch_size):  # the trainer's blocks (auto resolved)
                 with autocast():
                     loss = obj.regress(trainer.model, part).float() * (part.size / b.size)
                 loss.backward()
@@ -128,17 +113,6 @@ def measure(network: str, min_seconds: float) -> list[dict]:
     return rows
 
 
-def cpu_name() -> str:
-    """The CPU's model name from /proc/cpuinfo (else the machine type)."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def to_markdown(df: pd.DataFrame, meta: str) -> str:
     """One table per backbone: ms per part, share of the step, bf16/fp32."""
     out = [meta, ""]
@@ -175,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     df.to_csv(args.csv, index=False)
     meta = (
         f"Written by `python -m benchmarks.recipe_step --threads {args.threads} --out {args.out}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M')} ({(time.time() - started) / 60:.1f} min). CPU: {cpu_name()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')} ({(time.time() - started) / 60:.1f} min). CPU: {_cpu_name()}, "
         f"{args.threads} thread(s); torch {torch.__version__}; bf16/fp32 matmul speed-up probe "
         f"(`arch_lab.training.precision.cpu_bf16_speedup`): {cpu_bf16_speedup():.2f}x. Kang (G = 500), each "
         "backbone's recommended recipe (batch 128, 8 conditions, control source, exact OT, MMD weight 3; "

@@ -31,6 +31,16 @@ class FlowBatch:
         """Number of rows."""
         return int(self.x_t.shape[0])
 
+    def blocks(self, size: int | None) -> list[FlowBatch]:
+        """The batch in consecutive blocks of at most ``size`` rows (the whole batch when ``size`` is None or at
+        least the batch size): the trainer's micro-batches. Weight each block's loss by ``block.size / self.size``
+        to get the whole batch's loss and gradients.
+        """
+        n = self.size
+        if size is None or size >= n:
+            return [self]
+        return [self.rows(slice(start, start + size)) for start in range(0, n, size)]
+
     def rows(self, idx: slice) -> FlowBatch:
         """The rows ``idx`` (e.g. one micro-batch)."""
         return FlowBatch(

@@ -211,6 +211,7 @@ def predict_cells(
     device = next(model.parameters()).device
     order = torch.from_numpy(task.order)
     inverse = torch.from_numpy(task.inverse_order)
+    threshold = zero_threshold(task, f)
     out = []
     for r in requests:
         tokens, covs = task.encode(r.condition)
@@ -231,7 +232,6 @@ def predict_cells(
             atol=f.atol,
         )
         cells = x1.float().cpu()[:, inverse].clamp_min(0)
-        threshold = zero_threshold(task, f)
         if threshold > 0:
             cells = cells.masked_fill(cells < threshold, 0.0)
         out.append(cells.numpy())

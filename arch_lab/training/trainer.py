@@ -323,8 +323,7 @@ class FlowTrainer:
         rng = torch.get_rng_state()
 
         def run(block: int) -> None:
-            for start in range(0, n, block):
-                part = batch if block >= n else batch.rows(slice(start, start + block))
+            for part in batch.blocks(block):
                 with self._autocast():
                     loss = self.objective.regress(self.network, part).float() * (part.size / n)
                 loss.backward()
@@ -349,21 +348,19 @@ class FlowTrainer:
         shard = self._shard(x1.shape[0])
         batch = self.objective.prepare(x1, cond, x0, cid, self.generator, shard=shard)
         n = batch.size
-        step = min(self.micro_batch_size or n, n)
-        starts = range(0, n, step)
+        parts = batch.blocks(self.micro_batch_size)
         # unequal shards: weight so that DDP's average over ranks is the mean over the global batch
         weight = 1.0 if shard is None else shard.size * self.dist.world_size / shard.total
         self.optimizer.zero_grad(set_to_none=True)
         losses = []
-        for start in starts:
-            part = batch if len(starts) == 1 else batch.rows(slice(start, start + step))
-            last = start == starts[-1]
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
             sync = nullcontext() if last or self._ddp is None else self._ddp.no_sync()  # all-reduce once
             with sync:  # the backward must run inside no_sync
                 with self._autocast():
                     loss = self.objective.regress(self.model, part).float() * (weight * part.size / n)
                 self._grad_sq = []
-                self._recording = len(starts) == 1  # with several blocks the hooks would see partial sums
+                self._recording = len(parts) == 1  # with several blocks the hooks would see partial sums
                 try:
                     loss.backward()
                 finally:

@@ -4,12 +4,16 @@ and ratios are computed from the timings."""
 from __future__ import annotations
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import torch
 from conftest import REPO
+
+if str(REPO) not in sys.path:  # the benchmark imports its helpers from the ``benchmarks`` package
+    sys.path.insert(0, str(REPO))
 
 
 def _module():
