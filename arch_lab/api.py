@@ -165,7 +165,8 @@ def _fit_and_finish(
         if cfg.eval.split != "val" and task.conditions("val"):
             val_cfg = cfg.eval.model_copy(update={"reference_points": False})
             val_summary = evaluate(task, method, val_cfg, cfg.seed, split="val").summary
-        record_results(run, method, result, val_summary, fit_summary, time.perf_counter() - start)
+        readouts = method.readouts(cfg.eval.split)
+        record_results(run, method, result, val_summary, fit_summary, time.perf_counter() - start, readouts)
         run.set_status("completed")
     return RunResult(run_dir, result.summary, result.per_condition, result.reference_summary, fit_summary, val_summary)
 

@@ -41,6 +41,7 @@ def record_results(
     val_summary: dict[str, float] | None,
     fit_summary: dict[str, Any],
     elapsed: float,
+    readouts: dict[str, float] | None = None,
 ) -> None:
     """Write what a finished run produced; the summary goes last, so its presence means the rest is whole.
 
@@ -58,6 +59,8 @@ def record_results(
         What ``method.fit`` returned; its ``history`` goes to its own table, the rest into the summary.
     elapsed
         Wall seconds of fitting and scoring.
+    readouts
+        The method's mechanistic read-outs on the evaluated split (:meth:`~arch_lab.methods.base.Method.readouts`).
     """
     run.write_predictions(result.predictions)
     run.write_per_condition(result.per_condition)
@@ -79,5 +82,6 @@ def record_results(
             "parameter_count": method.parameter_count(),
             "fit": fit_summary,
             "wall_seconds": elapsed,
+            "readouts": readouts or {},
         }
     )

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from arch_lab.errors import ArchLabError
-from arch_lab.metrics.info import METRICS
+from arch_lab.metrics.info import DIAGNOSTICS, METRICS
 from arch_lab.rundir import RunDir, is_run_dir
 from arch_lab.sweeps.study import trials_table
 
@@ -137,8 +137,13 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
     val = metrics.get("val_metrics") or {}
     ref = metrics.get("reference") or {}
     row["n_conditions"] = _num(summary.get("n_conditions"))
+    row["n_genes"] = _num((meta.get("task") or {}).get("n_genes"))
     for name in METRICS:
         row[name] = _num(summary.get(name))
+    for name in DIAGNOSTICS:
+        row[name] = _num(summary.get(name))
+    for name, value in (metrics.get("readouts") or {}).items():
+        row[f"readout_{name}"] = _num(value)
     for name in METRICS:
         row[f"val_{name}"] = _num(val.get(name))
     for prefix, key in (("floor", "no_change"), ("ceiling", "split_half")):
@@ -398,6 +403,7 @@ RUN_COLUMNS = (
     "dataset",
     "locality",
     "seed",
+    "n_genes",
     "parameter_count",
     "flops_per_step",
     "train_flops",

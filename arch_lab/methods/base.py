@@ -79,6 +79,10 @@ class Method:
         """Number of trainable parameters (0 for closed-form methods)."""
         return 0
 
+    def readouts(self, split: str) -> dict[str, float]:
+        """Mechanistic read-outs of the fitted method on ``split`` (name -> value; none for most methods)."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """Everything needed to predict again after :meth:`load_state_dict`."""
         return {}

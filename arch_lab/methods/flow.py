@@ -17,6 +17,7 @@ from arch_lab.config import ExperimentConfig, FlowConfig
 from arch_lab.data.task import Condition, Task
 from arch_lab.flow import generate
 from arch_lab.methods.base import Method, PredictionRequest, Validator, register_method
+from arch_lab.methods.readouts import source_outside_span
 from arch_lab.networks import build_network, count_parameters, network_config, resolve_matched_knobs
 from arch_lab.spec import CondBatch
 
@@ -129,6 +130,11 @@ class FlowMatching(Method):
             return validate(functools.partial(predict_cells, model, task, flow), conditions)
 
         return validate_model
+
+    @override
+    def readouts(self, split: str) -> dict[str, float]:
+        """``source_outside_span`` and ``output_rank`` (:func:`arch_lab.methods.readouts.source_outside_span`)."""
+        return source_outside_span(self.model, self.task, self.cfg.flow.source, split)
 
     @override
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:

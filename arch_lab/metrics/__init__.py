@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from arch_lab.metrics.deg import de_scores, top_k_genes, top_k_recall
 from arch_lab.metrics.energy import energy_distance, fit_pca, sum_pairwise_distances
-from arch_lab.metrics.info import METRICS, MetricInfo
+from arch_lab.metrics.info import DIAGNOSTICS, METRICS, MetricInfo
 from arch_lab.metrics.pseudobulk import (
     LOGFC_PSEUDOCOUNT,
     cosine,
@@ -17,6 +17,7 @@ from arch_lab.metrics.pseudobulk import (
 )
 from arch_lab.metrics.ranks import TIE_RTOL, rank_matrix_scores
 from arch_lab.metrics.scoring import (
+    DIAGNOSTIC_COLUMNS,
     ID_COLUMNS,
     METRIC_COLUMNS,
     ConditionGroup,
@@ -24,8 +25,11 @@ from arch_lab.metrics.scoring import (
     score_conditions,
     split_half_groups,
 )
+from arch_lab.metrics.spread import gene_spread_ratio
 
 __all__ = [
+    "DIAGNOSTICS",
+    "DIAGNOSTIC_COLUMNS",
     "ID_COLUMNS",
     "LOGFC_PSEUDOCOUNT",
     "METRICS",
@@ -38,6 +42,7 @@ __all__ = [
     "de_scores",
     "energy_distance",
     "fit_pca",
+    "gene_spread_ratio",
     "logfc",
     "pairwise_cosine",
     "pairwise_pearson",

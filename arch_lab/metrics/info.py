@@ -96,3 +96,10 @@ METRICS: dict[str, MetricInfo] = {
         "fraction",
     ),
 }
+
+#: Diagnostics reported beside the metrics, per condition and in the summary; they have a target value rather
+#: than a direction, so they are not sweep objectives.
+DIAGNOSTICS: dict[str, str] = {
+    "gene_spread_ratio": "median over genes of the predicted cells' standard deviation over the observed cells' "
+    "(1 = same spread; below 1 = cells averaged towards a mean; above 1 = excess noise)",
+}

@@ -19,14 +19,17 @@ import pandas as pd
 from arch_lab.errors import ConfigError, DataError
 from arch_lab.metrics.deg import de_scores, top_k_recall
 from arch_lab.metrics.energy import energy_distance, fit_pca
-from arch_lab.metrics.info import METRICS
+from arch_lab.metrics.info import DIAGNOSTICS, METRICS
 from arch_lab.metrics.pseudobulk import logfc, pairwise_cosine, pairwise_pearson, pairwise_rmse
 from arch_lab.metrics.ranks import rank_matrix_scores
+from arch_lab.metrics.spread import gene_spread_ratio
 
 #: Per-condition identity and size columns, in output order.
 ID_COLUMNS: tuple[str, ...] = ("state", "perturbation", "n_predicted", "n_observed", "n_controls")
 #: Per-condition metric columns, in output order (the keys of :data:`METRICS`).
 METRIC_COLUMNS: tuple[str, ...] = tuple(METRICS)
+#: Per-condition diagnostic columns, after the metrics (the keys of :data:`DIAGNOSTICS`).
+DIAGNOSTIC_COLUMNS: tuple[str, ...] = tuple(DIAGNOSTICS)
 
 
 @dataclass
@@ -266,9 +269,9 @@ def score_conditions(
     Returns
     -------
     tuple[pd.DataFrame, dict[str, float]]
-        Per-condition table with columns :data:`ID_COLUMNS` + :data:`METRIC_COLUMNS` (one row per group, in input
-        order), and the summary: the NaN-ignoring mean of each metric column over conditions (equal weight per
-        condition) under the same names, plus ``n_conditions``, ``pca_components`` and ``deg_top_k`` (the values
+        Per-condition table with columns :data:`ID_COLUMNS` + :data:`METRIC_COLUMNS` + :data:`DIAGNOSTIC_COLUMNS`
+        (one row per group, in input order), and the summary: the NaN-ignoring mean of each metric and diagnostic
+        column over conditions (equal weight per condition) under the same names, plus ``n_conditions``, ``pca_components`` and ``deg_top_k`` (the values
         actually used after clipping).
 
     Raises
@@ -284,7 +287,7 @@ def score_conditions(
     groups = _prepare(groups)
     n = len(groups)
     n_genes = groups[0].predicted.shape[1]
-    columns: dict[str, np.ndarray] = {name: np.full(n, np.nan) for name in METRIC_COLUMNS}
+    columns: dict[str, np.ndarray] = {name: np.full(n, np.nan) for name in METRIC_COLUMNS + DIAGNOSTIC_COLUMNS}
 
     _rank_columns(groups, columns)
 
@@ -300,6 +303,7 @@ def score_conditions(
         columns["energy_distance"][i] = energy_distance(pred, obs, unbiased=True)
         if pca is not None:
             columns["energy_distance_pca"][i] = energy_distance(pca.transform(pred), pca.transform(obs), unbiased=True)
+        columns["gene_spread_ratio"][i] = gene_spread_ratio(g.predicted, g.observed)
         if min(g.predicted.shape[0], g.observed.shape[0], g.controls.shape[0]) >= 2:
             columns["deg_recall"][i] = top_k_recall(
                 de_scores(g.predicted, g.prediction_controls), de_scores(g.observed, g.controls), k
@@ -318,7 +322,7 @@ def score_conditions(
     summary: dict[str, float] = {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", category=RuntimeWarning)
-        for name in METRIC_COLUMNS:
+        for name in METRIC_COLUMNS + DIAGNOSTIC_COLUMNS:
             summary[name] = float(np.nanmean(columns[name]))
     summary["n_conditions"] = n
     summary["pca_components"] = n_pcs if pca is not None else 0

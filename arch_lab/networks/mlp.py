@@ -105,6 +105,14 @@ class ResidualMLP(nn.Module):
         """A very small configuration for tests."""
         return {"width": 16, "depth": 2, "cond_dim": 8}
 
+    def output_span(self) -> torch.Tensor | None:
+        """``[G, width + 1]``: the output layer's columns and bias, which span every velocity the network can give
+        (None with ``linear_skip``, whose ``G x G`` map reaches every gene). See :mod:`arch_lab.methods.readouts`.
+        """
+        if self.skip is not None:
+            return None
+        return torch.cat([self.output.weight, self.output.bias[:, None]], dim=1)
+
     def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: CondBatch) -> torch.Tensor:
         """Velocity ``[B, G]`` at state ``x_t`` ``[B, G]``, time ``t`` and condition ``cond``."""
         check_expression(x_t, self.spec.n_genes)

@@ -13,6 +13,8 @@ from threadpoolctl import threadpool_limits
 
 from arch_lab.errors import ConfigError, DataError
 from arch_lab.metrics import (
+    DIAGNOSTIC_COLUMNS,
+    DIAGNOSTICS,
     ID_COLUMNS,
     METRIC_COLUMNS,
     METRICS,
@@ -22,6 +24,7 @@ from arch_lab.metrics import (
     de_scores,
     energy_distance,
     fit_pca,
+    gene_spread_ratio,
     logfc,
     pairwise_cosine,
     pairwise_pearson,
@@ -343,17 +346,21 @@ def _synthetic_groups(seed: int = 0, n_genes: int = 20) -> list[ConditionGroup]:
 def test_score_conditions_columns_and_summary():
     groups = _synthetic_groups()
     table, summary = score_conditions(groups, MetricSettings(pca_components=5, deg_top_k=3))
-    assert tuple(table.columns) == ID_COLUMNS + METRIC_COLUMNS
+    assert tuple(table.columns) == ID_COLUMNS + METRIC_COLUMNS + DIAGNOSTIC_COLUMNS
     assert list(table["perturbation"]) == [g.perturbation for g in groups]
     assert list(table["n_predicted"]) == [18] * 8
     assert list(table["n_controls"]) == [30] * 8
-    for name in METRIC_COLUMNS:
+    for name in METRIC_COLUMNS + DIAGNOSTIC_COLUMNS:
         assert summary[name] == pytest.approx(float(np.nanmean(table[name].to_numpy())))
         assert np.isfinite(summary[name])
     assert summary["n_conditions"] == 8
     assert summary["pca_components"] == 5
     assert summary["deg_top_k"] == 3
-    assert set(summary) == set(METRIC_COLUMNS) | {"n_conditions", "pca_components", "deg_top_k"}
+    assert set(summary) == set(METRIC_COLUMNS) | set(DIAGNOSTIC_COLUMNS) | {
+        "n_conditions",
+        "pca_components",
+        "deg_top_k",
+    }
     # Predictions carry the right shift: good ranks, high cosine.
     assert summary["rmse_mean_rank"] == 0.0
     assert summary["cosine_logfc"] > 0.8
@@ -452,7 +459,7 @@ def test_other_input_errors():
 
 def test_metrics_registry_covers_every_metric_with_its_direction():
     _, summary = score_conditions(_synthetic_groups(), MetricSettings(pca_components=5))
-    assert set(METRICS) == set(summary) - {"n_conditions", "pca_components", "deg_top_k"}
+    assert set(METRICS) == set(summary) - {"n_conditions", "pca_components", "deg_top_k"} - set(DIAGNOSTICS)
     maximise = {"cosine_logfc", "pearson_delta", "deg_recall"}
     for name, info in METRICS.items():
         assert info.direction == ("maximize" if name in maximise else "minimize"), name
@@ -575,3 +582,22 @@ def test_biased_energy_matches_pertpy_reference_value(k562):
     control, klf1 = X[condition == "control"], X[condition == "KLF1"]
     assert energy_distance(control, klf1, unbiased=False) == pytest.approx(1.067, abs=5e-4)
     assert energy_distance(control, klf1, unbiased=True) < energy_distance(control, klf1, unbiased=False)
+
+
+def test_gene_spread_ratio_hand_computed():
+    # gene 0: predicted sd 2, observed sd 1 -> 2; gene 1: 0.5 / 1 -> 0.5; gene 2: 3 / 1 -> 3; gene 3 constant in
+    # the observed cells -> left out. Median of (2, 0.5, 3) = 2.
+    obs = np.array([[0.0, 0.0, 0.0, 1.0], [2.0, 2.0, 2.0, 1.0]]) / np.sqrt(2) * 1.0
+    pred = np.array([[0.0, 0.0, 0.0, 5.0], [4.0, 1.0, 6.0, 0.0]]) / np.sqrt(2)
+    assert gene_spread_ratio(pred, obs) == pytest.approx(2.0)
+    # Blur: every predicted cell at the observed mean.
+    rng = np.random.default_rng(0)
+    cells = rng.normal(size=(50, 6))
+    assert gene_spread_ratio(np.repeat(cells.mean(0, keepdims=True), 50, 0), cells) == pytest.approx(0.0, abs=1e-12)
+    assert gene_spread_ratio(cells * 3.0, cells) == pytest.approx(3.0)
+    assert math.isnan(gene_spread_ratio(cells[:1], cells))
+    assert math.isnan(gene_spread_ratio(cells, np.ones((5, 6))))
+
+
+def test_diagnostics_are_not_metrics():
+    assert not set(DIAGNOSTICS) & set(METRICS)

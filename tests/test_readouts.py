@@ -1,0 +1,107 @@
+"""The output-span read-out (arch_lab.methods.readouts) against hand computations and an independent projection."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from arch_lab.config import experiment_from_dict
+from arch_lab.data.task import build_task
+from arch_lab.methods.readouts import output_span, source_outside_span
+from arch_lab.networks import build_network, list_networks
+from tests.conftest import experiment_dict
+
+
+def _task(synthetic_h5ad: Path, tmp_path: Path, **data: object):
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path, data=dict(data)))
+    return build_task(cfg)
+
+
+def _mlp(task, width: int, **knobs: object) -> torch.nn.Module:
+    net = build_network("mlp", {"width": width, "depth": 1, "cond_dim": 8, **knobs}, task.spec)
+    with torch.no_grad():  # the output layer starts at zero; give it a generic (full-rank) value
+        net.output.weight.normal_(generator=torch.Generator().manual_seed(0))
+        net.output.bias.normal_(generator=torch.Generator().manual_seed(1))
+    return net
+
+
+def test_mlp_narrower_than_genes_leaves_gaussian_noise_in_g_minus_rank_directions(synthetic_h5ad, tmp_path):
+    task = _task(synthetic_h5ad, tmp_path)
+    genes = task.data.n_genes  # 24
+    net = _mlp(task, width=5)
+    basis = output_span(net)
+    assert isinstance(basis, np.ndarray)
+    assert basis.shape == (genes, 6)
+    np.testing.assert_allclose(basis.T @ basis, np.eye(6), atol=1e-10)
+    out = source_outside_span(net, task, "gaussian", "test")
+    assert out["output_rank"] == 6
+    # By hand: trace(P I) = G - 6 over each condition's observed total variance, averaged over conditions.
+    X = task.data.X
+    expected = [
+        (genes - 6) / X[task.cells("test", c)].astype(np.float64).var(0, ddof=1).sum() for c in task.conditions("test")
+    ]
+    assert out["source_outside_span"] == pytest.approx(float(np.mean(expected)))
+
+
+def test_control_source_left_over_matches_an_independent_projection(synthetic_h5ad, tmp_path):
+    task = _task(synthetic_h5ad, tmp_path, gene_order="random")
+    net = _mlp(task, width=3)
+    out = source_outside_span(net, task, "control", "test")
+    # Independent: least-squares residual of the (stored-order) controls against the span of the columns put
+    # back in stored gene order.
+    cols = torch.cat([net.output.weight, net.output.bias[:, None]], 1).detach().double().numpy()
+    stored_cols = np.empty_like(cols)
+    stored_cols[task.order] = cols  # network gene i is stored gene order[i]
+    X = task.data.X
+    values = []
+    for c in task.conditions("test"):
+        ctrl = X[task.controls(c.state, "train")].astype(np.float64)
+        centred = ctrl - ctrl.mean(0)
+        coef, *_ = np.linalg.lstsq(stored_cols, centred.T, rcond=None)
+        resid = centred.T - stored_cols @ coef
+        left = (resid**2).sum() / (ctrl.shape[0] - 1)
+        values.append(left / X[task.cells("test", c)].astype(np.float64).var(0, ddof=1).sum())
+    assert out["source_outside_span"] == pytest.approx(float(np.mean(values)), rel=1e-8)
+    assert out["source_outside_span"] > 0
+
+
+def test_full_rank_outputs_leave_nothing(synthetic_h5ad, tmp_path):
+    task = _task(synthetic_h5ad, tmp_path)
+    wide = _mlp(task, width=64)  # width + 1 >= G: the columns span every gene
+    assert source_outside_span(wide, task, "gaussian", "test")["source_outside_span"] == pytest.approx(0, abs=1e-9)
+    skip = _mlp(task, width=5, linear_skip=True)
+    assert output_span(skip) is None
+    assert source_outside_span(skip, task, "gaussian", "test") == {
+        "source_outside_span": 0.0,
+        "output_rank": float(task.data.n_genes),
+    }
+
+
+@pytest.mark.parametrize("name", [n for n in list_networks() if n != "mlp"])
+def test_networks_without_a_declared_span_get_nan(synthetic_h5ad, tmp_path, name):
+    task = _task(synthetic_h5ad, tmp_path)
+    cls_tiny = build_network(name, None, task.spec).__class__.tiny_config()
+    net = build_network(name, cls_tiny, task.spec)
+    out = source_outside_span(net, task, "gaussian", "test")
+    if hasattr(net, "output_span"):
+        assert out["output_rank"] >= 1
+    else:
+        assert math.isnan(out["source_outside_span"])
+        assert math.isnan(out["output_rank"])
+
+
+def test_a_run_records_its_readouts_and_gene_count(synthetic_h5ad, tmp_path):
+    from arch_lab.analysis.tidy import load_runs
+    from arch_lab.api import train
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, network={"name": "mlp", "width": 8, "depth": 1})
+    result = train(experiment_from_dict(raw))
+    row = load_runs([result.run_dir]).iloc[0]
+    assert row["n_genes"] == 24
+    assert row["readout_output_rank"] == 9  # width 8 + the bias
+    assert row["readout_source_outside_span"] > 0  # Gaussian source, rank 9 < 24 genes
+    assert 0 < row["gene_spread_ratio"] < 10
