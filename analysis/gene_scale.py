@@ -1,0 +1,345 @@
+"""Why the U-Net beats the MLP at PRiMeFlow's gene counts: the gene-scale probe studies' tables and figures.
+
+Usage:
+  python analysis/gene_scale.py --results results/probes_v2 --out docs/findings.md \
+      --figures docs/figures/gene_scale
+
+Reads the per-run tables the probe studies export (``arch-lab sweep export <yaml> --runs --out
+results/probes_v2/<probe>.csv``):
+
+- ``mlp_span_synthetic.csv`` (``sweeps/probes/mlp_span_synthetic.yaml``): MLP width x gene count x LayerNorm in
+  PRiMeFlow's regime, with a full-rank linear skip and a control-cell source as the two repairs;
+- ``headline_genes_synthetic*.csv`` (``sweeps/probes/headline_genes_synthetic.yaml`` and its ``g128`` / ``g2048``
+  profiles): the backbones at equal wall-clock as the gene count grows.
+
+For each study and gene count it writes, into ``--figures``: ``<probe>_cells.csv`` (per arm: runs, mean and 95% t
+interval over seeds of the test energy distance, cosine logFC, per-gene spread ratio and the output-span read-out,
+with the run's own ``no_change`` floor and split-half ceiling), ``<probe>_comparisons.csv`` (paired over seeds:
+every planned contrast, and every arm against the ``no_change`` floor of the same runs; p-values Holm-adjusted over
+each study's primary-metric family, with the Holm-consistent interval) and a figure per study. The tables go between
+the ``<!-- gene scale: begin -->`` and ``end`` markers of ``--out`` (text around them is kept). Runs that did not
+complete are not in the exported CSVs; the cells table counts the seeds each cell has, and a cell short of the
+study's seeds is marked.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from arch_lab.analysis.intervals import t_interval
+from arch_lab.analysis.multiplicity import adjust_family
+from arch_lab.analysis.paired import paired_comparison
+from arch_lab.analysis.style import save_figure
+from arch_lab.errors import ArchLabError
+from arch_lab.scoreboard import write_generated
+
+BEGIN = "<!-- gene scale: begin -->"
+END = "<!-- gene scale: end -->"
+PRIMARY = "energy_distance"
+SECONDARY = ("cosine_logfc",)
+READOUTS = ("gene_spread_ratio", "readout_source_outside_span")
+FLOOR = "no_change (floor)"
+SEEDS = 5
+REQUIRED = ("arm", "n_genes", "seed", "dataset", "steps", "train_flops", "train_seconds", "git_sha", PRIMARY)
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One probe study: its file stem, title, planned contrasts ``(a, b)`` (a minus b) and arm order."""
+
+    stem: str
+    title: str
+    contrasts: tuple[tuple[str, str], ...]
+    arms: tuple[str, ...]
+
+
+PROBES = (
+    Probe(
+        "mlp_span_synthetic",
+        "MLP width x gene count x LayerNorm (Gaussian source, 1000 steps of batch 256)",
+        (
+            ("w64_linear_skip", "w64"),
+            ("w64_control_source", "w64"),
+            ("w256", "w64"),
+            ("w1024", "w64"),
+            ("w64_no_norm", "w64"),
+            ("w256_no_norm", "w256"),
+            ("w1024_no_norm", "w1024"),
+        ),
+        (
+            "w64",
+            "w64_no_norm",
+            "w256",
+            "w256_no_norm",
+            "w1024",
+            "w1024_no_norm",
+            "w64_linear_skip",
+            "w64_control_source",
+        ),
+    ),  # fmt: skip
+    Probe(
+        "headline_genes_synthetic",
+        "Backbones at equal wall-clock (240 s on one thread, Gaussian source, batch 256)",
+        (
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_w1024", "unet1d"),
+            ("gene_transformer", "unet1d"),
+            ("mlp_w1024", "mlp_matched"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_w1024", "gene_transformer"),
+    ),
+)
+
+
+def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
+    """Every exported run of ``probe`` (``<stem>*.csv`` in ``results``), stacked; None when there is none.
+
+    Raises
+    ------
+    ArchLabError
+        A table lacks one of the columns every probe table carries.
+    """
+    paths = sorted(results.glob(f"{probe.stem}*.csv"))
+    if not paths:
+        return None
+    frames = []
+    for path in paths:
+        df = pd.read_csv(path)
+        missing = [c for c in REQUIRED if c not in df.columns]
+        if missing:
+            raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
+        frames.append(df.assign(source_file=path.name))
+    return pd.concat(frames, ignore_index=True)
+
+
+def with_floor_arm(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` plus one ``no_change (floor)`` row per (gene count, seed): the floor those runs scored."""
+    cols = {m: f"floor_{m}" for m in (PRIMARY, *SECONDARY, "gene_spread_ratio") if f"floor_{m}" in df.columns}
+    floor = df.groupby(["n_genes", "seed"], as_index=False)[list(cols.values())].mean()
+    floor = floor.rename(columns={v: k for k, v in cols.items()}).assign(arm=FLOOR)
+    return pd.concat([df, floor], ignore_index=True)
+
+
+def cells_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """Per (gene count, arm): seeds, mean and t interval of the metrics and read-outs, floor and ceiling."""
+    rows = []
+    order = {a: i for i, a in enumerate(probe.arms)}
+    for (genes, arm), part in df.groupby(["n_genes", "arm"]):
+        row: dict[str, object] = {"n_genes": int(genes), "arm": arm, "seeds": int(part["seed"].nunique())}
+        for m in (PRIMARY, *SECONDARY, *READOUTS):
+            if m in part.columns:
+                iv = t_interval(pd.to_numeric(part[m], errors="coerce"))
+                row[m] = iv.estimate
+                row[f"{m}_low"], row[f"{m}_high"] = iv.low, iv.high
+        for ref in ("floor", "ceiling"):
+            col = f"{ref}_{PRIMARY}"
+            row[col] = float(pd.to_numeric(part[col], errors="coerce").mean()) if col in part.columns else math.nan
+        row["steps"] = float(part["steps"].median())
+        row["train_seconds"] = float(part["train_seconds"].median())
+        row["train_flops"] = float(part["train_flops"].median())
+        row["git_sha"] = ";".join(sorted(set(part["git_sha"].astype(str))))
+        rows.append(row)
+    out = pd.DataFrame(rows)
+    out["_order"] = out["arm"].map(order)
+    return out.sort_values(["n_genes", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def comparisons_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """Planned contrasts and every arm against the floor, per gene count, paired over seeds; Holm per metric."""
+    data = with_floor_arm(df)
+    rows = []
+    for genes, part in data.groupby("n_genes"):
+        arms = set(part["arm"])
+        pairs = [c for c in probe.contrasts if set(c) <= arms]
+        pairs += [(a, FLOOR) for a in probe.arms if a in arms]
+        for metric in (PRIMARY, *SECONDARY):
+            for a, b in pairs:
+                res = paired_comparison(part, ["seed"], "arm", a, b, metric)
+                kind = "planned" if (a, b) in probe.contrasts else "against the floor"
+                rows.append({"n_genes": int(genes), "metric": metric, "kind": kind, "arm_a": a, "arm_b": b, **res})
+    table = pd.DataFrame(rows)
+    if table.empty:
+        return table
+    return adjust_family(table, family="metric", estimate="difference")
+
+
+def library_changes(shas: Sequence[str]) -> str:
+    """Whether ``arch_lab/`` differs between the commits the runs record (what a run computes lives there).
+
+    Returns a phrase for the report: identical, differs (naming the pair), or unknown (no git, unknown commit).
+    """
+    commits = sorted({s.removesuffix("+dirty") for s in shas if isinstance(s, str) and s and s != "nan"})
+    dirty = any(isinstance(s, str) and s.endswith("+dirty") for s in shas)
+    note = "; some runs had uncommitted changes (+dirty)" if dirty else ""
+    for other in commits[1:]:
+        try:
+            res = subprocess.run(["git", "diff", "--quiet", commits[0], other, "--", "arch_lab"], check=False,
+                                 capture_output=True)  # fmt: skip
+        except OSError:
+            return "unknown (git not found)" + note
+        if res.returncode == 1:
+            return f"differs between {commits[0][:7]} and {other[:7]}" + note
+        if res.returncode != 0:
+            return "unknown (a commit is not in this repository)" + note
+    return "identical across them" + note
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
+
+
+def _interval(row: pd.Series, m: str, digits: int = 3) -> str:
+    if m not in row or pd.isna(row[m]):
+        return ""
+    return f"{row[m]:.{digits}f} [{_fmt(row[f'{m}_low'], digits)}, {_fmt(row[f'{m}_high'], digits)}]"
+
+
+def cells_markdown(cells: pd.DataFrame) -> str:
+    """The cells table as markdown."""
+    lines = [
+        "| G | arm | seeds | energy distance | floor | ceiling | cosine logFC | spread ratio | source outside span |"
+        " steps | train s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in cells.iterrows():
+        seeds = f"{r['seeds']}" + ("" if r["seeds"] >= SEEDS else " (short)")
+        lines.append(
+            f"| {r['n_genes']} | {r['arm']} | {seeds} | {_interval(r, PRIMARY)} | {_fmt(r['floor_energy_distance'])} "
+            f"| {_fmt(r['ceiling_energy_distance'])} | {_interval(r, 'cosine_logfc')} "
+            f"| {_interval(r, 'gene_spread_ratio', 2)} | {_fmt(r.get('readout_source_outside_span', math.nan), 2)} "
+            f"| {r['steps']:.0f} | {r['train_seconds']:.0f} |"
+        )
+    return "\n".join(lines)
+
+
+def comparisons_markdown(comp: pd.DataFrame, metric: str) -> str:
+    """The planned contrasts of one metric as markdown (difference a - b, paired over seeds)."""
+    part = comp[(comp["metric"] == metric) & (comp["kind"] == "planned")]
+    lines = [
+        "| G | a | b | pairs | a - b | 95% CI | Holm CI | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in part.iterrows():
+        lines.append(
+            f"| {r['n_genes']} | {r['arm_a']} | {r['arm_b']} | {r['n_pairs']} | {_fmt(r['difference'])} "
+            f"| [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | [{_fmt(r['ci_low_holm'])}, {_fmt(r['ci_high_holm'])}] "
+            f"| {_fmt(r['p_holm'])} |"
+        )
+    return "\n".join(lines)
+
+
+def floor_markdown(comp: pd.DataFrame) -> str:
+    """Each arm's energy distance against the floor of the same runs (paired over seeds, Holm)."""
+    part = comp[(comp["metric"] == PRIMARY) & (comp["kind"] == "against the floor")]
+    lines = ["| G | arm | arm - floor | Holm CI | verdict |", "|---|---|---|---|---|"]
+    for _, r in part.iterrows():
+        low, high = r["ci_low_holm"], r["ci_high_holm"]
+        verdict = "below the floor" if high < 0 else "above the floor" if low > 0 else "not separated"
+        lines.append(
+            f"| {r['n_genes']} | {r['arm_a']} | {_fmt(r['difference'])} | [{_fmt(low)}, {_fmt(high)}] | {verdict} |"
+        )
+    return "\n".join(lines)
+
+
+def figure(cells: pd.DataFrame, probe: Probe) -> plt.Figure:
+    """Energy distance (log scale) against the gene count per arm, with the floor; spread ratio beside it."""
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.get_cmap("tab10")
+    for i, arm in enumerate(a for a in probe.arms if a in set(cells["arm"])):
+        part = cells[cells["arm"] == arm].sort_values("n_genes")
+        style = "--" if "no_norm" in arm else "-"
+        for ax, m in zip(axes, (PRIMARY, "gene_spread_ratio"), strict=True):
+            if m not in part.columns:
+                continue
+            yerr = np.vstack([part[m] - part[f"{m}_low"], part[f"{m}_high"] - part[m]])
+            ax.errorbar(part["n_genes"], part[m], yerr=np.nan_to_num(yerr), label=arm, color=colors(i % 10),
+                        linestyle=style, marker="o", capsize=3)  # fmt: skip
+    floor = cells.groupby("n_genes")["floor_energy_distance"].mean()
+    axes[0].plot(floor.index, floor.values, color="black", linestyle=":", marker="s", label=FLOOR)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("energy distance, test (log; lower is better)")
+    axes[1].axhline(1.0, color="black", linestyle=":", linewidth=1)
+    axes[1].set_ylabel("per-gene spread, generated / observed")
+    for ax in axes:
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("genes G")
+    axes[0].legend(fontsize=7, ncol=2)
+    fig.suptitle(probe.title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def report(results: Path, figures: Path) -> str:
+    """Tables and figures of every probe study present; the markdown block."""
+    figures.mkdir(parents=True, exist_ok=True)
+    parts = [
+        "Generated by `python analysis/gene_scale.py --results results/probes_v2 --out docs/findings.md "
+        "--figures docs/figures/gene_scale` from the committed per-run tables. Intervals: 95% t over seeds; "
+        "differences paired over seeds (the same seed gives every arm the same data and evaluation cells); Holm "
+        "over each study's family of energy-distance comparisons (planned contrasts and every arm against the "
+        "floor, across gene counts). Spread ratio: median over genes of the generated cells' standard deviation "
+        "over the observed cells' (1 = the same; above 1 = noise the data does not have). Source outside span: "
+        "the source variance the network cannot move, over the observed cells' total variance "
+        "(`arch_lab.methods.readouts`; NaN for networks that declare no output span)."
+    ]
+    found = False
+    for probe in PROBES:
+        df = load_probe(results, probe)
+        if df is None:
+            parts.append(f"### {probe.title}\n\nNo results yet (`{results}/{probe.stem}*.csv`).")
+            continue
+        found = True
+        cells = cells_table(df, probe)
+        comp = comparisons_table(df, probe)
+        cells.to_csv(figures / f"{probe.stem}_cells.csv", index=False)
+        comp.to_csv(figures / f"{probe.stem}_comparisons.csv", index=False)
+        save_figure(figure(cells, probe), figures, probe.stem)
+        plt.close("all")
+        commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
+        same = library_changes(list(df["git_sha"].astype(str)))
+        parts.append(
+            f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs (commits {commits}; `arch_lab/` {same}); figure "
+            f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells)}\n\n"
+            f"Planned contrasts, energy distance (primary):\n\n{comparisons_markdown(comp, PRIMARY)}\n\n"
+            f"Against the floor of the same runs, energy distance:\n\n{floor_markdown(comp)}\n\n"
+            f"Planned contrasts, cosine logFC (secondary, Holm within its own family):\n\n"
+            f"{comparisons_markdown(comp, 'cosine_logfc')}"
+        )
+    if not found:
+        raise ArchLabError(f"{results}: no probe table ({', '.join(p.stem for p in PROBES)}); export the studies")
+    return "\n\n".join(parts)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the script; returns the exit code (2 on a user error, printed as one ``error:`` line)."""
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--results", type=Path, default=Path("results/probes_v2"), help="folder of <probe>.csv tables")
+    p.add_argument("--out", type=Path, default=Path("docs/findings.md"), help="markdown file with the markers")
+    p.add_argument("--figures", type=Path, default=Path("docs/figures/gene_scale"), help="folder for figures")
+    args = p.parse_args(argv)
+    try:
+        body = report(args.results, args.figures)
+        write_generated(args.out, body, BEGIN, END)
+    except ArchLabError as exc:
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,104 @@
+"""``analysis/gene_scale.py``: the gene-scale probe tables on per-run tables built here with known values (cells
+checked by hand, paired differences against scipy's paired t test, the block written between its markers)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from conftest import REPO
+from scipy import stats as sps
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from analysis import gene_scale
+
+SEEDS = range(5)
+
+
+def _runs() -> pd.DataFrame:
+    rows = []
+    rng = np.random.default_rng(0)
+    for genes, floor in ((128, 3.5), (2048, 0.26)):
+        for seed in SEEDS:
+            jitter = rng.normal(0, 0.05)
+            for arm, energy, spread, left in (("w64", 3.6 if genes == 128 else 3.7, 2.1, 2.2),
+                                              ("w64_linear_skip", 2.8, 1.7, 0.0),
+                                              ("w64_control_source", 0.4, 0.96, 0.34)):  # fmt: skip
+                rows.append({"arm": arm, "n_genes": genes, "seed": seed, "dataset": "synthetic", "steps": 1000,
+                             "train_flops": 1e12, "train_seconds": 10.0, "git_sha": "abc",
+                             "energy_distance": energy + jitter + rng.normal(0, 0.02), "cosine_logfc": 0.3 + 0.01 * seed,
+                             "gene_spread_ratio": spread, "readout_source_outside_span": left,
+                             "floor_energy_distance": floor + jitter, "ceiling_energy_distance": 0.0,
+                             "floor_cosine_logfc": 0.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_cells_are_seed_means_with_t_intervals():
+    df = _runs()
+    probe = gene_scale.PROBES[0]
+    cells = gene_scale.cells_table(df, probe)
+    row = cells[(cells["n_genes"] == 128) & (cells["arm"] == "w64_linear_skip")].iloc[0]
+    values = df[(df["n_genes"] == 128) & (df["arm"] == "w64_linear_skip")]["energy_distance"].to_numpy()
+    assert row["seeds"] == 5
+    assert row["energy_distance"] == pytest.approx(values.mean())
+    half = sps.t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5)
+    assert row["energy_distance_low"] == pytest.approx(values.mean() - half)
+    assert row["floor_energy_distance"] == pytest.approx(df[df["n_genes"] == 128]["floor_energy_distance"].mean())
+    assert list(cells[cells["n_genes"] == 128]["arm"]) == ["w64", "w64_linear_skip", "w64_control_source"]
+
+
+def test_contrasts_are_paired_over_seeds_and_holm_adjusted():
+    df = _runs()
+    comp = gene_scale.comparisons_table(df, gene_scale.PROBES[0])
+    row = comp[(comp["n_genes"] == 2048) & (comp["metric"] == "energy_distance") & (comp["arm_a"] == "w64_linear_skip")
+               & (comp["arm_b"] == "w64")].iloc[0]  # fmt: skip
+    a = df[(df["n_genes"] == 2048) & (df["arm"] == "w64_linear_skip")].sort_values("seed")["energy_distance"]
+    b = df[(df["n_genes"] == 2048) & (df["arm"] == "w64")].sort_values("seed")["energy_distance"]
+    assert row["difference"] == pytest.approx((a.to_numpy() - b.to_numpy()).mean())
+    assert row["difference"] == pytest.approx(-0.9, abs=0.05)
+    test = sps.ttest_rel(a.to_numpy(), b.to_numpy())
+    assert row["n_pairs"] == 5
+    assert row["p_value"] == pytest.approx(test.pvalue, rel=1e-6)
+    floor = comp[(comp["kind"] == "against the floor") & (comp["metric"] == "energy_distance")]
+    # 3 arms x 2 gene counts against the floor, plus the planned contrasts present (2 per gene count)
+    assert len(floor) == 6
+    family = comp[comp["metric"] == "energy_distance"]
+    assert (family["family_size"] == family["p_value"].notna().sum()).all()
+    assert (family["p_holm"] >= family["p_value"] - 1e-12).all()
+
+
+def test_report_writes_between_the_markers(tmp_path: Path):
+    results = tmp_path / "results"
+    results.mkdir()
+    _runs().to_csv(results / "mlp_span_synthetic.csv", index=False)
+    out = tmp_path / "findings.md"
+    out.write_text(
+        "# Findings\n\nkept above\n\n<!-- gene scale: begin -->\nold\n<!-- gene scale: end -->\n\nkept below\n"
+    )
+    assert gene_scale.main(["--results", str(results), "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    text = out.read_text()
+    assert "kept above" in text
+    assert "kept below" in text
+    assert "old" not in text
+    assert "| 2048 | w64_linear_skip | w64 | 5 | -0.9" in text
+    assert "No results yet" in text  # the headline study has no table here
+    assert (tmp_path / "fig" / "mlp_span_synthetic.png").is_file()
+    assert (tmp_path / "fig" / "mlp_span_synthetic_comparisons.csv").is_file()
+
+
+def test_missing_columns_and_no_tables_are_one_line_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    results = tmp_path / "results"
+    results.mkdir()
+    out = tmp_path / "f.md"
+    assert gene_scale.main(["--results", str(results), "--out", str(out), "--figures", str(tmp_path)]) == 2
+    assert "no probe table" in capsys.readouterr().err
+    _runs().drop(columns=["n_genes"]).to_csv(results / "mlp_span_synthetic.csv", index=False)
+    assert gene_scale.main(["--results", str(results), "--out", str(out), "--figures", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "missing column(s) n_genes" in err
+    assert err.count("\n") == 1
