@@ -9,6 +9,7 @@ results/probes_v2/<probe>.csv``):
 
 - ``mlp_span_synthetic.csv`` (``sweeps/probes/mlp_span_synthetic.yaml``): MLP width x gene count x LayerNorm in
   PRiMeFlow's regime, with a full-rank linear skip and a control-cell source as the two repairs;
+- ``mlp_span_kang.csv`` (``sweeps/probes/mlp_span_kang.yaml``): the same question on Kang at 128-2048 HVGs;
 - ``headline_genes_synthetic*.csv`` (``sweeps/probes/headline_genes_synthetic.yaml`` and its ``g128`` / ``g2048``
   profiles): the backbones at equal wall-clock as the gene count grows.
 
@@ -90,6 +91,12 @@ PROBES = (
             "w64_control_source",
         ),
     ),  # fmt: skip
+    Probe(
+        "mlp_span_kang",
+        "MLP output span on Kang cell-type transfer, fold 4 (Gaussian source, 1000 steps of batch 256)",
+        (("w64_linear_skip", "w64"), ("w64_control_source", "w64"), ("w1024", "w64")),
+        ("w64", "w1024", "w64_linear_skip", "w64_control_source"),
+    ),
     Probe(
         "headline_genes_synthetic",
         "Backbones at equal wall-clock (240 s on one thread, Gaussian source, batch 256)",
