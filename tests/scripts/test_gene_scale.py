@@ -78,13 +78,13 @@ def test_report_writes_between_the_markers(tmp_path: Path):
     _runs().to_csv(results / "mlp_span_synthetic.csv", index=False)
     out = tmp_path / "findings.md"
     out.write_text(
-        "# Findings\n\nkept above\n\n<!-- gene scale: begin -->\nold\n<!-- gene scale: end -->\n\nkept below\n"
+        "# Findings\n\nkept above\n\n<!-- gene scale: begin -->\nSTALE BLOCK\n<!-- gene scale: end -->\n\nkept below\n"
     )
     assert gene_scale.main(["--results", str(results), "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0
     text = out.read_text()
     assert "kept above" in text
     assert "kept below" in text
-    assert "old" not in text
+    assert "STALE BLOCK" not in text
     assert "| 2048 | w64_linear_skip | w64 | 5 | -0.9" in text
     assert "No results yet" in text  # the headline study has no table here
     assert (tmp_path / "fig" / "mlp_span_synthetic.png").is_file()
