@@ -2,7 +2,7 @@
 
 Usage:
   python analysis/gene_scale.py --results results/probes_v2 --out docs/findings.md \
-      --figures docs/figures/gene_scale
+      --figures docs/figures/gene_scale [--collect-curves]
 
 Reads the per-run tables the probe studies export (``arch-lab sweep export <yaml> --runs --out
 results/probes_v2/<probe>.csv``):
@@ -131,6 +131,82 @@ def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
             raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
         frames.append(df.assign(source_file=path.name))
     return pd.concat(frames, ignore_index=True)
+
+
+CURVE_COLUMNS = (
+    "arm",
+    "n_genes",
+    "seed",
+    "step",
+    "seconds",
+    "flops",
+    "val_energy_distance",
+    "val_floor_energy_distance",
+)
+
+
+def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
+    """Validation learning curves of the runs in ``df`` (read from each ``run_dir``'s ``history.csv``).
+
+    ``seconds`` and ``flops`` at a step are ``step x`` the run's mean training seconds and FLOPs per step
+    (validation time is not training time; the pace is taken as even over the run). Runs whose directory is gone
+    are skipped.
+    """
+    frames = []
+    for _, run in df.iterrows():
+        path = Path(str(run.get("run_dir", ""))) / "history.csv"
+        if not path.is_file():
+            continue
+        hist = pd.read_csv(path)
+        if "val_energy_distance" not in hist.columns:
+            continue
+        hist = hist[hist["val_energy_distance"].notna()]
+        steps = max(float(run["steps"]), 1.0)
+        frames.append(
+            pd.DataFrame(
+                {
+                    "arm": run["arm"],
+                    "n_genes": int(run["n_genes"]),
+                    "seed": int(run["seed"]),
+                    "step": hist["step"].to_numpy(),
+                    "seconds": hist["step"].to_numpy() * float(run["train_seconds"]) / steps,
+                    "flops": hist["step"].to_numpy() * float(run["train_flops"]) / steps,
+                    "val_energy_distance": hist["val_energy_distance"].to_numpy(),
+                    "val_floor_energy_distance": hist.get("val_floor_energy_distance", np.nan),
+                }
+            )
+        )
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CURVE_COLUMNS))
+
+
+def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
+    """Validation energy distance against training seconds, one panel per gene count (seed means)."""
+    genes = sorted(curves["n_genes"].unique())
+    fig, axes = plt.subplots(1, len(genes), figsize=(5 * len(genes), 4), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, g in zip(axes[0], genes, strict=True):
+        part = curves[curves["n_genes"] == g]
+        for arm in (a for a in probe.arms if a in set(part["arm"])):
+            mean = part[part["arm"] == arm].groupby("step")[["seconds", "val_energy_distance"]].mean()
+            style = "--" if "no_norm" in arm else "-"
+            ax.plot(mean["seconds"], mean["val_energy_distance"], marker=".", linestyle=style,
+                    color=colors(probe.arms.index(arm) % 10), label=arm)  # fmt: skip
+        floor = float(part["val_floor_energy_distance"].mean())
+        if math.isfinite(floor):
+            ax.axhline(floor, color="black", linestyle=":", label=FLOOR)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("training seconds (one thread)")
+        ax.set_title(f"G = {g}", fontsize=9)
+    axes[0][0].set_ylabel("validation energy distance (log)")
+    handles: dict[str, object] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][-1].legend(list(handles.values()), list(handles), fontsize=7)
+    fig.suptitle(f"{probe.title}: learning curves (seed means)", fontsize=10)
+    fig.tight_layout()
+    return fig
 
 
 def with_floor_arm(df: pd.DataFrame) -> pd.DataFrame:
@@ -266,7 +342,8 @@ def figure(cells: pd.DataFrame, probe: Probe) -> plt.Figure:
     """Energy distance (log scale) against the gene count per arm, with the floor; spread ratio beside it."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.get_cmap("tab10")
-    for i, arm in enumerate(a for a in probe.arms if a in set(cells["arm"])):
+    for arm in (a for a in probe.arms if a in set(cells["arm"])):
+        i = probe.arms.index(arm)
         part = cells[cells["arm"] == arm].sort_values("n_genes")
         style = "--" if "no_norm" in arm else "-"
         for ax, m in zip(axes, (PRIMARY, "gene_spread_ratio"), strict=True):
@@ -290,8 +367,12 @@ def figure(cells: pd.DataFrame, probe: Probe) -> plt.Figure:
     return fig
 
 
-def report(results: Path, figures: Path) -> str:
-    """Tables and figures of every probe study present; the markdown block."""
+def report(results: Path, figures: Path, collect: bool = False) -> str:
+    """Tables and figures of every probe study present; the markdown block.
+
+    With ``collect``, the validation learning curves are first read from the run directories the tables name and
+    written to ``<results>/curves/<probe>.csv`` (committed beside the tables; the curve figures are drawn from them).
+    """
     figures.mkdir(parents=True, exist_ok=True)
     parts = [
         "Generated by `python analysis/gene_scale.py --results results/probes_v2 --out docs/findings.md "
@@ -315,6 +396,14 @@ def report(results: Path, figures: Path) -> str:
         cells.to_csv(figures / f"{probe.stem}_cells.csv", index=False)
         comp.to_csv(figures / f"{probe.stem}_comparisons.csv", index=False)
         save_figure(figure(cells, probe), figures, probe.stem)
+        curves_path = results / "curves" / f"{probe.stem}.csv"
+        if collect:
+            curves = collect_curves(df)
+            if not curves.empty:
+                curves_path.parent.mkdir(parents=True, exist_ok=True)
+                curves.to_csv(curves_path, index=False)
+        if curves_path.is_file():
+            save_figure(curves_figure(pd.read_csv(curves_path), probe), figures, f"{probe.stem}_curves")
         plt.close("all")
         commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
         same = library_changes(list(df["git_sha"].astype(str)))
@@ -337,9 +426,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=Path("results/probes_v2"), help="folder of <probe>.csv tables")
     p.add_argument("--out", type=Path, default=Path("docs/findings.md"), help="markdown file with the markers")
     p.add_argument("--figures", type=Path, default=Path("docs/figures/gene_scale"), help="folder for figures")
+    p.add_argument("--collect-curves", action="store_true", help="read learning curves from the run directories first")
     args = p.parse_args(argv)
     try:
-        body = report(args.results, args.figures)
+        body = report(args.results, args.figures, collect=args.collect_curves)
         write_generated(args.out, body, BEGIN, END)
     except ArchLabError as exc:
         print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)

@@ -102,3 +102,23 @@ def test_missing_columns_and_no_tables_are_one_line_errors(tmp_path: Path, capsy
     err = capsys.readouterr().err
     assert "missing column(s) n_genes" in err
     assert err.count("\n") == 1
+
+
+def test_curves_come_from_each_runs_history_at_its_mean_pace(tmp_path: Path):
+    df = _runs().head(2).copy()
+    df["train_seconds"] = [20.0, 40.0]
+    df["train_flops"] = [1e12, 2e12]
+    dirs = []
+    for i in range(2):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        pd.DataFrame({"step": [250, 500, 1000], "val_energy_distance": [3.0, 2.0, 1.0],
+                      "val_floor_energy_distance": [3.5, 3.5, 3.5]}).to_csv(run / "history.csv", index=False)  # fmt: skip
+        dirs.append(str(run))
+    df["run_dir"] = dirs
+    curves = gene_scale.collect_curves(pd.concat([df, df.head(1).assign(run_dir=str(tmp_path / "gone"))]))
+    assert len(curves) == 6  # the run whose directory is gone is skipped
+    second = curves[curves["arm"] == df["arm"].iloc[1]]
+    assert list(second["seconds"]) == pytest.approx([10.0, 20.0, 40.0])
+    assert list(second["flops"]) == pytest.approx([5e11, 1e12, 2e12])
+    assert list(curves["val_energy_distance"][:3]) == [3.0, 2.0, 1.0]
