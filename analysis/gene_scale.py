@@ -10,6 +10,7 @@ results/probes_v2/<probe>.csv``):
 - ``mlp_span_synthetic.csv`` (``sweeps/probes/mlp_span_synthetic.yaml``): MLP width x gene count x LayerNorm in
   PRiMeFlow's regime, with a full-rank linear skip and a control-cell source as the two repairs;
 - ``mlp_span_kang.csv`` (``sweeps/probes/mlp_span_kang.yaml``): the same question on Kang at 128-2048 HVGs;
+- ``gene_order_lottery_synthetic.csv`` (``sweeps/probes/gene_order_lottery_synthetic.yaml``): 20 random orders;
 - ``headline_genes_synthetic*.csv`` (``sweeps/probes/headline_genes_synthetic.yaml`` and its ``g128`` / ``g2048``
   profiles): the backbones at equal wall-clock as the gene count grows.
 
@@ -96,6 +97,12 @@ PROBES = (
         "MLP output span on Kang cell-type transfer, fold 4 (Gaussian source, 1000 steps of batch 256)",
         (("w64_linear_skip", "w64"), ("w64_control_source", "w64"), ("w1024", "w64")),
         ("w64", "w1024", "w64_linear_skip", "w64_control_source"),
+    ),
+    Probe(
+        "gene_order_lottery_synthetic",
+        "Gene-order lottery: 20 random orders (one per seed), G = 128, 800 steps of batch 32",
+        (("unet1d_gene_embedding", "unet1d"), ("mlp_matched", "unet1d")),
+        ("unet1d", "unet1d_gene_embedding", "mlp_matched"),
     ),
     Probe(
         "headline_genes_synthetic",

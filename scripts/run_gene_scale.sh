@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Run the gene-scale probe studies (why the U-Net beats the MLP at PRiMeFlow's gene counts), export one per-run
+# table per study to results/probes_v2/, collect the learning curves and regenerate the tables and figures in
+# docs/findings.md and docs/figures/gene_scale/.
+#
+# Sized for 2 idle CPU cores (estimates in each YAML's header): mlp_span_synthetic about 45 min,
+# headline_genes_synthetic about 1 h (its g128 and g2048 profiles: run them with PROFILES="g128 g2048"),
+# mlp_span_kang about 20 min, gene_order_lottery_synthetic about 45 min. Every study resumes where it stopped:
+# rerun this script after an interruption.
+#
+#   bash scripts/run_gene_scale.sh                                  # every study below, default profiles
+#   STUDIES="mlp_span_synthetic" bash scripts/run_gene_scale.sh     # a subset
+#   PROFILES="g2048" STUDIES="headline_genes_synthetic" bash scripts/run_gene_scale.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [[ -z "${VIRTUAL_ENV:-}" && -f .venv/bin/activate ]]; then source .venv/bin/activate; fi
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+
+WORKERS="${WORKERS:-2}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic}"
+PROFILES="${PROFILES:-}"
+OUT=results/probes_v2
+mkdir -p "$OUT"
+for name in $STUDIES; do
+  for profile in "" $PROFILES; do
+    if [[ -n "$profile" ]] && ! grep -q "^  $profile:" "sweeps/probes/$name.yaml"; then continue; fi
+    args=(); suffix=""
+    if [[ -n "$profile" ]]; then args=(--profile "$profile"); suffix="_$profile"; fi
+    echo "=== $name${suffix} $(date +%H:%M:%S)"
+    arch-lab sweep run "sweeps/probes/$name.yaml" --workers "$WORKERS" --threads 1 "${args[@]}"
+    arch-lab sweep export "sweeps/probes/$name.yaml" --runs --out "$OUT/$name$suffix.csv" "${args[@]}"
+  done
+done
+python analysis/gene_scale.py --results "$OUT" --out docs/findings.md --figures docs/figures/gene_scale --collect-curves
+echo "done $(date +%H:%M:%S)"
