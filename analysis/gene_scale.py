@@ -106,7 +106,7 @@ PROBES = (
     ),
     Probe(
         "headline_genes_synthetic",
-        "Backbones at equal wall-clock (240 s on one thread, Gaussian source, batch 256)",
+        "Backbones at equal wall-clock (180 s on one thread, Gaussian source, batch 256)",
         (
             ("unet1d_gene_embedding", "unet1d"),
             ("mlp_matched", "unet1d"),
