@@ -110,11 +110,11 @@ PROBES = (
         (
             ("unet1d_gene_embedding", "unet1d"),
             ("mlp_matched", "unet1d"),
-            ("mlp_w1024", "unet1d"),
+            ("mlp_repaired", "unet1d"),
             ("gene_transformer", "unet1d"),
-            ("mlp_w1024", "mlp_matched"),
+            ("mlp_repaired", "mlp_matched"),
         ),
-        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_w1024", "gene_transformer"),
+        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired", "gene_transformer"),
     ),
 )
 
