@@ -40,6 +40,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.ticker import NullFormatter
 
 from arch_lab.analysis.intervals import t_interval
 from arch_lab.analysis.multiplicity import adjust_family
@@ -203,6 +204,8 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
             ax.axhline(floor, color="black", linestyle=":", label=FLOOR)
         ax.set_xscale("log")
         ax.set_yscale("log")
+        for axis in (ax.xaxis, ax.yaxis):
+            axis.set_minor_formatter(NullFormatter())
         ax.set_xlabel("training seconds (one thread)")
         ax.set_title(f"G = {g}", fontsize=9)
     axes[0][0].set_ylabel("validation energy distance (log)")
@@ -368,9 +371,10 @@ def figure(cells: pd.DataFrame, probe: Probe) -> plt.Figure:
     for ax in axes:
         ax.set_xscale("log", base=2)
         ax.set_xlabel("genes G")
-    axes[0].legend(fontsize=7, ncol=2)
+    handles, labels = axes[0].get_legend_handles_labels()
     fig.suptitle(probe.title, fontsize=10)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.12, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=5, fontsize=7, frameon=False)
     return fig
 
 
