@@ -114,6 +114,7 @@ PROBES = (
             ("mlp_repaired", "unet1d"),
             ("gene_transformer", "unet1d"),
             ("mlp_repaired", "mlp_matched"),
+            ("mlp_repaired", "unet1d_gene_embedding"),
         ),
         ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired", "gene_transformer"),
     ),
@@ -188,17 +189,18 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
-    """Validation energy distance against training seconds, one panel per gene count (seed means)."""
+    """Validation energy distance against training seconds, one panel per gene count, one line per seed."""
     genes = sorted(curves["n_genes"].unique())
     fig, axes = plt.subplots(1, len(genes), figsize=(5 * len(genes), 4), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, g in zip(axes[0], genes, strict=True):
         part = curves[curves["n_genes"] == g]
         for arm in (a for a in probe.arms if a in set(part["arm"])):
-            mean = part[part["arm"] == arm].groupby("step")[["seconds", "val_energy_distance"]].mean()
             style = "--" if "no_norm" in arm else "-"
-            ax.plot(mean["seconds"], mean["val_energy_distance"], marker=".", linestyle=style,
-                    color=colors(probe.arms.index(arm) % 10), label=arm)  # fmt: skip
+            for k, (_, run) in enumerate(part[part["arm"] == arm].groupby("seed")):
+                run = run.sort_values("step")
+                ax.plot(run["seconds"], run["val_energy_distance"], marker=".", linestyle=style, linewidth=0.8,
+                        alpha=0.7, color=colors(probe.arms.index(arm) % 10), label=arm if k == 0 else None)  # fmt: skip
         floor = float(part["val_floor_energy_distance"].mean())
         if math.isfinite(floor):
             ax.axhline(floor, color="black", linestyle=":", label=FLOOR)
@@ -214,7 +216,7 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     axes[0][-1].legend(list(handles.values()), list(handles), fontsize=7)
-    fig.suptitle(f"{probe.title}: learning curves (seed means)", fontsize=10)
+    fig.suptitle(f"{probe.title}: learning curves (one line per seed)", fontsize=10)
     fig.tight_layout()
     return fig
 
@@ -305,8 +307,8 @@ def cells_markdown(cells: pd.DataFrame) -> str:
     """The cells table as markdown."""
     lines = [
         "| G | arm | seeds | energy distance | floor | ceiling | cosine logFC | spread ratio | source outside span |"
-        " steps | train s |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        " steps | train s | train TFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in cells.iterrows():
         seeds = f"{r['seeds']}" + ("" if r["seeds"] >= SEEDS else " (short)")
@@ -314,7 +316,7 @@ def cells_markdown(cells: pd.DataFrame) -> str:
             f"| {r['n_genes']} | {r['arm']} | {seeds} | {_interval(r, PRIMARY)} | {_fmt(r['floor_energy_distance'])} "
             f"| {_fmt(r['ceiling_energy_distance'])} | {_interval(r, 'cosine_logfc')} "
             f"| {_interval(r, 'gene_spread_ratio', 2)} | {_fmt(r.get('readout_source_outside_span', math.nan), 2)} "
-            f"| {r['steps']:.0f} | {r['train_seconds']:.0f} |"
+            f"| {r['steps']:.0f} | {r['train_seconds']:.0f} | {r['train_flops'] / 1e12:.1f} |"
         )
     return "\n".join(lines)
 
