@@ -12,7 +12,7 @@ import torch
 from arch_lab.config import experiment_from_dict
 from arch_lab.data.task import build_task
 from arch_lab.methods.readouts import output_span, source_outside_span
-from arch_lab.networks import build_network, list_networks
+from arch_lab.networks import build_network, get_network_class, list_networks
 from tests.conftest import experiment_dict
 
 
@@ -84,8 +84,7 @@ def test_full_rank_outputs_leave_nothing(synthetic_h5ad, tmp_path):
 @pytest.mark.parametrize("name", [n for n in list_networks() if n != "mlp"])
 def test_networks_without_a_declared_span_get_nan(synthetic_h5ad, tmp_path, name):
     task = _task(synthetic_h5ad, tmp_path)
-    cls_tiny = build_network(name, None, task.spec).__class__.tiny_config()
-    net = build_network(name, cls_tiny, task.spec)
+    net = build_network(name, get_network_class(name).tiny_config(), task.spec)
     out = source_outside_span(net, task, "gaussian", "test")
     if hasattr(net, "output_span"):
         assert out["output_rank"] >= 1

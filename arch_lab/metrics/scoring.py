@@ -271,8 +271,8 @@ def score_conditions(
     tuple[pd.DataFrame, dict[str, float]]
         Per-condition table with columns :data:`ID_COLUMNS` + :data:`METRIC_COLUMNS` + :data:`DIAGNOSTIC_COLUMNS`
         (one row per group, in input order), and the summary: the NaN-ignoring mean of each metric and diagnostic
-        column over conditions (equal weight per condition) under the same names, plus ``n_conditions``, ``pca_components`` and ``deg_top_k`` (the values
-        actually used after clipping).
+        column over conditions (equal weight per condition) under the same names, plus ``n_conditions``,
+        ``pca_components`` and ``deg_top_k`` (the values actually used after clipping).
 
     Raises
     ------
