@@ -184,7 +184,13 @@ def load_run_task(run_dir: Path | RunDir, cfg: ExperimentConfig | None = None) -
     """
     run = RunDir(run_dir)
     cfg = cfg or run.read_config()
-    cfg = cfg.model_copy(update={"task": cfg.task.model_copy(update={"split_file": str(run.split.resolve())})})
+    cfg = cfg.model_copy(
+        update={
+            "task": cfg.task.model_copy(update={"split_file": str(run.split.resolve())}),
+            # the recorded split already holds the cells the run validated on
+            "train": cfg.train.model_copy(update={"val_train_fraction": 0.0}),
+        }
+    )
     snapshot = run.read_snapshot()
     if snapshot is not None:
         return build_task(cfg, data_from_snapshot(snapshot))

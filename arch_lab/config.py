@@ -490,6 +490,13 @@ class TrainConfig(_Section):
     #: cells whose network starts at zero velocity then never scores worse on validation than leaving the cells
     #: unchanged (what a null effect asks for).
     validate_at_start: bool = False
+    #: Validate on conditions the model trains on too: this fraction of the cells of every training condition is
+    #: held out of training and joins the val split (see :func:`arch_lab.data.splits.hold_out_training_cells`).
+    #: A val split of one or two held-out conditions can favour a model that is wrong on most others (on a
+    #: cell-type transfer fold, one weak-responding val cell type picks the untrained flow); the held-out cells of
+    #: the training conditions weigh in against that. Test cells and the test conditions' source controls are
+    #: untouched. 0 (the default): the val split is the task's alone.
+    val_train_fraction: float = Field(default=0.0, ge=0, lt=1)
     val_conditions: int = Field(default=8, gt=0)
     val_cells: int = Field(default=64, gt=0)
     select_metric: str = "energy_distance"

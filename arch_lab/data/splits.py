@@ -342,6 +342,67 @@ def make_split(data: PerturbationData, cfg: TaskConfig) -> pd.Series:
     return split
 
 
+def hold_out_training_cells(data: PerturbationData, split: pd.Series, fraction: float, seed: int) -> pd.Series:
+    """Move ``fraction`` of the cells of every training condition to the val split.
+
+    Validation then also scores conditions the model trains on, from cells it never saw
+    (``train.val_train_fraction``). Per training condition, ``floor(fraction x cells)`` cells move when that is at
+    least :data:`MIN_CELLS` and leaves one in training. Scoring them needs val controls of the state: a state that
+    has none takes ``fraction`` of its training controls (at least one, leaving one). A state that has test
+    conditions but no val controls keeps its cells: its training controls are the test conditions' source pool,
+    which stays as the task made it. Test cells are never touched.
+
+    Parameters
+    ----------
+    data
+        The prepared cells.
+    split
+        ``train``/``val``/``test`` per cell id (indexed like ``data.obs``).
+    fraction
+        Share of each training condition's cells to move, ``0 <= fraction < 1``.
+    seed
+        Draws the moved cells.
+
+    Returns
+    -------
+    pandas.Series
+        The new split (a copy); ``split`` itself is not changed.
+    """
+    out = split.reindex(data.obs.index).copy()
+    if fraction <= 0:
+        return out
+    rng = np.random.default_rng([seed, 0x7A1])
+    obs = data.obs
+    labels = out.to_numpy(dtype=object, copy=True)
+    control = data.is_control
+    state = obs["state"].astype(str).to_numpy()
+    val_controls = set(state[control & (labels == "val")])
+    test_states = set(state[~control & (labels == "test")])
+    train_rows = np.flatnonzero(~control & (labels == "train"))
+    pairs = obs.iloc[train_rows].groupby(["state", "perturbation"], observed=True).indices
+    moved: dict[str, list[np.ndarray]] = {}
+    for (s, _), where in sorted(pairs.items(), key=lambda kv: (str(kv[0][0]), str(kv[0][1]))):
+        s = str(s)
+        if s not in val_controls and s in test_states:
+            continue
+        rows = train_rows[where]
+        k = int(fraction * len(rows))
+        if k < MIN_CELLS or len(rows) - k < 1:
+            continue
+        moved.setdefault(s, []).append(rng.choice(rows, size=k, replace=False))
+    for s in sorted(moved):
+        if s not in val_controls:
+            rows = np.flatnonzero(control & (labels == "train") & (state == s))
+            k = max(int(fraction * len(rows)), 1)
+            if len(rows) - k < 1:  # no control to spare: the state's conditions stay in training
+                continue
+            moved[s].append(rng.choice(rows, size=k, replace=False))
+        labels[np.concatenate(moved[s])] = "val"
+    out = pd.Series(labels, index=out.index, name=split.name)
+    check_split(data, out)
+    return out
+
+
 def check_split(data: PerturbationData, split: pd.Series) -> None:
     """Check the guarantees every task gives, raising :class:`DataError` when one fails.
 

@@ -13,7 +13,7 @@ from arch_lab.config import DataConfig, ExperimentConfig, TaskConfig, resolve_pa
 from arch_lab.data.backed import gene_order_rows
 from arch_lab.data.gene_order import gene_order
 from arch_lab.data.loading import PerturbationData, check_gene_count, load_perturbation_data, read_anndata
-from arch_lab.data.splits import load_split, make_split
+from arch_lab.data.splits import hold_out_training_cells, load_split, make_split
 from arch_lab.errors import ConfigError, DataError
 from arch_lab.spec import DataSpec
 
@@ -183,6 +183,10 @@ def prepare_data(adata: ad.AnnData, cfg: DataConfig) -> PerturbationData:
 def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> Task:
     """Load data, compute (or reload) the split and the gene order of an experiment.
 
+    With ``train.val_train_fraction`` the val split also takes that share of every training condition's cells
+    (:func:`~arch_lab.data.splits.hold_out_training_cells`), from a computed split or a split file alike; a run's
+    own recorded split already holds them (:func:`arch_lab.api.load_run_task` reads it with the fraction at 0).
+
     Raises
     ------
     DataError
@@ -193,6 +197,7 @@ def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> T
     check_gene_count(data.n_genes, cfg.eval.deg_top_k)
     tcfg: TaskConfig = cfg.task
     split = load_split(resolve_path(cfg, tcfg.split_file), data) if tcfg.split_file else make_split(data, tcfg)
+    split = hold_out_training_cells(data, split, cfg.train.val_train_fraction, tcfg.seed)
     train_rows = np.flatnonzero((split.reindex(data.obs.index) == "train").to_numpy())
     order_seed = cfg.data.gene_order_seed
     order_seed = cfg.seed if order_seed == "run" else tcfg.seed if order_seed is None else order_seed

@@ -50,7 +50,9 @@ def json_safe(value: Any) -> Any:
 
 
 class TaskCache:
-    """Tasks built in this process, keyed by the data and task sections (trials sharing them share a task)."""
+    """Tasks built in this process, keyed by what builds them: the data and task sections and
+    ``train.val_train_fraction`` (trials sharing them share a task).
+    """
 
     def __init__(self, size: int = 2) -> None:
         self.size = size
@@ -61,7 +63,12 @@ class TaskCache:
         from arch_lab.data.task import build_task
 
         key = json.dumps(
-            {"data": cfg.data.model_dump(mode="json"), "task": cfg.task.model_dump(mode="json"), "dir": cfg.base_dir},
+            {
+                "data": cfg.data.model_dump(mode="json"),
+                "task": cfg.task.model_dump(mode="json"),
+                "val_train_fraction": cfg.train.val_train_fraction,  # it moves cells to the val split
+                "dir": cfg.base_dir,
+            },
             sort_keys=True,
         )
         if key not in self._tasks:
