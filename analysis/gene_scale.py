@@ -142,6 +142,19 @@ def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
     return pd.concat(frames, ignore_index=True)
 
 
+def finished_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
+    """The runs of finished trials, and how many runs of unfinished ones were left out.
+
+    A trial that lost its worker can have exported some completed runs before it failed; its retry repeats them,
+    so they are dropped (the export's ``trial_state`` is ``complete`` for a finished trial). Tables without the
+    column are taken as they are.
+    """
+    if "trial_state" not in df.columns:
+        return df, 0
+    done = df["trial_state"].astype(str).str.lower().isin(("complete", "completed"))
+    return df[done].reset_index(drop=True), int((~done).sum())
+
+
 CURVE_COLUMNS = (
     "arm",
     "n_genes",
@@ -282,14 +295,16 @@ def library_changes(shas: Sequence[str]) -> str:
     note = "; some runs had uncommitted changes (+dirty)" if dirty else ""
     for other in commits[1:]:
         try:
-            res = subprocess.run(["git", "diff", "--quiet", commits[0], other, "--", "arch_lab"], check=False,
-                                 capture_output=True)  # fmt: skip
+            res = subprocess.run(["git", "diff", "--numstat", commits[0], other, "--", "arch_lab"], check=False,
+                                 capture_output=True, text=True)  # fmt: skip
         except OSError:
             return "unknown (git not found)" + note
-        if res.returncode == 1:
-            return f"differs between {commits[0][:7]} and {other[:7]}" + note
         if res.returncode != 0:
             return "unknown (a commit is not in this repository)" + note
+        changed = [line.split("\t") for line in res.stdout.splitlines() if line.strip()]
+        if changed:
+            files = ", ".join(f"{path} (+{add}/-{rm} lines)" for add, rm, path in changed)
+            return f"differs between {commits[0][:7]} and {other[:7]}: {files}" + note
     return "identical across them" + note
 
 
@@ -404,6 +419,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             parts.append(f"### {probe.title}\n\nNo results yet (`{results}/{probe.stem}*.csv`).")
             continue
         found = True
+        df, unfinished = finished_runs(df)
         cells = cells_table(df, probe)
         comp = comparisons_table(df, probe)
         cells.to_csv(figures / f"{probe.stem}_cells.csv", index=False)
@@ -421,7 +437,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
         same = library_changes(list(df["git_sha"].astype(str)))
         parts.append(
-            f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs (commits {commits}; `arch_lab/` {same}); figure "
+            f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs (commits {commits}; `arch_lab/` {same})"
+            + (f"; {unfinished} runs of unfinished trials left out (their retries repeat them)" if unfinished else "")
+            + "; figure "
             f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells)}\n\n"
             f"Planned contrasts, energy distance (primary):\n\n{comparisons_markdown(comp, PRIMARY)}\n\n"
             f"Against the floor of the same runs, energy distance:\n\n{floor_markdown(comp)}\n\n"

@@ -122,3 +122,24 @@ def test_curves_come_from_each_runs_history_at_its_mean_pace(tmp_path: Path):
     assert list(second["seconds"]) == pytest.approx([10.0, 20.0, 40.0])
     assert list(second["flops"]) == pytest.approx([5e11, 1e12, 2e12])
     assert list(curves["val_energy_distance"][:3]) == [3.0, 2.0, 1.0]
+
+
+def test_runs_of_unfinished_trials_are_left_out_and_counted(tmp_path: Path):
+    runs = _runs().assign(trial_state="complete")
+    # a trial that lost its worker after two runs: its retry (the complete rows above) repeats them
+    lost = runs[(runs["arm"] == "w64") & (runs["n_genes"] == 128) & (runs["seed"] < 2)].assign(
+        trial_state="fail", energy_distance=99.0
+    )
+    kept, dropped = gene_scale.finished_runs(pd.concat([runs, lost], ignore_index=True))
+    assert dropped == 2
+    assert len(kept) == len(runs)
+    assert kept["energy_distance"].max() < 99.0
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.concat([runs, lost]).to_csv(results / "mlp_span_synthetic.csv", index=False)
+    out = tmp_path / "findings.md"
+    assert gene_scale.main(["--results", str(results), "--out", str(out), "--figures", str(tmp_path / "fig")]) == 0
+    text = out.read_text()
+    assert "2 runs of unfinished trials left out" in text
+    finished = runs[(runs["arm"] == "w64") & (runs["n_genes"] == 128)]["energy_distance"].mean()
+    assert f"| 128 | w64 | 5 | {finished:.3f} [" in text  # the mean over the five finished runs, not the seven rows
