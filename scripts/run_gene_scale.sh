@@ -12,11 +12,10 @@
 #   STUDIES="mlp_span_synthetic" bash scripts/run_gene_scale.sh     # a subset
 #   PROFILES="g2048" STUDIES="headline_genes_synthetic" bash scripts/run_gene_scale.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [[ -z "${VIRTUAL_ENV:-}" && -f .venv/bin/activate ]]; then source .venv/bin/activate; fi
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+# shellcheck source=scripts/study_lib.sh
+source "$(dirname "$0")/study_lib.sh"
+study_env
 
-WORKERS="${WORKERS:-2}"
 STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic}"
 PROFILES="${PROFILES:-}"
 OUT=results/probes_v2
@@ -26,9 +25,7 @@ for name in $STUDIES; do
     if [[ -n "$profile" ]] && ! grep -q "^  $profile:" "sweeps/probes/$name.yaml"; then continue; fi
     args=(); suffix=""
     if [[ -n "$profile" ]]; then args=(--profile "$profile"); suffix="_$profile"; fi
-    echo "=== $name${suffix} $(date +%H:%M:%S)"
-    arch-lab sweep run "sweeps/probes/$name.yaml" --workers "$WORKERS" --threads 1 "${args[@]}"
-    arch-lab sweep export "sweeps/probes/$name.yaml" --runs --out "$OUT/$name$suffix.csv" "${args[@]}"
+    run_study "sweeps/probes/$name.yaml" "$OUT/$name$suffix.csv" "${args[@]}"
   done
 done
 python analysis/gene_scale.py --results "$OUT" --out docs/findings.md --figures docs/figures/gene_scale --collect-curves

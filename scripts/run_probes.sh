@@ -12,11 +12,10 @@
 #   bash scripts/run_probes.sh                 # the full study
 #   PROFILE=quick bash scripts/run_probes.sh   # smoke test: every arm, 1 seed, a few steps (results/probes/quick/)
 set -euo pipefail
-cd "$(dirname "$0")/.."
-if [[ -z "${VIRTUAL_ENV:-}" && -f .venv/bin/activate ]]; then source .venv/bin/activate; fi
-export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
+# shellcheck source=scripts/study_lib.sh
+source "$(dirname "$0")/study_lib.sh"
+study_env
 
-WORKERS="${WORKERS:-2}"
 PROFILE="${PROFILE:-}"
 OUT="results/probes${PROFILE:+/$PROFILE}"
 PROBES=(
@@ -39,8 +38,6 @@ if [[ -n "$PROFILE" ]]; then profile_args=(--profile "$PROFILE"); fi
 
 mkdir -p "$OUT"
 for name in "${PROBES[@]}"; do
-  echo "=== probe $name $(date +%H:%M:%S)"
-  arch-lab sweep run "sweeps/probes/$name.yaml" --workers "$WORKERS" --threads 1 "${profile_args[@]}"
-  arch-lab sweep export "sweeps/probes/$name.yaml" --runs --out "$OUT/$name.csv" "${profile_args[@]}"
+  run_study "sweeps/probes/$name.yaml" "$OUT/$name.csv" "${profile_args[@]}"
 done
 echo "done $(date +%H:%M:%S): per-run tables in $OUT/"
