@@ -31,11 +31,13 @@ METRICS = ("energy_distance", "pearson_delta", "cosine_logfc", "rmse_mean", "deg
 
 def task_rows(experiment: Path, seed: int = 0) -> pd.DataFrame:
     """Per-condition scores of the baselines and reference points of every fold of one experiment."""
-    cfg = load_experiment(experiment)
+    # every training cell fits the baselines: the recipes' train.val_train_fraction is a flow's validation choice
+    every_cell = {"train.val_train_fraction": 0.0}
+    cfg = load_experiment(experiment, every_cell)
     folds = range(cfg.task.n_folds) if cfg.task.n_folds else [None]
     frames = []
     for fold in tqdm(list(folds), desc=cfg.name, leave=False):
-        fcfg = load_experiment(experiment, {"task.fold": fold}) if fold is not None else cfg
+        fcfg = load_experiment(experiment, {**every_cell, "task.fold": fold}) if fold is not None else cfg
         task = build_task(fcfg)
         for i, name in enumerate(BASELINES):
             mcfg = fcfg.model_copy(update={"method": fcfg.method.model_copy(update={"name": name, "params": {}})})

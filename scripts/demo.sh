@@ -11,5 +11,5 @@ bash scripts/setup_env.sh
 source .venv/bin/activate
 arch-lab sweep run sweeps/demo.yaml --workers 2
 arch-lab sweep export sweeps/demo.yaml --out reports/demo/trials.csv
-arch-lab report demo_backbones_kang_v2 --out reports/demo
+arch-lab report demo_backbones_kang_v3 --out reports/demo
 echo "figures and tables: reports/demo/report.md"
