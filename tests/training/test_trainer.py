@@ -262,7 +262,8 @@ def test_fit_records_its_step_and_pace_in_the_run_status(synthetic_h5ad, tmp_pat
     from arch_lab.training import trainer as trainer_module
 
     monkeypatch.setattr(trainer_module, "PROGRESS_EVERY_S", 0.0)
-    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path, train={"max_steps": 6, "eval_every": 3}))
+    monkeypatch.setattr(trainer_module, "ETA_AFTER_STEPS", 4)  # no pace before 4 steps are measured
+    cfg = experiment_from_dict(experiment_dict(synthetic_h5ad, tmp_path, train={"max_steps": 6, "eval_every": 2}))
     task = build_task(cfg)
     run = RunDir.create(tmp_path / "run")
     run.set_status("running")
@@ -277,9 +278,10 @@ def test_fit_records_its_step_and_pace_in_the_run_status(synthetic_h5ad, tmp_pat
         callbacks=[lambda step, _: seen.append(run.read_progress())],
     )
     trainer.fit()
-    assert [(p["step"], p["max_steps"]) for p in seen] == [(3, 6), (6, 6)]
-    assert all(p["seconds_per_step"] > 0 for p in seen)
-    assert seen[0]["eta_seconds"] == pytest.approx(3 * seen[0]["seconds_per_step"])
+    assert seen[0] is None  # after 2 steps the pace would be the first step's warm-up
+    assert [(p["step"], p["max_steps"]) for p in seen[1:]] == [(4, 6), (6, 6)]
+    assert all(p["seconds_per_step"] > 0 for p in seen[1:])
+    assert seen[1]["eta_seconds"] == pytest.approx(2 * seen[1]["seconds_per_step"])
     assert run.read_progress()["step"] == 6
 
 
