@@ -5,7 +5,7 @@
 #
 # Sized for 2 idle CPU cores (estimates in each YAML's header): mlp_span_synthetic about 45 min,
 # headline_genes_synthetic about 1 h (its g128 and g2048 profiles: run them with PROFILES="g128 g2048"),
-# mlp_span_kang about 20 min, gene_order_lottery_synthetic about 45 min. Every study resumes where it stopped:
+# mlp_span_kang about 20 min, gene_order_lottery_synthetic about 20 min. Every study resumes where it stopped:
 # rerun this script after an interruption.
 #
 #   bash scripts/run_gene_scale.sh                                  # every study below, default profiles
