@@ -23,7 +23,7 @@ from arch_lab.analysis.intervals import t_interval
 from arch_lab.config import load_experiment
 from arch_lab.data.task import build_task
 from arch_lab.harness import evaluate
-from arch_lab.methods import build_method
+from arch_lab.methods import build_method, task_config
 
 BASELINES = ("no_change", "perturbation_mean", "linear_additive")
 METRICS = ("energy_distance", "pearson_delta", "cosine_logfc", "rmse_mean", "deg_recall")
@@ -31,14 +31,13 @@ METRICS = ("energy_distance", "pearson_delta", "cosine_logfc", "rmse_mean", "deg
 
 def task_rows(experiment: Path, seed: int = 0) -> pd.DataFrame:
     """Per-condition scores of the baselines and reference points of every fold of one experiment."""
-    # every training cell fits the baselines: the recipes' train.val_train_fraction is a flow's validation choice
-    every_cell = {"train.val_train_fraction": 0.0}
-    cfg = load_experiment(experiment, every_cell)
+    baseline = {"method.name": BASELINES[0]}  # the task is built for a closed-form method (task_config)
+    cfg = load_experiment(experiment, baseline)
     folds = range(cfg.task.n_folds) if cfg.task.n_folds else [None]
     frames = []
     for fold in tqdm(list(folds), desc=cfg.name, leave=False):
-        fcfg = load_experiment(experiment, {**every_cell, "task.fold": fold}) if fold is not None else cfg
-        task = build_task(fcfg)
+        fcfg = load_experiment(experiment, {**baseline, "task.fold": fold}) if fold is not None else cfg
+        task = build_task(task_config(fcfg))  # every training cell, whatever the recipe says
         for i, name in enumerate(BASELINES):
             mcfg = fcfg.model_copy(update={"method": fcfg.method.model_copy(update={"name": name, "params": {}})})
             method = build_method(mcfg, task)

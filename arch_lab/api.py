@@ -21,7 +21,7 @@ from arch_lab.data.snapshot import data_from_snapshot, snapshot_anndata
 from arch_lab.data.task import Condition, Task, build_task, data_path, load_data, prepare_data
 from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
-from arch_lab.methods import Method, build_method
+from arch_lab.methods import Method, build_method, task_config
 from arch_lab.recording import record_results, start_run
 from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
@@ -95,8 +95,8 @@ def train(
         RunDir(run_dir).check_unused()  # before the data is read
     with distributed.session() as info, contextlib.ExitStack() as held:
         if adata is not None:
-            task = build_task(cfg, prepare_data(adata, cfg.data))
-        task = task if task is not None else build_task(cfg)
+            task = build_task(task_config(cfg), prepare_data(adata, cfg.data))
+        task = task if task is not None else build_task(task_config(cfg))
         method = build_method(cfg, task)
         created = None
         if info.is_main:

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from arch_lab.config import ExperimentConfig, load_experiment
 from arch_lab.data.task import build_task
 from arch_lab.errors import ArchLabError, ConfigError
-from arch_lab.methods import list_methods
+from arch_lab.methods import list_methods, task_config
 from arch_lab.networks import list_networks
 from arch_lab.rundir import RunDir, atomic_path
 
@@ -232,14 +232,16 @@ def run_scoreboard(
     board.notes.append(_plan(board, fresh))
     if say is not None:
         say(board.notes[0])
-    tasks: dict[Path, Any] = {}
+    tasks: dict[tuple[Path, float], Any] = {}  # per experiment and the share of training cells validated on
     bar = tqdm(todo, desc="compare", unit="job", disable=not progress)
     for job in bar:
         bar.set_postfix_str(f"{job.cfg.name} {job.entry} seed {job.seed}", refresh=True)
         cfg = job.cfg.model_copy(update={"train": job.cfg.train.model_copy(update={"progress": progress})})
-        if job.experiment not in tasks:
-            tasks[job.experiment] = build_task(cfg)
-        res = train(cfg, task=tasks[job.experiment])
+        tcfg = task_config(cfg)  # a baseline fits on every training cell, a flow validates on some of them
+        task_key = (job.experiment, tcfg.train.val_train_fraction)
+        if task_key not in tasks:
+            tasks[task_key] = build_task(tcfg)
+        res = train(cfg, task=tasks[task_key])
         meta = RunDir(res.run_dir).read_metrics()
         rows[job.key] = {
             "task": cfg.name, "entry": job.entry, "seed": job.seed, "split": cfg.eval.split,

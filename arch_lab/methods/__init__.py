@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 from arch_lab.methods import baselines, flow  # noqa: F401 - registers the methods
-from arch_lab.methods.base import Method, PredictionRequest, build_method, list_methods, register_method
+from arch_lab.methods.base import (
+    Method,
+    PredictionRequest,
+    build_method,
+    list_methods,
+    register_method,
+    task_config,
+)
 
-__all__ = ["Method", "PredictionRequest", "build_method", "list_methods", "register_method"]
+__all__ = ["Method", "PredictionRequest", "build_method", "list_methods", "register_method", "task_config"]

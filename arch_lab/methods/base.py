@@ -45,6 +45,10 @@ class Method:
     """
 
     name: ClassVar[str] = ""
+    #: Whether :meth:`fit` selects checkpoints or stops on validation scores. Only such a method gets
+    #: ``train.val_train_fraction`` of its training cells moved to the val split (:func:`task_config`); a
+    #: closed-form method fits on every training cell.
+    validates: ClassVar[bool] = False
 
     def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
         self.cfg = cfg
@@ -119,6 +123,19 @@ def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
 def list_methods() -> list[str]:
     """Registered method names, sorted."""
     return sorted(_METHODS)
+
+
+def task_config(cfg: ExperimentConfig) -> ExperimentConfig:
+    """``cfg`` as its task should be built for its method (pass the result to ``build_task``).
+
+    ``train.val_train_fraction`` moves training cells to the val split for checkpoint selection; a method that
+    does not validate (:attr:`Method.validates`) would only lose those cells, so it gets the fraction at 0. An
+    unknown method name is left for :func:`build_method` to reject.
+    """
+    cls = _METHODS.get(cfg.method.name)
+    if cls is None or cls.validates or cfg.train.val_train_fraction == 0:
+        return cfg
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"val_train_fraction": 0.0})})
 
 
 def build_method(cfg: ExperimentConfig, task: Task) -> Method:

@@ -31,6 +31,8 @@ class FlowMatching(Method):
     gene order and clipped at zero (log-normalised expression is non-negative).
     """
 
+    validates = True  # the val split picks the checkpoint (and the untrained flow with train.validate_at_start)
+
     def __init__(self, cfg: ExperimentConfig, task: Task) -> None:
         super().__init__(cfg, task)
         self.check_params(set())

@@ -59,9 +59,11 @@ class TaskCache:
         self._tasks: OrderedDict[str, Task] = OrderedDict()
 
     def get(self, cfg: ExperimentConfig) -> Task:
-        """The task of ``cfg`` (built on first use)."""
+        """The task of ``cfg`` (built on first use; as its method needs it, :func:`arch_lab.methods.task_config`)."""
         from arch_lab.data.task import build_task
+        from arch_lab.methods import task_config
 
+        cfg = task_config(cfg)
         key = json.dumps(
             {
                 "data": cfg.data.model_dump(mode="json"),

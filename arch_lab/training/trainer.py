@@ -558,8 +558,9 @@ class FlowTrainer:
                     self.state.pending_losses = []
                 self.state.stopped_early = self.state.time_limited = True
             now = time.perf_counter()
-            measured = step - first_step >= min(ETA_AFTER_STEPS, cfg.max_steps - first_step)  # not the warm-up alone
-            if measured and (now - recorded >= PROGRESS_EVERY_S or step == cfg.max_steps):  # validations in the pace
+            final = step == cfg.max_steps or self.state.stopped_early
+            measured = step - first_step >= ETA_AFTER_STEPS  # a pace over the first step alone is its warm-up
+            if final or (measured and now - recorded >= PROGRESS_EVERY_S):  # validations included in the pace
                 pace = (self.state.train_seconds - first_seconds) / (step - first_step)
                 self._record_progress(step, pace)
                 recorded = now

@@ -112,3 +112,26 @@ def test_a_run_validates_on_training_conditions_and_reloads_its_own_split(tmp_pa
     assert any(np.isfinite(h.get("val_energy_distance", np.nan)) for h in result.fit_summary["history"])
     again = load_run_task(result.run_dir)
     assert again.split.equals(task.split)  # the recorded split, not carved a second time
+
+
+def test_only_methods_that_validate_give_up_training_cells(tmp_path, synthetic_h5ad):
+    """A closed-form baseline has no checkpoint to pick: its run keeps every training cell in training."""
+    from arch_lab.methods import list_methods, task_config
+    from arch_lab.methods.base import _METHODS
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, train={"val_train_fraction": 0.25, "progress": False})
+    flow = experiment_from_dict(raw)
+    assert task_config(flow) is flow  # flow matching validates: the fraction stays
+    for name in list_methods():
+        cfg = flow.model_copy(update={"method": flow.method.model_copy(update={"name": name, "params": {}})})
+        expected = 0.25 if _METHODS[name].validates else 0.0
+        assert task_config(cfg).train.val_train_fraction == expected, name
+    baseline = flow.model_copy(update={"method": flow.method.model_copy(update={"name": "perturbation_mean"})})
+    result = train(baseline, run_dir=tmp_path / "baseline")
+    recorded = pd.read_csv(result.run_dir / "split.csv", index_col="cell_id")["split"]
+    plain = build_task(task_config(baseline))
+    every_cell = build_task(
+        flow.model_copy(update={"train": flow.train.model_copy(update={"val_train_fraction": 0.0})})
+    )
+    assert recorded.reindex(every_cell.split.index).equals(every_cell.split.rename(recorded.name))
+    assert (plain.split == "train").sum() > (build_task(flow).split == "train").sum()
