@@ -253,6 +253,8 @@ def cells_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
                 iv = t_interval(pd.to_numeric(part[m], errors="coerce"))
                 row[m] = iv.estimate
                 row[f"{m}_low"], row[f"{m}_high"] = iv.low, iv.high
+        primary = pd.to_numeric(part[PRIMARY], errors="coerce")
+        row[f"{PRIMARY}_sd"], row[f"{PRIMARY}_min"], row[f"{PRIMARY}_max"] = primary.std(), primary.min(), primary.max()
         for ref in ("floor", "ceiling"):
             col = f"{ref}_{PRIMARY}"
             row[col] = float(pd.to_numeric(part[col], errors="coerce").mean()) if col in part.columns else math.nan
@@ -321,14 +323,16 @@ def _interval(row: pd.Series, m: str, digits: int = 3) -> str:
 def cells_markdown(cells: pd.DataFrame) -> str:
     """The cells table as markdown."""
     lines = [
-        "| G | arm | seeds | energy distance | floor | ceiling | cosine logFC | spread ratio | source outside span |"
-        " steps | train s | train TFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| G | arm | seeds | energy distance | SD over seeds (range) | floor | ceiling | cosine logFC | spread ratio |"
+        " source outside span | steps | train s | train TFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in cells.iterrows():
         seeds = f"{r['seeds']}" + ("" if r["seeds"] >= SEEDS else " (short)")
         lines.append(
-            f"| {r['n_genes']} | {r['arm']} | {seeds} | {_interval(r, PRIMARY)} | {_fmt(r['floor_energy_distance'])} "
+            f"| {r['n_genes']} | {r['arm']} | {seeds} | {_interval(r, PRIMARY)} "
+            f"| {_fmt(r[f'{PRIMARY}_sd'])} ({_fmt(r[f'{PRIMARY}_min'])} to {_fmt(r[f'{PRIMARY}_max'])}) "
+            f"| {_fmt(r['floor_energy_distance'])} "
             f"| {_fmt(r['ceiling_energy_distance'])} | {_interval(r, 'cosine_logfc')} "
             f"| {_interval(r, 'gene_spread_ratio', 2)} | {_fmt(r.get('readout_source_outside_span', math.nan), 2)} "
             f"| {r['steps']:.0f} | {r['train_seconds']:.0f} | {r['train_flops'] / 1e12:.1f} |"
@@ -407,7 +411,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         "--figures docs/figures/gene_scale` from the committed per-run tables. Intervals: 95% t over seeds; "
         "differences paired over seeds (the same seed gives every arm the same data and evaluation cells); Holm "
         "over each study's family of energy-distance comparisons (planned contrasts and every arm against the "
-        "floor, across gene counts). Spread ratio: median over genes of the generated cells' standard deviation "
+        "floor, across gene counts). SD over seeds: the energy distance's standard deviation over the seeds of a "
+        "cell, with its smallest and largest value (descriptive; where each seed draws its own gene order, mostly "
+        "the order's effect). Spread ratio: median over genes of the generated cells' standard deviation "
         "over the observed cells' (1 = the same; above 1 = noise the data does not have). Source outside span: "
         "the source variance the network cannot move, over the observed cells' total variance "
         "(`arch_lab.methods.readouts`; NaN for networks that declare no output span)."
