@@ -61,12 +61,18 @@ REQUIRED = ("arm", "n_genes", "seed", "dataset", "steps", "train_flops", "train_
 
 @dataclass(frozen=True)
 class Probe:
-    """One probe study: its file stem, title, planned contrasts ``(a, b)`` (a minus b) and arm order."""
+    """One probe study: its file stem, title, planned contrasts ``(a, b)`` (a minus b) and arm order.
+
+    ``unit`` is what a comparison pairs over: ``"seed"`` (synthetic studies: the same seed gives every arm the same
+    data and evaluation cells) or ``"fold"`` (real-data studies over every fold: each fold holds out its own
+    condition; the seeds of a fold are averaged first, so the fold is the unit of every interval).
+    """
 
     stem: str
     title: str
     contrasts: tuple[tuple[str, str], ...]
     arms: tuple[str, ...]
+    unit: str = "seed"
 
 
 PROBES = (
@@ -118,7 +124,22 @@ PROBES = (
         ),
         ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired", "gene_transformer"),
     ),
+    Probe(
+        "gene_identity_k562",
+        "K562 unseen combinations, every fold, each backbone's recipe (1500 steps of batch 128, control source)",
+        (
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp", "unet1d"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_no_norm", "unet1d"),
+            ("mlp_no_norm", "mlp"),
+            ("mlp_matched", "mlp"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_no_norm", "mlp_matched"),
+        unit="fold",
+    ),
 )
+FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 
 
 def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
@@ -138,8 +159,27 @@ def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
         missing = [c for c in REQUIRED if c not in df.columns]
         if missing:
             raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
-        frames.append(df.assign(source_file=path.name))
+        fold = next((c for c in FOLD_COLUMNS if c in df.columns), None)
+        if fold is None and probe.unit == "fold":
+            raise ArchLabError(f"{path}: no fold column ({', '.join(FOLD_COLUMNS)}); export it with --runs")
+        df = df.assign(source_file=path.name, fold=pd.to_numeric(df[fold]).astype(int) if fold else 0)
+        frames.append(df)
     return pd.concat(frames, ignore_index=True)
+
+
+def unit_means(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """One row per (gene count, arm, unit): the mean of each numeric column over the runs of that unit.
+
+    For seed-paired studies a unit is one run, so this is the table itself; for fold-paired studies the seeds of a
+    fold are averaged. ``runs`` counts the runs behind each row.
+    """
+    keys = ["n_genes", "arm", probe.unit]
+    numeric = [c for c in df.columns if c not in keys and pd.api.types.is_numeric_dtype(df[c])]
+    grouped = df.groupby(keys, as_index=False)
+    out = grouped[numeric].mean()
+    out["runs"] = grouped.size()["size"].to_numpy()
+    shas = grouped["git_sha"].agg(lambda s: ";".join(sorted(set(s.astype(str)))))
+    return out.merge(shas, on=keys)
 
 
 def finished_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int]:
@@ -159,6 +199,7 @@ CURVE_COLUMNS = (
     "arm",
     "n_genes",
     "seed",
+    "fold",
     "step",
     "seconds",
     "flops",
@@ -190,6 +231,7 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
                     "arm": run["arm"],
                     "n_genes": int(run["n_genes"]),
                     "seed": int(run["seed"]),
+                    "fold": int(run.get("fold", 0)),
                     "step": hist["step"].to_numpy(),
                     "seconds": hist["step"].to_numpy() * float(run["train_seconds"]) / steps,
                     "flops": hist["step"].to_numpy() * float(run["train_flops"]) / steps,
@@ -208,15 +250,18 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
     colors = plt.get_cmap("tab10")
     for ax, g in zip(axes[0], genes, strict=True):
         part = curves[curves["n_genes"] == g]
+        keys = ["fold", "seed"] if "fold" in part.columns and part["fold"].nunique() > 1 else ["seed"]
         for arm in (a for a in probe.arms if a in set(part["arm"])):
             style = "--" if "no_norm" in arm else "-"
-            for k, (_, run) in enumerate(part[part["arm"] == arm].groupby("seed")):
+            for k, (_, run) in enumerate(part[part["arm"] == arm].groupby(keys)):
                 run = run.sort_values("step")
                 ax.plot(run["seconds"], run["val_energy_distance"], marker=".", linestyle=style, linewidth=0.8,
                         alpha=0.7, color=colors(probe.arms.index(arm) % 10), label=arm if k == 0 else None)  # fmt: skip
         floor = float(part["val_floor_energy_distance"].mean())
         if math.isfinite(floor):
-            ax.axhline(floor, color="black", linestyle=":", label=FLOOR)
+            ax.axhline(
+                floor, color="black", linestyle=":", label=FLOOR + (" (mean over folds)" if keys[0] == "fold" else "")
+            )
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):
@@ -234,20 +279,22 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
     return fig
 
 
-def with_floor_arm(df: pd.DataFrame) -> pd.DataFrame:
-    """``df`` plus one ``no_change (floor)`` row per (gene count, seed): the floor those runs scored."""
+def with_floor_arm(df: pd.DataFrame, unit: str = "seed") -> pd.DataFrame:
+    """``df`` plus one ``no_change (floor)`` row per (gene count, unit): the floor those runs scored."""
     cols = {m: f"floor_{m}" for m in (PRIMARY, *SECONDARY, "gene_spread_ratio") if f"floor_{m}" in df.columns}
-    floor = df.groupby(["n_genes", "seed"], as_index=False)[list(cols.values())].mean()
+    floor = df.groupby(["n_genes", unit], as_index=False)[list(cols.values())].mean()
     floor = floor.rename(columns={v: k for k, v in cols.items()}).assign(arm=FLOOR)
     return pd.concat([df, floor], ignore_index=True)
 
 
 def cells_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
-    """Per (gene count, arm): seeds, mean and t interval of the metrics and read-outs, floor and ceiling."""
+    """Per (gene count, arm): units, runs, mean and t interval over units of the metrics and read-outs, floor and
+    ceiling (``seeds`` is the number of units: seeds, or folds for fold-paired studies)."""
     rows = []
     order = {a: i for i, a in enumerate(probe.arms)}
-    for (genes, arm), part in df.groupby(["n_genes", "arm"]):
-        row: dict[str, object] = {"n_genes": int(genes), "arm": arm, "seeds": int(part["seed"].nunique())}
+    for (genes, arm), part in unit_means(df, probe).groupby(["n_genes", "arm"]):
+        row: dict[str, object] = {"n_genes": int(genes), "arm": arm, "seeds": int(part[probe.unit].nunique())}
+        row["runs"] = int(part["runs"].sum())
         for m in (PRIMARY, *SECONDARY, *READOUTS):
             if m in part.columns:
                 iv = t_interval(pd.to_numeric(part[m], errors="coerce"))
@@ -270,7 +317,7 @@ def cells_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
 
 def comparisons_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
     """Planned contrasts and every arm against the floor, per gene count, paired over seeds; Holm per metric."""
-    data = with_floor_arm(df)
+    data = with_floor_arm(unit_means(df, probe), probe.unit)
     rows = []
     for genes, part in data.groupby("n_genes"):
         arms = set(part["arm"])
@@ -278,7 +325,7 @@ def comparisons_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
         pairs += [(a, FLOOR) for a in probe.arms if a in arms]
         for metric in (PRIMARY, *SECONDARY):
             for a, b in pairs:
-                res = paired_comparison(part, ["seed"], "arm", a, b, metric)
+                res = paired_comparison(part, [probe.unit], "arm", a, b, metric)
                 kind = "planned" if (a, b) in probe.contrasts else "against the floor"
                 rows.append({"n_genes": int(genes), "metric": metric, "kind": kind, "arm_a": a, "arm_b": b, **res})
     table = pd.DataFrame(rows)
@@ -320,15 +367,18 @@ def _interval(row: pd.Series, m: str, digits: int = 3) -> str:
     return f"{row[m]:.{digits}f} [{_fmt(row[f'{m}_low'], digits)}, {_fmt(row[f'{m}_high'], digits)}]"
 
 
-def cells_markdown(cells: pd.DataFrame) -> str:
-    """The cells table as markdown."""
+def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
+    """The cells table as markdown (``unit``: what the intervals are over, seeds or folds)."""
     lines = [
-        "| G | arm | seeds | energy distance | SD over seeds (range) | floor | ceiling | cosine logFC | spread ratio |"
-        " source outside span | steps | train s | train TFLOPs |",
+        f"| G | arm | {unit}s | energy distance | SD over {unit}s (range) | floor | ceiling | cosine logFC |"
+        " spread ratio | source outside span | steps | train s | train TFLOPs |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in cells.iterrows():
-        seeds = f"{r['seeds']}" + ("" if r["seeds"] >= SEEDS else " (short)")
+        if unit == "seed":
+            seeds = f"{r['seeds']}" + ("" if r["seeds"] >= SEEDS else " (short)")
+        else:
+            seeds = f"{r['seeds']} ({r['runs']} runs)"
         lines.append(
             f"| {r['n_genes']} | {r['arm']} | {seeds} | {_interval(r, PRIMARY)} "
             f"| {_fmt(r[f'{PRIMARY}_sd'])} ({_fmt(r[f'{PRIMARY}_min'])} to {_fmt(r[f'{PRIMARY}_max'])}) "
@@ -367,6 +417,31 @@ def floor_markdown(comp: pd.DataFrame) -> str:
             f"| {r['n_genes']} | {r['arm_a']} | {_fmt(r['difference'])} | [{_fmt(low)}, {_fmt(high)}] | {verdict} |"
         )
     return "\n".join(lines)
+
+
+def fold_figure(df: pd.DataFrame, probe: Probe) -> plt.Figure:
+    """Fold-paired studies: each fold's energy distance (seed mean) per arm, one line per fold, with its floor."""
+    means = unit_means(df, probe)
+    arms = [a for a in probe.arms if a in set(means["arm"])]
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.get_cmap("tab10")
+    x = np.arange(len(arms))
+    for k, (fold, part) in enumerate(means.groupby(probe.unit)):
+        part = part.set_index("arm").reindex(arms)
+        for ax, m in zip(axes, (PRIMARY, "cosine_logfc"), strict=True):
+            ax.plot(x, part[m], marker="o", color=colors(k % 10), label=f"{probe.unit} {fold}")
+            floor = float(part[f"floor_{m}"].mean()) if f"floor_{m}" in part.columns else math.nan
+            if math.isfinite(floor):
+                ax.axhline(floor, color=colors(k % 10), linestyle=":", linewidth=0.8)
+    axes[0].set_yscale("log")
+    axes[0].set_ylabel("energy distance, test (log; lower is better)")
+    axes[1].set_ylabel("cosine logFC, test (higher is better)")
+    for ax in axes:
+        ax.set_xticks(x, arms, rotation=25, ha="right", fontsize=8)
+    axes[0].legend(fontsize=7, title="dotted: no_change", title_fontsize=7)
+    fig.suptitle(f"{probe.title}\n(seed mean per {probe.unit}; dotted lines: that {probe.unit}'s floor)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def figure(cells: pd.DataFrame, probe: Probe) -> plt.Figure:
@@ -409,7 +484,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
     parts = [
         "Generated by `python analysis/gene_scale.py --results results/probes_v2 --out docs/findings.md "
         "--figures docs/figures/gene_scale` from the committed per-run tables. Intervals: 95% t over seeds; "
-        "differences paired over seeds (the same seed gives every arm the same data and evaluation cells); Holm "
+        "differences paired over seeds (the same seed gives every arm the same data and evaluation cells); in the "
+        "real-data studies over every fold, over folds instead (each fold's seeds averaged first; a fold holds out "
+        "its own condition, so the fold is the unit); Holm "
         "over each study's family of energy-distance comparisons (planned contrasts and every arm against the "
         "floor, across gene counts). SD over seeds: the energy distance's standard deviation over the seeds of a "
         "cell, with its smallest and largest value (descriptive; where each seed draws its own gene order, mostly "
@@ -430,7 +507,8 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         comp = comparisons_table(df, probe)
         cells.to_csv(figures / f"{probe.stem}_cells.csv", index=False)
         comp.to_csv(figures / f"{probe.stem}_comparisons.csv", index=False)
-        save_figure(figure(cells, probe), figures, probe.stem)
+        fig = figure(cells, probe) if probe.unit == "seed" else fold_figure(df, probe)
+        save_figure(fig, figures, probe.stem)
         curves_path = results / "curves" / f"{probe.stem}.csv"
         if collect:
             curves = collect_curves(df)
@@ -446,7 +524,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs (commits {commits}; `arch_lab/` {same})"
             + (f"; {unfinished} runs of unfinished trials left out (their retries repeat them)" if unfinished else "")
             + "; figure "
-            f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells)}\n\n"
+            f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells, probe.unit)}\n\n"
             f"Planned contrasts, energy distance (primary):\n\n{comparisons_markdown(comp, PRIMARY)}\n\n"
             f"Against the floor of the same runs, energy distance:\n\n{floor_markdown(comp)}\n\n"
             f"Planned contrasts, cosine logFC (secondary, Holm within its own family):\n\n"

@@ -143,3 +143,58 @@ def test_runs_of_unfinished_trials_are_left_out_and_counted(tmp_path: Path):
     assert "2 runs of unfinished trials left out" in text
     finished = runs[(runs["arm"] == "w64") & (runs["n_genes"] == 128)]["energy_distance"].mean()
     assert f"| 128 | w64 | 5 | {finished:.3f} [" in text  # the mean over the five finished runs, not the seven rows
+
+
+def _fold_runs() -> pd.DataFrame:
+    """Five folds x two seeds x two arms; folds differ in scale (as held-out conditions do), seeds add noise."""
+    rows = []
+    rng = np.random.default_rng(1)
+    for fold, floor in enumerate((1.3, 0.06, 0.9, 0.4, 0.2)):
+        for seed in (0, 1):
+            for arm, share in (("unet1d", 0.2), ("mlp", 0.1)):
+                rows.append({"arm": arm, "n_genes": 500, "seed": seed, "config.task.fold": fold, "dataset": "k562",
+                             "steps": 1500, "train_flops": 1e12, "train_seconds": 10.0, "git_sha": "abc",
+                             "energy_distance": share * floor + rng.normal(0, 0.01), "cosine_logfc": 0.2,
+                             "floor_energy_distance": floor, "ceiling_energy_distance": 0.0,
+                             "floor_cosine_logfc": 0.0})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_fold_studies_average_seeds_within_a_fold_and_pair_over_folds(tmp_path: Path):
+    df = _fold_runs()
+    probe = next(p for p in gene_scale.PROBES if p.unit == "fold")
+    results = tmp_path / "results"
+    results.mkdir()
+    df.to_csv(results / f"{probe.stem}.csv", index=False)
+    loaded = gene_scale.load_probe(results, probe)
+    assert loaded is not None
+    assert sorted(loaded["fold"].unique()) == [0, 1, 2, 3, 4]
+    per_fold = df.groupby(["arm", "config.task.fold"])["energy_distance"].mean()
+    cells = gene_scale.cells_table(loaded, probe)
+    mlp = cells[cells["arm"] == "mlp"].iloc[0]
+    assert (mlp["seeds"], mlp["runs"]) == (5, 10)
+    values = per_fold["mlp"].to_numpy()
+    assert mlp["energy_distance"] == pytest.approx(values.mean())
+    half = sps.t.ppf(0.975, 4) * values.std(ddof=1) / np.sqrt(5)  # 4 degrees of freedom: folds, not runs
+    assert mlp["energy_distance_high"] == pytest.approx(values.mean() + half)
+    comp = gene_scale.comparisons_table(loaded, probe)
+    row = comp[(comp["arm_a"] == "mlp") & (comp["arm_b"] == "unet1d") & (comp["metric"] == "energy_distance")].iloc[0]
+    test = sps.ttest_rel(per_fold["mlp"].to_numpy(), per_fold["unet1d"].to_numpy())
+    assert row["n_pairs"] == 5
+    assert row["difference"] == pytest.approx((per_fold["mlp"] - per_fold["unet1d"]).mean())
+    assert row["p_value"] == pytest.approx(test.pvalue, rel=1e-6)
+    floor = comp[(comp["arm_a"] == "mlp") & (comp["arm_b"] == gene_scale.FLOOR)].iloc[0]
+    assert floor["n_pairs"] == 5
+    assert floor["difference"] == pytest.approx(-0.9 * np.mean((1.3, 0.06, 0.9, 0.4, 0.2)), abs=0.02)
+
+
+def test_a_fold_study_without_a_fold_column_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    probe = next(p for p in gene_scale.PROBES if p.unit == "fold")
+    results = tmp_path / "results"
+    results.mkdir()
+    _fold_runs().drop(columns=["config.task.fold"]).to_csv(results / f"{probe.stem}.csv", index=False)
+    out = tmp_path / "f.md"
+    assert gene_scale.main(["--results", str(results), "--out", str(out), "--figures", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "no fold column" in err
+    assert err.count("\n") == 1
