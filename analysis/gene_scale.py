@@ -125,6 +125,16 @@ PROBES = (
         ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired", "gene_transformer"),
     ),
     Probe(
+        "unet_attention_synthetic",
+        "U-Net self-attention against gene identity, G = 512, 250 steps of batch 256 (Gaussian source)",
+        (
+            ("unet1d_mid_attention", "unet1d"),
+            ("unet1d_gene_embedding", "unet1d"),
+            ("unet1d_mid_attention", "unet1d_gene_embedding"),
+        ),
+        ("unet1d", "unet1d_mid_attention", "unet1d_gene_embedding"),
+    ),
+    Probe(
         "gene_identity_k562",
         "K562 unseen combinations, every fold, each backbone's recipe (1500 steps of batch 128, control source)",
         (
