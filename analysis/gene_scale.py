@@ -253,6 +253,72 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CURVE_COLUMNS))
 
 
+IMPROVING = 0.01  # a run is still improving when its last validation beat every earlier one by more than 1%
+
+
+def curve_summary(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """Per (gene count, arm), from the validation learning curves: where the runs cross the floor, and whether
+    they had stopped improving.
+
+    Columns: ``runs``; ``crossed`` (runs whose validation energy fell below their own validation ``no_change``
+    floor at some step after 0); the median over those runs of the first such step, training seconds and TFLOPs;
+    ``still_improving`` (runs whose last validation beat every earlier one by more than ``IMPROVING``, relative):
+    a run that is still improving has not reached a plateau.
+    """
+    keys = [k for k in ("fold", "seed") if k in curves.columns]
+    rows = []
+    order = {a: i for i, a in enumerate(probe.arms)}
+    for (genes, arm), part in curves.groupby(["n_genes", "arm"]):
+        first: list[pd.Series] = []
+        improving = 0
+        runs = 0
+        for _, run in part.groupby(keys):
+            run = run.sort_values("step")
+            runs += 1
+            trained = run[run["step"] > 0]
+            below = trained[trained["val_energy_distance"] < trained["val_floor_energy_distance"]]
+            if not below.empty:
+                first.append(below.iloc[0])
+            values = run["val_energy_distance"].to_numpy(dtype=float)
+            if len(values) >= 2 and values[-1] < values[:-1].min() * (1 - IMPROVING):
+                improving += 1
+        crossed = pd.DataFrame(first)
+        rows.append(
+            {
+                "n_genes": int(genes),
+                "arm": arm,
+                "runs": runs,
+                "crossed": len(first),
+                "cross_step": float(crossed["step"].median()) if first else math.nan,
+                "cross_seconds": float(crossed["seconds"].median()) if first else math.nan,
+                "cross_tflops": float(crossed["flops"].median()) / 1e12 if first else math.nan,
+                "still_improving": improving,
+                "last_step": float(part.groupby(keys)["step"].max().median()),
+            }
+        )
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    out["_order"] = out["arm"].map(order)
+    return out.sort_values(["n_genes", "_order"]).drop(columns="_order").reset_index(drop=True)
+
+
+def curve_summary_markdown(summary: pd.DataFrame) -> str:
+    """The curve summary as markdown."""
+    lines = [
+        "| G | arm | runs | below the val floor | first below: step | seconds | TFLOPs | still improving at the end |"
+        " last step |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in summary.iterrows():
+        lines.append(
+            f"| {r['n_genes']} | {r['arm']} | {r['runs']} | {r['crossed']} | {_fmt(r['cross_step'], 0)} "
+            f"| {_fmt(r['cross_seconds'], 0)} | {_fmt(r['cross_tflops'], 2)} | {r['still_improving']} "
+            f"| {_fmt(r['last_step'], 0)} |"
+        )
+    return "\n".join(lines)
+
+
 def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
     """Validation energy distance against training seconds, one panel per gene count, one line per seed."""
     genes = sorted(curves["n_genes"].unique())
@@ -525,8 +591,19 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             if not curves.empty:
                 curves_path.parent.mkdir(parents=True, exist_ok=True)
                 curves.to_csv(curves_path, index=False)
+        curve_text = ""
         if curves_path.is_file():
-            save_figure(curves_figure(pd.read_csv(curves_path), probe), figures, f"{probe.stem}_curves")
+            curves = pd.read_csv(curves_path)
+            save_figure(curves_figure(curves, probe), figures, f"{probe.stem}_curves")
+            summary = curve_summary(curves, probe)
+            summary.to_csv(figures / f"{probe.stem}_curve_summary.csv", index=False)
+            curve_text = (
+                f"\n\nLearning curves (`{curves_path}`, figure `{figures}/{probe.stem}_curves.png`): where each "
+                "arm's validation energy first fell below the validation `no_change` floor (medians over the runs "
+                "that did; seconds and FLOPs at the run's mean pace), and how many runs were still improving at "
+                f"their last validation (better than every earlier one by more than {IMPROVING:.0%}):\n\n"
+                f"{curve_summary_markdown(summary)}"
+            )
         plt.close("all")
         commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
         same = library_changes(list(df["git_sha"].astype(str)))
@@ -538,7 +615,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             f"Planned contrasts, energy distance (primary):\n\n{comparisons_markdown(comp, PRIMARY)}\n\n"
             f"Against the floor of the same runs, energy distance:\n\n{floor_markdown(comp)}\n\n"
             f"Planned contrasts, cosine logFC (secondary, Holm within its own family):\n\n"
-            f"{comparisons_markdown(comp, 'cosine_logfc')}"
+            f"{comparisons_markdown(comp, 'cosine_logfc')}" + curve_text
         )
     if not found:
         raise ArchLabError(f"{results}: no probe table ({', '.join(p.stem for p in PROBES)}); export the studies")

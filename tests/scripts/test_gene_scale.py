@@ -198,3 +198,19 @@ def test_a_fold_study_without_a_fold_column_is_a_one_line_error(tmp_path: Path, 
     err = capsys.readouterr().err
     assert "no fold column" in err
     assert err.count("\n") == 1
+
+
+def test_curve_summary_finds_the_first_crossing_and_runs_still_improving():
+    probe = gene_scale.PROBES[0]
+    rows = []
+    # seed 0: below its floor (1.0) first at step 200, flat at the end; seed 1: never below, still improving
+    for seed, values in ((0, (2.0, 1.5, 0.8, 0.5, 0.5)), (1, (3.0, 2.5, 2.0, 1.6, 1.2))):
+        for i, v in enumerate(values):
+            rows.append({"arm": "w64", "n_genes": 128, "seed": seed, "fold": 0, "step": 100 * i,
+                         "seconds": 2.0 * i, "flops": 1e12 * i, "val_energy_distance": v,
+                         "val_floor_energy_distance": 1.0})  # fmt: skip
+    summary = gene_scale.curve_summary(pd.DataFrame(rows), probe)
+    row = summary.iloc[0]
+    assert (row["runs"], row["crossed"], row["still_improving"]) == (2, 1, 1)
+    assert (row["cross_step"], row["cross_seconds"], row["cross_tflops"]) == (200, 4.0, 2.0)
+    assert row["last_step"] == 400
