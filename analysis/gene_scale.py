@@ -555,6 +555,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
 
     With ``collect``, the validation learning curves are first read from the run directories the tables name and
     written to ``<results>/curves/<probe>.csv`` (committed beside the tables; the curve figures are drawn from them).
+    A committed curve table is replaced only when every run's directory was found.
     """
     figures.mkdir(parents=True, exist_ok=True)
     parts = [
@@ -588,7 +589,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         curves_path = results / "curves" / f"{probe.stem}.csv"
         if collect:
             curves = collect_curves(df)
-            if not curves.empty:
+            found = curves.groupby(["arm", "n_genes", "fold", "seed"]).ngroups if not curves.empty else 0
+            # a checkout without some run directories keeps the committed curves rather than a partial set
+            if found and (found == len(df) or not curves_path.is_file()):
                 curves_path.parent.mkdir(parents=True, exist_ok=True)
                 curves.to_csv(curves_path, index=False)
         curve_text = ""

@@ -214,3 +214,17 @@ def test_curve_summary_finds_the_first_crossing_and_runs_still_improving():
     assert (row["runs"], row["crossed"], row["still_improving"]) == (2, 1, 1)
     assert (row["cross_step"], row["cross_seconds"], row["cross_tflops"]) == (200, 4.0, 2.0)
     assert row["last_step"] == 400
+
+
+def test_collecting_curves_without_the_run_directories_keeps_the_committed_table(tmp_path: Path):
+    results = tmp_path / "results"
+    (results / "curves").mkdir(parents=True)
+    df = _runs()
+    df["run_dir"] = str(tmp_path / "gone")  # a fresh checkout: the run directories are not there
+    df.to_csv(results / "mlp_span_synthetic.csv", index=False)
+    committed = pd.DataFrame({"arm": ["w64"], "n_genes": [128], "seed": [0], "step": [250], "seconds": [1.0],
+                              "flops": [1e9], "val_energy_distance": [2.0], "val_floor_energy_distance": [3.0]})  # fmt: skip
+    committed.to_csv(results / "curves" / "mlp_span_synthetic.csv", index=False)
+    gene_scale.report(results, tmp_path / "fig", collect=True)
+    assert pd.read_csv(results / "curves" / "mlp_span_synthetic.csv").equals(committed)
+    assert (tmp_path / "fig" / "mlp_span_synthetic_curve_summary.csv").is_file()
