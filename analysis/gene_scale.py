@@ -589,9 +589,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         curves_path = results / "curves" / f"{probe.stem}.csv"
         if collect:
             curves = collect_curves(df)
-            found = curves.groupby(["arm", "n_genes", "fold", "seed"]).ngroups if not curves.empty else 0
+            n_found = curves.groupby(["arm", "n_genes", "fold", "seed"]).ngroups if not curves.empty else 0
             # a checkout without some run directories keeps the committed curves rather than a partial set
-            if found and (found == len(df) or not curves_path.is_file()):
+            if n_found and (n_found == len(df) or not curves_path.is_file()):
                 curves_path.parent.mkdir(parents=True, exist_ok=True)
                 curves.to_csv(curves_path, index=False)
         curve_text = ""
