@@ -509,8 +509,9 @@ def fold_figure(df: pd.DataFrame, probe: Probe) -> plt.Figure:
             floor = float(part[f"floor_{m}"].mean()) if f"floor_{m}" in part.columns else math.nan
             if math.isfinite(floor):
                 ax.axhline(floor, color=colors(k % 10), linestyle=":", linewidth=0.8)
-    axes[0].set_yscale("log")
-    axes[0].set_ylabel("energy distance, test (log; lower is better)")
+    # symlog: the unbiased energy distance can be slightly negative for a near-perfect prediction
+    axes[0].set_yscale("symlog", linthresh=1e-2)
+    axes[0].set_ylabel("energy distance, test (symlog; lower is better)")
     axes[1].set_ylabel("cosine logFC, test (higher is better)")
     for ax in axes:
         ax.set_xticks(x, arms, rotation=25, ha="right", fontsize=8)
