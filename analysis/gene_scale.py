@@ -64,8 +64,9 @@ class Probe:
     """One probe study: its file stem, title, planned contrasts ``(a, b)`` (a minus b) and arm order.
 
     ``unit`` is what a comparison pairs over: ``"seed"`` (synthetic studies: the same seed gives every arm the same
-    data and evaluation cells) or ``"fold"`` (real-data studies over every fold: each fold holds out its own
-    condition; the seeds of a fold are averaged first, so the fold is the unit of every interval).
+    data and evaluation cells), ``"fold"`` (real-data studies over every fold: each fold holds out its own
+    condition; the seeds of a fold are averaged first, so the fold is the unit of every interval) or
+    ``"generator"`` (synthetic studies over several generated datasets: the seeds of a dataset are averaged first).
     """
 
     stem: str
@@ -148,8 +149,38 @@ PROBES = (
         ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_no_norm", "mlp_matched"),
         unit="fold",
     ),
+    Probe(
+        "gene_identity_kang",
+        "Kang cell-type transfer, every cell type, each backbone's recipe (1500 steps of batch 128, control source)",
+        (
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp", "unet1d"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_no_norm", "unet1d"),
+            ("mlp_no_norm", "mlp"),
+            ("mlp_matched", "mlp"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_no_norm", "mlp_matched"),
+        unit="fold",
+    ),
+    Probe(
+        "headline_datasets_synthetic",
+        "Backbones at equal wall-clock on five generated datasets (G = 512, 180 s on one thread, Gaussian source)",
+        (
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_repaired", "unet1d"),
+            ("mlp_repaired", "mlp_matched"),
+            ("mlp_repaired", "unet1d_gene_embedding"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
+        unit="generator",
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
+GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")
+# the columns a unit other than the seed is read from (each becomes a column of that name; 0 where absent)
+UNIT_COLUMNS = {"fold": FOLD_COLUMNS, "generator": GENERATOR_COLUMNS}
 
 
 def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
@@ -169,11 +200,13 @@ def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
         missing = [c for c in REQUIRED if c not in df.columns]
         if missing:
             raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
-        fold = next((c for c in FOLD_COLUMNS if c in df.columns), None)
-        if fold is None and probe.unit == "fold":
-            raise ArchLabError(f"{path}: no fold column ({', '.join(FOLD_COLUMNS)}); export it with --runs")
-        df = df.assign(source_file=path.name, fold=pd.to_numeric(df[fold]).astype(int) if fold else 0)
-        frames.append(df)
+        units: dict[str, object] = {}
+        for unit, columns in UNIT_COLUMNS.items():
+            column = next((c for c in columns if c in df.columns), None)
+            if column is None and probe.unit == unit:
+                raise ArchLabError(f"{path}: no {unit} column ({', '.join(columns)}); export it with --runs")
+            units[unit] = pd.to_numeric(df[column]).astype(int) if column else 0
+        frames.append(df.assign(source_file=path.name, **units))
     return pd.concat(frames, ignore_index=True)
 
 
@@ -210,6 +243,7 @@ CURVE_COLUMNS = (
     "n_genes",
     "seed",
     "fold",
+    "generator",
     "step",
     "seconds",
     "flops",
@@ -242,6 +276,7 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
                     "n_genes": int(run["n_genes"]),
                     "seed": int(run["seed"]),
                     "fold": int(run.get("fold", 0)),
+                    "generator": int(run.get("generator", 0)),
                     "step": hist["step"].to_numpy(),
                     "seconds": hist["step"].to_numpy() * float(run["train_seconds"]) / steps,
                     "flops": hist["step"].to_numpy() * float(run["train_flops"]) / steps,
@@ -251,6 +286,12 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
             )
         )
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CURVE_COLUMNS))
+
+
+def run_keys(curves: pd.DataFrame) -> list[str]:
+    """The columns that tell one run's curve from another's: the seed, and a fold or generator that varies."""
+    units = [k for k in ("fold", "generator") if k in curves.columns and curves[k].nunique() > 1]
+    return [*units, "seed"]
 
 
 IMPROVING = 0.01  # a run is still improving when its last validation beat every earlier one by more than 1%
@@ -265,7 +306,7 @@ def curve_summary(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
     ``still_improving`` (runs whose last validation beat every earlier one by more than ``IMPROVING``, relative):
     a run that is still improving has not reached a plateau.
     """
-    keys = [k for k in ("fold", "seed") if k in curves.columns]
+    keys = run_keys(curves)
     rows = []
     order = {a: i for i, a in enumerate(probe.arms)}
     for (genes, arm), part in curves.groupby(["n_genes", "arm"]):
@@ -326,7 +367,7 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
     colors = plt.get_cmap("tab10")
     for ax, g in zip(axes[0], genes, strict=True):
         part = curves[curves["n_genes"] == g]
-        keys = ["fold", "seed"] if "fold" in part.columns and part["fold"].nunique() > 1 else ["seed"]
+        keys = run_keys(part)
         for arm in (a for a in probe.arms if a in set(part["arm"])):
             style = "--" if "no_norm" in arm else "-"
             for k, (_, run) in enumerate(part[part["arm"] == arm].groupby(keys)):
@@ -336,7 +377,7 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
         floor = float(part["val_floor_energy_distance"].mean())
         if math.isfinite(floor):
             ax.axhline(
-                floor, color="black", linestyle=":", label=FLOOR + (" (mean over folds)" if keys[0] == "fold" else "")
+                floor, color="black", linestyle=":", label=FLOOR + (f" (mean over {keys[0]}s)" if len(keys) > 1 else "")
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
@@ -564,7 +605,8 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         "--figures docs/figures/gene_scale` from the committed per-run tables. Intervals: 95% t over seeds; "
         "differences paired over seeds (the same seed gives every arm the same data and evaluation cells); in the "
         "real-data studies over every fold, over folds instead (each fold's seeds averaged first; a fold holds out "
-        "its own condition, so the fold is the unit); Holm "
+        "its own condition, so the fold is the unit), and in studies over several generated datasets, over "
+        "datasets (each dataset's seeds averaged first); Holm "
         "over each study's family of energy-distance comparisons (planned contrasts and every arm against the "
         "floor, across gene counts). SD over seeds: the energy distance's standard deviation over the seeds of a "
         "cell, with its smallest and largest value (descriptive; where each seed draws its own gene order, mostly "
@@ -590,7 +632,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         curves_path = results / "curves" / f"{probe.stem}.csv"
         if collect:
             curves = collect_curves(df)
-            n_found = curves.groupby(["arm", "n_genes", "fold", "seed"]).ngroups if not curves.empty else 0
+            n_found = curves.groupby(["arm", "n_genes", *run_keys(curves)]).ngroups if not curves.empty else 0
             # a checkout without some run directories keeps the committed curves rather than a partial set
             if n_found and (n_found == len(df) or not curves_path.is_file()):
                 curves_path.parent.mkdir(parents=True, exist_ok=True)

@@ -188,6 +188,41 @@ def test_fold_studies_average_seeds_within_a_fold_and_pair_over_folds(tmp_path: 
     assert floor["difference"] == pytest.approx(-0.9 * np.mean((1.3, 0.06, 0.9, 0.4, 0.2)), abs=0.02)
 
 
+def test_generator_studies_pair_over_generated_datasets(tmp_path: Path):
+    """Each generated dataset is a unit: one seed each, the same seed on every dataset, so pairing by seed (the
+    seed-study rule) would pool five datasets into one pair."""
+    probe = next(p for p in gene_scale.PROBES if p.unit == "generator")
+    rng = np.random.default_rng(2)
+    rows = []
+    for generator, floor in zip((1, 2, 3, 4, 5), (1.0, 0.5, 2.0, 0.8, 1.4), strict=True):
+        for arm, share in (("unet1d", 0.6), ("mlp_repaired", 0.3)):
+            rows.append({"arm": arm, "n_genes": 512, "seed": 0, "params_data.synthetic.seed": generator,
+                         "dataset": "synthetic", "steps": 300, "train_flops": 1e12, "train_seconds": 180.0,
+                         "git_sha": "abc", "energy_distance": share * floor + rng.normal(0, 0.02),
+                         "cosine_logfc": 0.3, "floor_energy_distance": floor, "ceiling_energy_distance": 0.0,
+                         "floor_cosine_logfc": 0.0})  # fmt: skip
+    df = pd.DataFrame(rows)
+    results = tmp_path / "results"
+    results.mkdir()
+    df.to_csv(results / f"{probe.stem}.csv", index=False)
+    loaded = gene_scale.load_probe(results, probe)
+    assert loaded is not None
+    assert sorted(loaded["generator"].unique()) == [1, 2, 3, 4, 5]
+    cells = gene_scale.cells_table(loaded, probe)
+    unet = cells[cells["arm"] == "unet1d"].iloc[0]
+    assert (unet["seeds"], unet["runs"]) == (5, 5)
+    comp = gene_scale.comparisons_table(loaded, probe)
+    row = comp[(comp["arm_a"] == "mlp_repaired") & (comp["arm_b"] == "unet1d") & (comp["metric"] == "energy_distance")]
+    by_arm = df.pivot(index="params_data.synthetic.seed", columns="arm", values="energy_distance")
+    test = sps.ttest_rel(by_arm["mlp_repaired"], by_arm["unet1d"])
+    assert row.iloc[0]["n_pairs"] == 5
+    assert row.iloc[0]["difference"] == pytest.approx((by_arm["mlp_repaired"] - by_arm["unet1d"]).mean())
+    assert row.iloc[0]["p_value"] == pytest.approx(test.pvalue, rel=1e-6)
+    df.drop(columns=["params_data.synthetic.seed"]).to_csv(results / f"{probe.stem}.csv", index=False)
+    with pytest.raises(gene_scale.ArchLabError, match="no generator column"):
+        gene_scale.load_probe(results, probe)
+
+
 def test_a_fold_study_without_a_fold_column_is_a_one_line_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
     probe = next(p for p in gene_scale.PROBES if p.unit == "fold")
     results = tmp_path / "results"

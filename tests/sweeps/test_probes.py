@@ -280,10 +280,11 @@ def test_probe_files_exist():
 @pytest.mark.parametrize("path", PROBES, ids=lambda p: p.stem)
 def test_probe_yaml_validates_with_five_seeds_and_a_quick_profile(path: Path):
     sweep = load_sweep(path)
-    # five seeds per cell; a real-data study over every fold pairs over folds (each fold's seeds averaged), so
-    # there five or more folds of two or more seeds each count as the five units
+    # five units per cell: seeds; or, for a real-data study over every fold, folds (each fold's seeds averaged,
+    # the comparison paired over folds); or, for a study over several generated datasets, those datasets
     folds = {values.get("task.fold") for values in sweep.grid()}
-    assert sweep.replicates >= 5 or (len(folds) >= 5 and sweep.replicates >= 2)
+    datasets = {values.get("data.synthetic.seed") for values in sweep.grid()}
+    assert max(sweep.replicates, len(folds), len(datasets)) >= 5
     assert sweep.is_grid
     assert sweep.space.arms()
     assert sweep.name.startswith("probe_")
