@@ -176,6 +176,18 @@ PROBES = (
         ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
         unit="generator",
     ),
+    Probe(
+        "plateau_synthetic",
+        "Backbones trained to a plateau, G = 512 (patience of 6 validations or 1500 s on one thread, Gaussian source)",
+        (
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_repaired", "unet1d"),
+            ("mlp_repaired", "mlp_matched"),
+            ("mlp_repaired", "unet1d_gene_embedding"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")
