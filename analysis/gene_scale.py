@@ -177,6 +177,25 @@ PROBES = (
         unit="generator",
     ),
     Probe(
+        "failing_order_synthetic",
+        "The failing gene order re-run: scattered programs, stored order, generator seed 0, G = 128, batch 32",
+        (
+            ("unet1d_2400_steps", "unet1d"),
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_matched", "unet1d_2400_steps"),
+            ("mlp_matched", "unet1d_gene_embedding"),
+        ),
+        ("unet1d", "unet1d_2400_steps", "unet1d_gene_embedding", "mlp_matched"),
+    ),
+    Probe(
+        "scattered_datasets_synthetic",
+        "Five more scattered datasets in their stored order (generator seeds 1-5, G = 128, 800 steps of batch 32)",
+        (("unet1d_gene_embedding", "unet1d"), ("mlp_matched", "unet1d"), ("mlp_matched", "unet1d_gene_embedding")),
+        ("unet1d", "unet1d_gene_embedding", "mlp_matched"),
+        unit="generator",
+    ),
+    Probe(
         "plateau_synthetic",
         "Backbones trained to a plateau, G = 512 (patience of 6 validations or 1500 s on one thread, Gaussian source)",
         (

@@ -8,8 +8,9 @@
 # mlp_span_kang about 20 min, gene_order_lottery_synthetic about 20 min, unet_attention_synthetic about 25 min,
 # gene_identity_k562 (every K562 fold at the recipe budget) about 2 h, gene_identity_kang (every Kang cell type at
 # the recipe budget) about 1.5 h, headline_datasets_synthetic (the 512-gene headline on five more generated datasets)
-# about 40 min, plateau_synthetic (the 512-gene headline runs continued to a plateau) about 2.5 h. Every study
-# resumes where it stopped: rerun this script after an interruption.
+# about 40 min, failing_order_synthetic and scattered_datasets_synthetic (the failing gene order of the earlier
+# probes re-run, and five more scattered datasets) about 25 min each, plateau_synthetic (the 512-gene headline runs
+# continued to a plateau) about 2.5 h. Every study resumes where it stopped: rerun this script after an interruption.
 #
 #   bash scripts/run_gene_scale.sh                                  # every study below, default profiles
 #   STUDIES="mlp_span_synthetic" bash scripts/run_gene_scale.sh     # a subset
@@ -19,7 +20,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic plateau_synthetic}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic}"
 PROFILES="${PROFILES:-}"
 OUT=results/probes_v2
 mkdir -p "$OUT"
