@@ -76,6 +76,29 @@ class Probe:
     unit: str = "seed"
 
 
+# (planned contrasts, arm order) shared by studies that run the same arms
+RECIPE_ARMS = (
+    (
+        ("unet1d_gene_embedding", "unet1d"),
+        ("mlp", "unet1d"),
+        ("mlp_matched", "unet1d"),
+        ("mlp_no_norm", "unet1d"),
+        ("mlp_no_norm", "mlp"),
+        ("mlp_matched", "mlp"),
+    ),
+    ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_no_norm", "mlp_matched"),
+)
+HEADLINE_512_ARMS = (
+    (
+        ("unet1d_gene_embedding", "unet1d"),
+        ("mlp_matched", "unet1d"),
+        ("mlp_repaired", "unet1d"),
+        ("mlp_repaired", "mlp_matched"),
+        ("mlp_repaired", "unet1d_gene_embedding"),
+    ),
+    ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
+)
+
 PROBES = (
     Probe(
         "mlp_span_synthetic",
@@ -138,42 +161,19 @@ PROBES = (
     Probe(
         "gene_identity_k562",
         "K562 unseen combinations, every fold, each backbone's recipe (1500 steps of batch 128, control source)",
-        (
-            ("unet1d_gene_embedding", "unet1d"),
-            ("mlp", "unet1d"),
-            ("mlp_matched", "unet1d"),
-            ("mlp_no_norm", "unet1d"),
-            ("mlp_no_norm", "mlp"),
-            ("mlp_matched", "mlp"),
-        ),
-        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_no_norm", "mlp_matched"),
+        *RECIPE_ARMS,
         unit="fold",
     ),
     Probe(
         "gene_identity_kang",
         "Kang cell-type transfer, every cell type, each backbone's recipe (1500 steps of batch 128, control source)",
-        (
-            ("unet1d_gene_embedding", "unet1d"),
-            ("mlp", "unet1d"),
-            ("mlp_matched", "unet1d"),
-            ("mlp_no_norm", "unet1d"),
-            ("mlp_no_norm", "mlp"),
-            ("mlp_matched", "mlp"),
-        ),
-        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_no_norm", "mlp_matched"),
+        *RECIPE_ARMS,
         unit="fold",
     ),
     Probe(
         "headline_datasets_synthetic",
         "Backbones at equal wall-clock on five generated datasets (G = 512, 180 s on one thread, Gaussian source)",
-        (
-            ("unet1d_gene_embedding", "unet1d"),
-            ("mlp_matched", "unet1d"),
-            ("mlp_repaired", "unet1d"),
-            ("mlp_repaired", "mlp_matched"),
-            ("mlp_repaired", "unet1d_gene_embedding"),
-        ),
-        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
+        *HEADLINE_512_ARMS,
         unit="generator",
     ),
     Probe(
@@ -198,14 +198,7 @@ PROBES = (
     Probe(
         "plateau_synthetic",
         "Backbones trained to a plateau, G = 512 (patience of 6 validations or 1500 s on one thread, Gaussian source)",
-        (
-            ("unet1d_gene_embedding", "unet1d"),
-            ("mlp_matched", "unet1d"),
-            ("mlp_repaired", "unet1d"),
-            ("mlp_repaired", "mlp_matched"),
-            ("mlp_repaired", "unet1d_gene_embedding"),
-        ),
-        ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
+        *HEADLINE_512_ARMS,
     ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
@@ -320,9 +313,8 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_keys(curves: pd.DataFrame) -> list[str]:
-    """The columns that tell one run's curve from another's: the seed, and a fold or generator that varies."""
-    units = [k for k in ("fold", "generator") if k in curves.columns and curves[k].nunique() > 1]
-    return [*units, "seed"]
+    """The columns that tell one run's curve from another's (fold, generator, seed; older tables lack some)."""
+    return [k for k in ("fold", "generator", "seed") if k in curves.columns]
 
 
 IMPROVING = 0.01  # a run is still improving when its last validation beat every earlier one by more than 1%
@@ -408,7 +400,10 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
         floor = float(part["val_floor_energy_distance"].mean())
         if math.isfinite(floor):
             ax.axhline(
-                floor, color="black", linestyle=":", label=FLOOR + (f" (mean over {keys[0]}s)" if len(keys) > 1 else "")
+                floor,
+                color="black",
+                linestyle=":",
+                label=FLOOR + (f" (mean over {probe.unit}s)" if probe.unit != "seed" else ""),
             )
         ax.set_xscale("log")
         ax.set_yscale("log")
