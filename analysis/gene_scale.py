@@ -27,6 +27,7 @@ study's seeds is marked.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import subprocess
 import sys
@@ -67,6 +68,8 @@ class Probe:
     data and evaluation cells), ``"fold"`` (real-data studies over every fold: each fold holds out its own
     condition; the seeds of a fold are averaged first, so the fold is the unit of every interval) or
     ``"generator"`` (synthetic studies over several generated datasets: the seeds of a dataset are averaged first).
+    ``budget_seconds`` and ``budget_tflops``, where given, are the budgets at which the learning curves are read
+    (``budget_table``): each run's best validation energy had it been stopped there.
     """
 
     stem: str
@@ -74,6 +77,8 @@ class Probe:
     contrasts: tuple[tuple[str, str], ...]
     arms: tuple[str, ...]
     unit: str = "seed"
+    budget_seconds: tuple[float, ...] = ()
+    budget_tflops: tuple[float, ...] = ()
 
 
 # (planned contrasts, arm order) shared by studies that run the same arms
@@ -197,8 +202,10 @@ PROBES = (
     ),
     Probe(
         "plateau_synthetic",
-        "Backbones trained to a plateau, G = 512 (patience of 6 validations or 1500 s on one thread, Gaussian source)",
+        "Backbones trained to a plateau, G = 512 (patience of 6 validations or 900 s on one thread, Gaussian source)",
         *HEADLINE_512_ARMS,
+        budget_seconds=(15.0, 60.0, 180.0, 450.0, 900.0),
+        budget_tflops=(1.0, 5.0, 20.0, 60.0),
     ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
@@ -273,19 +280,34 @@ CURVE_COLUMNS = (
     "flops",
     "val_energy_distance",
     "val_floor_energy_distance",
+    "ended_by",
 )
+
+
+def ended_by(run_dir: Path) -> str:
+    """Why a run stopped, from its ``metrics.json``: ``"time"`` (``train.max_seconds``), ``"patience"``
+    (``train.patience`` validations without a new best), ``"budget"`` (``train.max_steps`` or ``max_flops``) or
+    ``"unknown"`` (no readable record)."""
+    try:
+        fit = json.loads((run_dir / "metrics.json").read_text()).get("fit", {})
+    except (OSError, ValueError):
+        return "unknown"
+    if fit.get("time_limited"):
+        return "time"
+    return "patience" if fit.get("stopped_early") else "budget"
 
 
 def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
     """Validation learning curves of the runs in ``df`` (read from each ``run_dir``'s ``history.csv``).
 
-    ``seconds`` and ``flops`` at a step are ``step x`` the run's mean training seconds and FLOPs per step
-    (validation time is not training time; the pace is taken as even over the run). Runs whose directory is gone
-    are skipped.
+    ``seconds`` and ``flops`` at a step are ``step x`` the run's mean training seconds and FLOPs per step (the
+    run's seconds include its validations; the pace is taken as even over the run). ``ended_by`` says why the run
+    stopped (``ended_by``). Runs whose directory is gone are skipped.
     """
     frames = []
     for _, run in df.iterrows():
-        path = Path(str(run.get("run_dir", ""))) / "history.csv"
+        run_dir = Path(str(run.get("run_dir", "")))
+        path = run_dir / "history.csv"
         if not path.is_file():
             continue
         hist = pd.read_csv(path)
@@ -306,6 +328,7 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
                     "flops": hist["step"].to_numpy() * float(run["train_flops"]) / steps,
                     "val_energy_distance": hist["val_energy_distance"].to_numpy(),
                     "val_floor_energy_distance": hist.get("val_floor_energy_distance", np.nan),
+                    "ended_by": ended_by(run_dir),
                 }
             )
         )
@@ -321,19 +344,22 @@ IMPROVING = 0.01  # a run is still improving when its last validation beat every
 
 
 def curve_summary(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
-    """Per (gene count, arm), from the validation learning curves: where the runs cross the floor, and whether
-    they had stopped improving.
+    """Per (gene count, arm), from the validation learning curves: where the runs cross the floor, where they
+    stopped improving, and whether they had stopped.
 
     Columns: ``runs``; ``crossed`` (runs whose validation energy fell below their own validation ``no_change``
     floor at some step after 0); the median over those runs of the first such step, training seconds and TFLOPs;
-    ``still_improving`` (runs whose last validation beat every earlier one by more than ``IMPROVING``, relative):
-    a run that is still improving has not reached a plateau.
+    ``best_step``, ``best_seconds``, ``best_tflops`` (medians over runs of where the lowest validation energy was
+    reached: the checkpoint each run kept); ``still_improving`` (runs whose last validation beat every earlier one by
+    more than ``IMPROVING``, relative: such a run has not reached a plateau); ``by_patience`` (runs that ended
+    because ``train.patience`` validations brought no new best; NaN where the curves do not record it).
     """
     keys = run_keys(curves)
     rows = []
     order = {a: i for i, a in enumerate(probe.arms)}
     for (genes, arm), part in curves.groupby(["n_genes", "arm"]):
         first: list[pd.Series] = []
+        best: list[pd.Series] = []
         improving = 0
         runs = 0
         for _, run in part.groupby(keys):
@@ -343,10 +369,15 @@ def curve_summary(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
             below = trained[trained["val_energy_distance"] < trained["val_floor_energy_distance"]]
             if not below.empty:
                 first.append(below.iloc[0])
+            best.append(run.loc[run["val_energy_distance"].idxmin()])
             values = run["val_energy_distance"].to_numpy(dtype=float)
             if len(values) >= 2 and values[-1] < values[:-1].min() * (1 - IMPROVING):
                 improving += 1
         crossed = pd.DataFrame(first)
+        kept = pd.DataFrame(best)
+        by_patience = (
+            part.groupby(keys)["ended_by"].first().eq("patience").sum() if "ended_by" in part.columns else math.nan
+        )
         rows.append(
             {
                 "n_genes": int(genes),
@@ -356,7 +387,11 @@ def curve_summary(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
                 "cross_step": float(crossed["step"].median()) if first else math.nan,
                 "cross_seconds": float(crossed["seconds"].median()) if first else math.nan,
                 "cross_tflops": float(crossed["flops"].median()) / 1e12 if first else math.nan,
+                "best_step": float(kept["step"].median()),
+                "best_seconds": float(kept["seconds"].median()),
+                "best_tflops": float(kept["flops"].median()) / 1e12,
                 "still_improving": improving,
+                "by_patience": by_patience,
                 "last_step": float(part.groupby(keys)["step"].max().median()),
             }
         )
@@ -370,17 +405,177 @@ def curve_summary(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
 def curve_summary_markdown(summary: pd.DataFrame) -> str:
     """The curve summary as markdown."""
     lines = [
-        "| G | arm | runs | below the val floor | first below: step | seconds | TFLOPs | still improving at the end |"
-        " last step |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| G | arm | runs | below the val floor | first below: step | seconds | TFLOPs | best val: step | seconds "
+        "| TFLOPs | still improving at the end | ended by patience | last step |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in summary.iterrows():
+        patience = "–" if pd.isna(r["by_patience"]) else str(int(r["by_patience"]))
         lines.append(
             f"| {r['n_genes']} | {r['arm']} | {r['runs']} | {r['crossed']} | {_fmt(r['cross_step'], 0)} "
-            f"| {_fmt(r['cross_seconds'], 0)} | {_fmt(r['cross_tflops'], 2)} | {r['still_improving']} "
+            f"| {_fmt(r['cross_seconds'], 0)} | {_fmt(r['cross_tflops'], 2)} | {_fmt(r['best_step'], 0)} "
+            f"| {_fmt(r['best_seconds'], 0)} | {_fmt(r['best_tflops'], 2)} | {r['still_improving']} | {patience} "
             f"| {_fmt(r['last_step'], 0)} |"
         )
     return "\n".join(lines)
+
+
+def best_so_far(run: pd.DataFrame, axis: str, budget: float) -> float:
+    """The lowest validation energy a run had reached by ``budget`` (in ``axis``: ``"seconds"`` or ``"flops"``):
+    the checkpoint it would have kept had it been stopped there.
+
+    NaN when the run had not validated yet by then, or when it ended (by time or step budget) before ``budget``;
+    a run that ended by patience keeps its best beyond its end (it had stopped improving).
+    """
+    run = run.sort_values("step")
+    trained = run[run["step"] > 0]
+    if trained.empty:
+        return math.nan
+    ended = str(trained["ended_by"].iloc[0]) if "ended_by" in trained.columns else "unknown"
+    if budget > float(trained[axis].iloc[-1]) * (1 + 1e-9) and ended != "patience":
+        return math.nan
+    seen = trained[trained[axis] <= budget * (1 + 1e-9)]
+    return float(seen["val_energy_distance"].min()) if not seen.empty else math.nan
+
+
+def budget_table(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """Each arm's validation energy at equal budgets: at each of ``probe.budget_seconds`` (training seconds, one
+    thread) and ``probe.budget_tflops``, the mean and 95% t interval over runs of ``best_so_far``, the runs that had
+    a value there, and the mean validation ``no_change`` floor of the arm's runs.
+
+    Columns: ``n_genes``, ``arm``, ``axis`` (``seconds`` or ``tflops``), ``budget``, ``n``, ``mean``, ``lo``,
+    ``hi``, ``floor``.
+    """
+    keys = run_keys(curves)
+    rows = []
+    for axis, budgets, scale in (("seconds", probe.budget_seconds, 1.0), ("tflops", probe.budget_tflops, 1e12)):
+        column = "seconds" if axis == "seconds" else "flops"
+        for (genes, arm), part in curves.groupby(["n_genes", "arm"]):
+            runs = [run for _, run in part.groupby(keys)]
+            for budget in budgets:
+                values = np.array([best_so_far(run, column, budget * scale) for run in runs])
+                floors = np.array([float(run["val_floor_energy_distance"].mean()) for run in runs])
+                ok = np.isfinite(values)
+                iv = t_interval(values)  # NaN values dropped; one value gives a point and no interval
+                floor = float(np.mean(floors))
+                rows.append({"n_genes": int(genes), "arm": arm, "axis": axis, "budget": budget, "n": int(ok.sum()),
+                             "mean": iv.estimate, "lo": iv.low, "hi": iv.high, "floor": floor})  # fmt: skip
+    out = pd.DataFrame(rows)
+    if out.empty:
+        return out
+    order = {a: i for i, a in enumerate(probe.arms)}
+    out["_order"] = out["arm"].map(order)
+    return out.sort_values(["n_genes", "axis", "_order", "budget"]).drop(columns="_order").reset_index(drop=True)
+
+
+def budget_values(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """One row per run and budget: ``best_so_far`` at each of the probe's budgets (tidy, for paired contrasts).
+
+    Columns: ``n_genes``, ``arm``, the run keys (``run_keys``), ``axis``, ``budget``, ``value``.
+    """
+    keys = run_keys(curves)
+    rows = []
+    for axis, budgets, scale in (("seconds", probe.budget_seconds, 1.0), ("tflops", probe.budget_tflops, 1e12)):
+        column = "seconds" if axis == "seconds" else "flops"
+        for group, run in curves.groupby(["n_genes", "arm", *keys]):
+            ids = dict(zip(["n_genes", "arm", *keys], group, strict=True))
+            for budget in budgets:
+                rows.append({**ids, "axis": axis, "budget": budget, "value": best_so_far(run, column, budget * scale)})
+    return pd.DataFrame(rows)
+
+
+def budget_comparisons(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """The planned contrasts at each equal budget, paired over runs (the same seed, fold or dataset), one Holm
+    family over every contrast and budget with at least two pairs."""
+    values = budget_values(curves, probe)
+    if values.empty:
+        return values
+    keys = run_keys(curves)
+    rows = []
+    for (genes, axis, budget), part in values.groupby(["n_genes", "axis", "budget"], sort=False):
+        part = part[np.isfinite(part["value"].astype(float))]
+        for a, b in probe.contrasts:
+            both = part[part["arm"].isin((a, b))]
+            pairs = both.groupby(keys)["arm"].nunique().eq(2).sum() if not both.empty else 0
+            if pairs < 2:
+                continue
+            res = paired_comparison(both, keys, "arm", a, b, "value")
+            rows.append({"n_genes": int(genes), "axis": axis, "budget": budget, "arm_a": a, "arm_b": b, **res})
+    table = pd.DataFrame(rows)
+    return adjust_family(table, estimate="difference") if not table.empty else table
+
+
+def budget_comparisons_markdown(comp: pd.DataFrame) -> str:
+    """The contrasts at equal budgets as markdown."""
+    lines = [
+        "| G | budget | a | b | pairs | a - b | 95% CI | Holm CI | p (Holm) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in comp.iterrows():
+        unit = "s" if r["axis"] == "seconds" else " TFLOPs"
+        lines.append(
+            f"| {r['n_genes']} | {r['budget']:g}{unit} | {r['arm_a']} | {r['arm_b']} | {r['n_pairs']} "
+            f"| {_fmt(r['difference'])} | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] "
+            f"| [{_fmt(r['ci_low_holm'])}, {_fmt(r['ci_high_holm'])}] | {_fmt(r['p_holm'])} |"
+        )
+    return "\n".join(lines)
+
+
+def budget_markdown(table: pd.DataFrame) -> str:
+    """The budget table as markdown: one row per (gene count, arm), one column per budget."""
+    parts = []
+    for (genes, axis), part in table.groupby(["n_genes", "axis"], sort=False):
+        budgets = sorted(part["budget"].unique())
+        unit = "s" if axis == "seconds" else " TFLOPs"
+        lines = [
+            f"| G = {genes}, at equal {'training seconds' if axis == 'seconds' else 'training FLOPs'} | "
+            + " | ".join(f"{b:g}{unit}" for b in budgets)
+            + " |",
+            "|---" * (len(budgets) + 1) + "|",
+        ]
+        for arm, rows in part.groupby("arm", sort=False):
+            cells = []
+            for b in budgets:
+                r = rows[rows["budget"] == b].iloc[0]
+                if r["n"] == 0:
+                    cells.append("–")
+                else:
+                    interval = f" [{_fmt(r['lo'])}, {_fmt(r['hi'])}]" if math.isfinite(r["lo"]) else ""
+                    cells.append(f"{_fmt(r['mean'])}{interval} (n={r['n']})")
+            lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+        floor = part.groupby("budget")["floor"].mean()
+        lines.append(f"| {FLOOR} | " + " | ".join(_fmt(floor.get(b, math.nan)) for b in budgets) + " |")
+        parts.append("\n".join(lines))
+    return "\n\n".join(parts)
+
+
+def budget_figure(table: pd.DataFrame, probe: Probe) -> plt.Figure:
+    """Best validation energy so far (mean and 95% t interval over runs) against training seconds and FLOPs."""
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), squeeze=False)
+    colors = plt.get_cmap("tab10")
+    for ax, axis in zip(axes[0], ("seconds", "tflops"), strict=True):
+        part = table[(table["axis"] == axis) & (table["n"] > 0)]
+        for arm, rows in part.groupby("arm", sort=False):
+            color = colors(probe.arms.index(arm) % 10) if arm in probe.arms else "grey"
+            mean, lo, hi = (rows[c].to_numpy(dtype=float) for c in ("mean", "lo", "hi"))
+            ax.errorbar(rows["budget"].to_numpy(dtype=float), mean, yerr=np.nan_to_num([mean - lo, hi - mean]),
+                        marker="o", capsize=3, color=color, label=arm)  # fmt: skip
+        floor = table[table["axis"] == axis].groupby("budget")["floor"].mean()
+        ax.plot(floor.index.to_numpy(dtype=float), floor.to_numpy(), color="black", linestyle=":", label=FLOOR)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        for scale in (ax.xaxis, ax.yaxis):
+            scale.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("training seconds (one thread)" if axis == "seconds" else "training TFLOPs")
+    axes[0][0].set_ylabel("best validation energy so far (log)")
+    handles: dict[str, object] = {}
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
+            handles.setdefault(label, handle)
+    axes[0][1].legend(list(handles.values()), list(handles), fontsize=7)
+    fig.suptitle(f"{probe.title}\nat equal budgets (mean and 95% t over runs)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
 def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
@@ -676,6 +871,26 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
                 f"their last validation (better than every earlier one by more than {IMPROVING:.0%}):\n\n"
                 f"{curve_summary_markdown(summary)}"
             )
+            if probe.budget_seconds or probe.budget_tflops:
+                budgets = budget_table(curves, probe)
+                budgets.to_csv(figures / f"{probe.stem}_budgets.csv", index=False)
+                save_figure(budget_figure(budgets, probe), figures, f"{probe.stem}_budgets")
+                curve_text += (
+                    "\n\nAt equal budgets (validation split; figure "
+                    f"`{figures}/{probe.stem}_budgets.png`): each run's lowest validation energy by that budget, "
+                    "the checkpoint it would have kept had it stopped there; mean [95% t] over the runs that had "
+                    "validated by then (a run that ended by patience keeps its best beyond its end; one that ran out "
+                    "of time before the budget has no value there):\n\n"
+                    f"{budget_markdown(budgets)}"
+                )
+                contrasts = budget_comparisons(curves, probe)
+                contrasts.to_csv(figures / f"{probe.stem}_budget_comparisons.csv", index=False)
+                if not contrasts.empty:
+                    curve_text += (
+                        "\n\nPlanned contrasts at equal budgets (validation energy, paired over runs; Holm over "
+                        f"every contrast and budget, {len(contrasts)} tests):\n\n"
+                        f"{budget_comparisons_markdown(contrasts)}"
+                    )
         plt.close("all")
         commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
         same = library_changes(list(df["git_sha"].astype(str)))

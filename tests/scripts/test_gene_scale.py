@@ -263,3 +263,60 @@ def test_collecting_curves_without_the_run_directories_keeps_the_committed_table
     gene_scale.report(results, tmp_path / "fig", collect=True)
     assert pd.read_csv(results / "curves" / "mlp_span_synthetic.csv").equals(committed)
     assert (tmp_path / "fig" / "mlp_span_synthetic_curve_summary.csv").is_file()
+
+
+def _budget_curves() -> pd.DataFrame:
+    """Two arms x three seeds, validations every 10 s (1 TFLOP per 10 s): ``fast`` ends by patience at 30 s,
+    ``slow`` runs out of time at 60 s."""
+    rows = []
+    for seed in range(3):
+        for arm, values, ended in (("fast", (2.0, 1.0, 1.2), "patience"),
+                                   ("slow", (5.0, 4.0, 3.0, 2.5, 2.0, 1.5), "time")):  # fmt: skip
+            for i, v in enumerate(values, start=1):
+                rows.append({"arm": arm, "n_genes": 64, "seed": seed, "step": 100 * i, "seconds": 10.0 * i,
+                             "flops": 1e12 * i, "val_energy_distance": v + 0.1 * seed,
+                             "val_floor_energy_distance": 1.5, "ended_by": ended})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_best_so_far_keeps_a_plateaued_run_and_drops_one_out_of_time():
+    curves = _budget_curves()
+    fast = curves[(curves["arm"] == "fast") & (curves["seed"] == 0)]
+    slow = curves[(curves["arm"] == "slow") & (curves["seed"] == 0)]
+    assert np.isnan(gene_scale.best_so_far(fast, "seconds", 5.0))  # no validation yet
+    assert gene_scale.best_so_far(fast, "seconds", 25.0) == 1.0
+    assert gene_scale.best_so_far(fast, "seconds", 60.0) == 1.0  # ended by patience: its best stands
+    assert gene_scale.best_so_far(slow, "seconds", 45.0) == 2.5
+    assert np.isnan(gene_scale.best_so_far(slow, "seconds", 70.0))  # out of time before the budget
+    assert gene_scale.best_so_far(slow, "flops", 6e12) == 1.5
+
+
+def test_budget_tables_read_every_run_at_equal_budgets_and_pair_the_contrasts():
+    probe = gene_scale.Probe("toy", "toy", (("fast", "slow"),), ("slow", "fast"), budget_seconds=(20.0, 60.0),
+                             budget_tflops=(3.0,))  # fmt: skip
+    curves = _budget_curves()
+    table = gene_scale.budget_table(curves, probe)
+    row = table[(table["arm"] == "slow") & (table["axis"] == "seconds") & (table["budget"] == 20.0)].iloc[0]
+    ref = sps.t.interval(0.95, 2, loc=4.1, scale=sps.sem([4.0, 4.1, 4.2]))
+    assert (row["n"], row["mean"], row["floor"]) == (3, pytest.approx(4.1), 1.5)
+    assert (row["lo"], row["hi"]) == pytest.approx(ref)
+    comp = gene_scale.budget_comparisons(curves, probe)
+    assert list(zip(comp["axis"], comp["budget"], strict=True)) == [
+        ("seconds", 20.0),
+        ("seconds", 60.0),
+        ("tflops", 3.0),
+    ]
+    # fast - slow at 60 s: 1.0 - 1.5 on every seed (both keep their best: patience, and time ends at 60 s)
+    at_60 = comp[comp["budget"] == 60.0].iloc[0]
+    assert (at_60["n_pairs"], at_60["difference"]) == (3, pytest.approx(-0.5))
+    assert (comp["family_size"] == 3).all()
+    markdown = gene_scale.budget_markdown(table)
+    assert "| G = 64, at equal training seconds | 20s | 60s |" in markdown
+    assert "| fast | 1.100 [" in markdown
+
+
+def test_curve_summary_reports_where_runs_kept_their_best_and_how_they_ended():
+    summary = gene_scale.curve_summary(_budget_curves(), gene_scale.Probe("toy", "toy", (), ("slow", "fast")))
+    fast, slow = summary.iloc[1], summary.iloc[0]
+    assert (slow["arm"], slow["by_patience"], slow["still_improving"], slow["best_step"]) == ("slow", 0, 3, 600)
+    assert (fast["arm"], fast["by_patience"], fast["best_seconds"], fast["best_tflops"]) == ("fast", 3, 20.0, 2.0)
