@@ -22,6 +22,13 @@ each study's primary-metric family, with the Holm-consistent interval) and a fig
 the ``<!-- gene scale: begin -->`` and ``end`` markers of ``--out`` (text around them is kept). Runs that did not
 complete are not in the exported CSVs; the cells table counts the seeds each cell has, and a cell short of the
 study's seeds is marked.
+
+With ``--collect-curves`` each run's validation learning curve is read from its run directory into
+``results/probes_v2/curves/<probe>.csv``; from the curves come ``<probe>_curve_summary.csv`` (where each arm first
+fell below the validation floor, where it kept its best, how many runs were still improving and how many ended by
+``train.patience``) and, for studies that declare budgets (``plateau_synthetic``), ``<probe>_budgets.csv`` and
+``<probe>_budget_comparisons.csv``: every arm's best validation energy at equal training seconds and equal FLOPs, and
+the planned contrasts there, paired over runs.
 """
 
 from __future__ import annotations
@@ -581,7 +588,7 @@ def budget_figure(table: pd.DataFrame, probe: Probe) -> plt.Figure:
 def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
     """Validation energy distance against training seconds, one panel per gene count, one line per seed."""
     genes = sorted(curves["n_genes"].unique())
-    fig, axes = plt.subplots(1, len(genes), figsize=(5 * len(genes), 4), squeeze=False)
+    fig, axes = plt.subplots(1, len(genes), figsize=(max(5 * len(genes), 7.5), 4.3), squeeze=False)
     colors = plt.get_cmap("tab10")
     for ax, g in zip(axes[0], genes, strict=True):
         part = curves[curves["n_genes"] == g]
@@ -612,7 +619,7 @@ def curves_figure(curves: pd.DataFrame, probe: Probe) -> plt.Figure:
         for handle, label in zip(*ax.get_legend_handles_labels(), strict=True):
             handles.setdefault(label, handle)
     axes[0][-1].legend(list(handles.values()), list(handles), fontsize=7)
-    fig.suptitle(f"{probe.title}: learning curves (one line per seed)", fontsize=10)
+    fig.suptitle(f"{probe.title}\nlearning curves (one line per run)", fontsize=9)
     fig.tight_layout()
     return fig
 

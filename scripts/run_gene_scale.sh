@@ -10,7 +10,8 @@
 # the recipe budget) about 1.5 h, headline_datasets_synthetic (the 512-gene headline on five more generated datasets)
 # about 40 min, failing_order_synthetic and scattered_datasets_synthetic (the failing gene order of the earlier
 # probes re-run, and five more scattered datasets) about 25 min each, plateau_synthetic (the 512-gene headline runs
-# continued to a plateau) about 2.5 h. Every study resumes where it stopped: rerun this script after an interruption.
+# continued to a plateau, or 900 s each) about 1.5 h. Every study resumes where it stopped: rerun this script after
+# an interruption.
 #
 #   bash scripts/run_gene_scale.sh                                  # every study below, default profiles
 #   STUDIES="mlp_span_synthetic" bash scripts/run_gene_scale.sh     # a subset
