@@ -76,7 +76,9 @@ class Probe:
     condition; the seeds of a fold are averaged first, so the fold is the unit of every interval) or
     ``"generator"`` (synthetic studies over several generated datasets: the seeds of a dataset are averaged first).
     ``budget_seconds`` and ``budget_tflops``, where given, are the budgets at which the learning curves are read
-    (``budget_table``): each run's best validation energy had it been stopped there.
+    (``budget_table``): each run's best validation energy had it been stopped there. ``borrow`` names arms of other
+    studies on the same data and seeds, as ``(stem, arm, name)``: those runs join this study's table as arm
+    ``name``, so its contrasts can pair with them.
     """
 
     stem: str
@@ -86,6 +88,7 @@ class Probe:
     unit: str = "seed"
     budget_seconds: tuple[float, ...] = ()
     budget_tflops: tuple[float, ...] = ()
+    borrow: tuple[tuple[str, str, str], ...] = ()
 
 
 # (planned contrasts, arm order) shared by studies that run the same arms
@@ -214,6 +217,30 @@ PROBES = (
         budget_seconds=(15.0, 60.0, 180.0, 450.0, 900.0),
         budget_tflops=(1.0, 5.0, 20.0, 60.0),
     ),
+    Probe(
+        "decayed_lr_synthetic",
+        "The MLPs with the learning rate decayed, G = 512 (cosine to 5% over a fixed number of steps; Gaussian source)",
+        (
+            ("mlp_repaired_decay_3000", "mlp_repaired_peak_lr"),
+            ("mlp_repaired_decay_12000", "mlp_repaired_peak_lr"),
+            ("mlp_repaired_decay_3000", "unet1d_gene_embedding_900s"),
+            ("mlp_repaired_decay_12000", "unet1d_gene_embedding_900s"),
+            ("mlp_matched_decay_12000", "mlp_matched_peak_lr"),
+        ),
+        (
+            "mlp_repaired_peak_lr",
+            "mlp_repaired_decay_3000",
+            "mlp_repaired_decay_12000",
+            "mlp_matched_peak_lr",
+            "mlp_matched_decay_12000",
+            "unet1d_gene_embedding_900s",
+        ),
+        borrow=(
+            ("plateau_synthetic", "mlp_repaired", "mlp_repaired_peak_lr"),
+            ("plateau_synthetic", "mlp_matched", "mlp_matched_peak_lr"),
+            ("plateau_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding_900s"),
+        ),
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")
@@ -221,31 +248,51 @@ GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")
 UNIT_COLUMNS = {"fold": FOLD_COLUMNS, "generator": GENERATOR_COLUMNS}
 
 
-def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
-    """Every exported run of ``probe`` (``<stem>*.csv`` in ``results``), stacked; None when there is none.
+def load_probe_file(path: Path, probe: Probe) -> pd.DataFrame:
+    """One exported table of ``probe``, with its unit columns (``fold``, ``generator``) and ``source_file``.
 
     Raises
     ------
     ArchLabError
-        A table lacks one of the columns every probe table carries.
+        The table lacks a column every probe table carries, or the column of the probe's unit.
+    """
+    df = pd.read_csv(path)
+    missing = [c for c in REQUIRED if c not in df.columns]
+    if missing:
+        raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
+    units: dict[str, object] = {}
+    for unit, columns in UNIT_COLUMNS.items():
+        column = next((c for c in columns if c in df.columns), None)
+        if column is None and probe.unit == unit:
+            raise ArchLabError(f"{path}: no {unit} column ({', '.join(columns)}); export it with --runs")
+        units[unit] = pd.to_numeric(df[column]).astype(int) if column else 0
+    return df.assign(source_file=path.name, **units)
+
+
+def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
+    """Every exported run of ``probe`` (``<stem>*.csv`` in ``results``) and of the arms it borrows, stacked; None
+    when the probe has no table of its own.
+
+    Raises
+    ------
+    ArchLabError
+        A table lacks one of the columns every probe table carries, or a borrowed arm's table or runs are missing.
     """
     paths = sorted(results.glob(f"{probe.stem}*.csv"))
     if not paths:
         return None
-    frames = []
-    for path in paths:
-        df = pd.read_csv(path)
-        missing = [c for c in REQUIRED if c not in df.columns]
-        if missing:
-            raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
-        units: dict[str, object] = {}
-        for unit, columns in UNIT_COLUMNS.items():
-            column = next((c for c in columns if c in df.columns), None)
-            if column is None and probe.unit == unit:
-                raise ArchLabError(f"{path}: no {unit} column ({', '.join(columns)}); export it with --runs")
-            units[unit] = pd.to_numeric(df[column]).astype(int) if column else 0
-        frames.append(df.assign(source_file=path.name, **units))
-    return pd.concat(frames, ignore_index=True)
+    own = pd.concat([load_probe_file(path, probe) for path in paths], ignore_index=True)
+    for stem, arm, name in probe.borrow:
+        lender = Probe(stem, stem, (), (arm,), unit=probe.unit)
+        path = results / f"{stem}.csv"
+        if not path.is_file():
+            raise ArchLabError(f"{path}: {probe.stem} pairs with its arm {arm}; export {stem} first")
+        runs = load_probe_file(path, lender)
+        runs = runs[runs["arm"] == arm]
+        if runs.empty:
+            raise ArchLabError(f"{path}: no runs of arm {arm}, which {probe.stem} pairs with")
+        own = pd.concat([own, runs.assign(arm=name)], ignore_index=True)
+    return own
 
 
 def unit_means(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:

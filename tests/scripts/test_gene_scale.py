@@ -320,3 +320,25 @@ def test_curve_summary_reports_where_runs_kept_their_best_and_how_they_ended():
     fast, slow = summary.iloc[1], summary.iloc[0]
     assert (slow["arm"], slow["by_patience"], slow["still_improving"], slow["best_step"]) == ("slow", 0, 3, 600)
     assert (fast["arm"], fast["by_patience"], fast["best_seconds"], fast["best_tflops"]) == ("fast", 3, 20.0, 2.0)
+
+
+def test_a_probe_pairs_with_arms_borrowed_from_another_study(tmp_path: Path):
+    results = tmp_path / "results"
+    results.mkdir()
+    runs = _runs()
+    runs[runs["arm"] == "w64"].to_csv(results / "lender.csv", index=False)
+    runs[runs["arm"] == "w64_linear_skip"].to_csv(results / "borrower.csv", index=False)
+    probe = gene_scale.Probe("borrower", "toy", (("w64_linear_skip", "w64_lent"),), ("w64_lent", "w64_linear_skip"),
+                             borrow=(("lender", "w64", "w64_lent"),))  # fmt: skip
+    df = gene_scale.load_probe(results, probe)
+    assert sorted(df["arm"].unique()) == ["w64_lent", "w64_linear_skip"]
+    comp = gene_scale.comparisons_table(df, probe)
+    row = comp[(comp["kind"] == "planned") & (comp["metric"] == "energy_distance") & (comp["n_genes"] == 128)].iloc[0]
+    a = runs[(runs["arm"] == "w64_linear_skip") & (runs["n_genes"] == 128)]["energy_distance"].to_numpy()
+    b = runs[(runs["arm"] == "w64") & (runs["n_genes"] == 128)]["energy_distance"].to_numpy()
+    assert row["n_pairs"] == 5
+    assert row["difference"] == pytest.approx(float(np.mean(a - b)))
+    assert row["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    gone = gene_scale.Probe("borrower", "toy", (), ("w64_linear_skip",), borrow=(("nowhere", "w64", "x"),))
+    with pytest.raises(gene_scale.ArchLabError, match="export nowhere first"):
+        gene_scale.load_probe(results, gone)
