@@ -947,9 +947,16 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
                     )
         plt.close("all")
         commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
+        lenders = [
+            f"{', '.join(name for st, _, name in probe.borrow if st == stem)} of `{stem}`"
+            for stem in sorted({stem for stem, _, _ in probe.borrow})
+        ]
+        borrowed = int(df["arm"].isin({name for _, _, name in probe.borrow}).sum())
         same = library_changes(list(df["git_sha"].astype(str)))
         parts.append(
-            f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs (commits {commits}; `arch_lab/` {same})"
+            f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs"
+            + (f", {borrowed} of them borrowed ({'; '.join(lenders)})" if borrowed else "")
+            + f" (commits {commits}; `arch_lab/` {same})"
             + (f"; {unfinished} runs of unfinished trials left out (their retries repeat them)" if unfinished else "")
             + "; figure "
             f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells, probe.unit)}\n\n"
