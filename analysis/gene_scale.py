@@ -241,6 +241,17 @@ PROBES = (
             ("plateau_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding_900s"),
         ),
     ),
+    Probe(
+        "mlp_budget_2048_synthetic",
+        "The default and linear-skip MLPs at G = 2048 trained four times longer (Gaussian source, batch 256)",
+        (
+            ("w64_4000_steps", "w64_1000_steps"),
+            ("w64_linear_skip_4000_steps", "w64_linear_skip_1000_steps"),
+            ("w64_linear_skip_1000_steps", "w64_1000_steps"),
+            ("w64_linear_skip_4000_steps", "w64_4000_steps"),
+        ),
+        ("w64_1000_steps", "w64_4000_steps", "w64_linear_skip_1000_steps", "w64_linear_skip_4000_steps"),
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")

@@ -11,8 +11,9 @@
 # about 40 min, failing_order_synthetic and scattered_datasets_synthetic (the failing gene order of the earlier
 # probes re-run, and five more scattered datasets) about 25 min each, plateau_synthetic (the 512-gene headline runs
 # continued to a plateau, or 900 s each) about 1.5 h, decayed_lr_synthetic (its MLPs with the learning rate decayed;
-# run after plateau_synthetic, whose runs it pairs with) about 20 min. Every study resumes where it stopped: rerun
-# this script after an interruption.
+# run after plateau_synthetic, whose runs it pairs with) about 20 min, mlp_budget_2048_synthetic (two MLPs at 2048
+# genes trained four times longer) about 20 min. Every study resumes where it stopped: rerun this script after an
+# interruption.
 #
 #   bash scripts/run_gene_scale.sh                                  # every study below, default profiles
 #   STUDIES="mlp_span_synthetic" bash scripts/run_gene_scale.sh     # a subset
@@ -22,7 +23,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic}"
 PROFILES="${PROFILES:-}"
 OUT=results/probes_v2
 mkdir -p "$OUT"
