@@ -401,7 +401,8 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_keys(curves: pd.DataFrame) -> list[str]:
-    """The columns that tell one run's curve from another's (fold, generator, seed; older tables lack some)."""
+    """The columns that tell one run's rows from another's in a curve or budget table (fold, generator, seed;
+    older tables lack some)."""
     return [k for k in ("fold", "generator", "seed") if k in curves.columns]
 
 
@@ -503,28 +504,41 @@ def best_so_far(run: pd.DataFrame, axis: str, budget: float) -> float:
     return float(seen["val_energy_distance"].min()) if not seen.empty else math.nan
 
 
-def budget_table(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
-    """Each arm's validation energy at equal budgets: at each of ``probe.budget_seconds`` (training seconds, one
-    thread) and ``probe.budget_tflops``, the mean and 95% t interval over runs of ``best_so_far``, the runs that had
-    a value there, and the mean validation ``no_change`` floor of the arm's runs.
+def budget_values(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """One row per run and budget: ``best_so_far`` at each of the probe's budgets, and the run's mean validation
+    ``no_change`` floor (tidy: ``budget_table`` summarises it, ``budget_comparisons`` pairs it).
 
-    Columns: ``n_genes``, ``arm``, ``axis`` (``seconds`` or ``tflops``), ``budget``, ``n``, ``mean``, ``lo``,
-    ``hi``, ``floor``.
+    Columns: ``n_genes``, ``arm``, the run keys (``run_keys``), ``axis`` (``seconds`` or ``tflops``), ``budget``,
+    ``value``, ``floor``.
     """
     keys = run_keys(curves)
     rows = []
     for axis, budgets, scale in (("seconds", probe.budget_seconds, 1.0), ("tflops", probe.budget_tflops, 1e12)):
         column = "seconds" if axis == "seconds" else "flops"
-        for (genes, arm), part in curves.groupby(["n_genes", "arm"]):
-            runs = [run for _, run in part.groupby(keys)]
+        for group, run in curves.groupby(["n_genes", "arm", *keys]):
+            ids = dict(zip(["n_genes", "arm", *keys], group, strict=True))
+            floor = float(run["val_floor_energy_distance"].mean())
             for budget in budgets:
-                values = np.array([best_so_far(run, column, budget * scale) for run in runs])
-                floors = np.array([float(run["val_floor_energy_distance"].mean()) for run in runs])
-                ok = np.isfinite(values)
-                iv = t_interval(values)  # NaN values dropped; one value gives a point and no interval
-                floor = float(np.mean(floors))
-                rows.append({"n_genes": int(genes), "arm": arm, "axis": axis, "budget": budget, "n": int(ok.sum()),
-                             "mean": iv.estimate, "lo": iv.low, "hi": iv.high, "floor": floor})  # fmt: skip
+                value = best_so_far(run, column, budget * scale)
+                rows.append({**ids, "axis": axis, "budget": budget, "value": value, "floor": floor})
+    return pd.DataFrame(rows)
+
+
+def budget_table(values: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """Each arm's validation energy at equal budgets, from ``budget_values``: at each budget, the mean and 95% t
+    interval over runs of ``best_so_far``, the runs that had a value there, and the mean validation ``no_change``
+    floor of the arm's runs.
+
+    Columns: ``n_genes``, ``arm``, ``axis`` (``seconds`` or ``tflops``), ``budget``, ``n``, ``mean``, ``lo``,
+    ``hi``, ``floor``.
+    """
+    rows = []
+    for (genes, arm, axis, budget), part in values.groupby(["n_genes", "arm", "axis", "budget"]):
+        value = part["value"].to_numpy(dtype=float)
+        iv = t_interval(value)  # NaN values dropped; one value gives a point and no interval
+        rows.append({"n_genes": int(genes), "arm": arm, "axis": axis, "budget": budget,
+                     "n": int(np.isfinite(value).sum()), "mean": iv.estimate, "lo": iv.low, "hi": iv.high,
+                     "floor": float(part["floor"].mean())})  # fmt: skip
     out = pd.DataFrame(rows)
     if out.empty:
         return out
@@ -533,29 +547,12 @@ def budget_table(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
     return out.sort_values(["n_genes", "axis", "_order", "budget"]).drop(columns="_order").reset_index(drop=True)
 
 
-def budget_values(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
-    """One row per run and budget: ``best_so_far`` at each of the probe's budgets (tidy, for paired contrasts).
-
-    Columns: ``n_genes``, ``arm``, the run keys (``run_keys``), ``axis``, ``budget``, ``value``.
-    """
-    keys = run_keys(curves)
-    rows = []
-    for axis, budgets, scale in (("seconds", probe.budget_seconds, 1.0), ("tflops", probe.budget_tflops, 1e12)):
-        column = "seconds" if axis == "seconds" else "flops"
-        for group, run in curves.groupby(["n_genes", "arm", *keys]):
-            ids = dict(zip(["n_genes", "arm", *keys], group, strict=True))
-            for budget in budgets:
-                rows.append({**ids, "axis": axis, "budget": budget, "value": best_so_far(run, column, budget * scale)})
-    return pd.DataFrame(rows)
-
-
-def budget_comparisons(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
-    """The planned contrasts at each equal budget, paired over runs (the same seed, fold or dataset), one Holm
-    family over every contrast and budget with at least two pairs."""
-    values = budget_values(curves, probe)
+def budget_comparisons(values: pd.DataFrame, probe: Probe) -> pd.DataFrame:
+    """The planned contrasts at each equal budget, from ``budget_values``, paired over runs (the same seed, fold or
+    dataset), one Holm family over every contrast and budget with at least two pairs."""
     if values.empty:
         return values
-    keys = run_keys(curves)
+    keys = run_keys(values)
     rows = []
     for (genes, axis, budget), part in values.groupby(["n_genes", "axis", "budget"], sort=False):
         part = part[np.isfinite(part["value"].astype(float))]
@@ -572,17 +569,10 @@ def budget_comparisons(curves: pd.DataFrame, probe: Probe) -> pd.DataFrame:
 
 def budget_comparisons_markdown(comp: pd.DataFrame) -> str:
     """The contrasts at equal budgets as markdown."""
-    lines = [
-        "| G | budget | a | b | pairs | a - b | 95% CI | Holm CI | p (Holm) |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"| G | budget | {CONTRAST_HEADER}", "|---" * 9 + "|"]
     for _, r in comp.iterrows():
         unit = "s" if r["axis"] == "seconds" else " TFLOPs"
-        lines.append(
-            f"| {r['n_genes']} | {r['budget']:g}{unit} | {r['arm_a']} | {r['arm_b']} | {r['n_pairs']} "
-            f"| {_fmt(r['difference'])} | [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] "
-            f"| [{_fmt(r['ci_low_holm'])}, {_fmt(r['ci_high_holm'])}] | {_fmt(r['p_holm'])} |"
-        )
+        lines.append(f"| {r['n_genes']} | {r['budget']:g}{unit} | {contrast_cells(r)}")
     return "\n".join(lines)
 
 
@@ -793,19 +783,24 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
     return "\n".join(lines)
 
 
+CONTRAST_HEADER = "a | b | pairs | a - b | 95% CI | Holm CI | p (Holm) |"
+
+
+def contrast_cells(r: pd.Series) -> str:
+    """The cells of one paired contrast's markdown row, under ``CONTRAST_HEADER``."""
+    return (
+        f"{r['arm_a']} | {r['arm_b']} | {r['n_pairs']} | {_fmt(r['difference'])} "
+        f"| [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | [{_fmt(r['ci_low_holm'])}, {_fmt(r['ci_high_holm'])}] "
+        f"| {_fmt(r['p_holm'])} |"
+    )
+
+
 def comparisons_markdown(comp: pd.DataFrame, metric: str) -> str:
     """The planned contrasts of one metric as markdown (difference a - b, paired over seeds)."""
     part = comp[(comp["metric"] == metric) & (comp["kind"] == "planned")]
-    lines = [
-        "| G | a | b | pairs | a - b | 95% CI | Holm CI | p (Holm) |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
+    lines = [f"| G | {CONTRAST_HEADER}", "|---" * 8 + "|"]
     for _, r in part.iterrows():
-        lines.append(
-            f"| {r['n_genes']} | {r['arm_a']} | {r['arm_b']} | {r['n_pairs']} | {_fmt(r['difference'])} "
-            f"| [{_fmt(r['ci_low'])}, {_fmt(r['ci_high'])}] | [{_fmt(r['ci_low_holm'])}, {_fmt(r['ci_high_holm'])}] "
-            f"| {_fmt(r['p_holm'])} |"
-        )
+        lines.append(f"| {r['n_genes']} | {contrast_cells(r)}")
     return "\n".join(lines)
 
 
@@ -937,7 +932,8 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
                 f"{curve_summary_markdown(summary)}"
             )
             if probe.budget_seconds or probe.budget_tflops:
-                budgets = budget_table(curves, probe)
+                values = budget_values(curves, probe)
+                budgets = budget_table(values, probe)
                 budgets.to_csv(figures / f"{probe.stem}_budgets.csv", index=False)
                 save_figure(budget_figure(budgets, probe), figures, f"{probe.stem}_budgets")
                 curve_text += (
@@ -948,7 +944,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
                     "of time before the budget has no value there):\n\n"
                     f"{budget_markdown(budgets)}"
                 )
-                contrasts = budget_comparisons(curves, probe)
+                contrasts = budget_comparisons(values, probe)
                 contrasts.to_csv(figures / f"{probe.stem}_budget_comparisons.csv", index=False)
                 if not contrasts.empty:
                     curve_text += (

@@ -295,12 +295,14 @@ def test_budget_tables_read_every_run_at_equal_budgets_and_pair_the_contrasts():
     probe = gene_scale.Probe("toy", "toy", (("fast", "slow"),), ("slow", "fast"), budget_seconds=(20.0, 60.0),
                              budget_tflops=(3.0,))  # fmt: skip
     curves = _budget_curves()
-    table = gene_scale.budget_table(curves, probe)
+    values = gene_scale.budget_values(curves, probe)
+    assert len(values) == 2 * 3 * 3  # arms x seeds x budgets
+    table = gene_scale.budget_table(values, probe)
     row = table[(table["arm"] == "slow") & (table["axis"] == "seconds") & (table["budget"] == 20.0)].iloc[0]
     ref = sps.t.interval(0.95, 2, loc=4.1, scale=sps.sem([4.0, 4.1, 4.2]))
     assert (row["n"], row["mean"], row["floor"]) == (3, pytest.approx(4.1), 1.5)
     assert (row["lo"], row["hi"]) == pytest.approx(ref)
-    comp = gene_scale.budget_comparisons(curves, probe)
+    comp = gene_scale.budget_comparisons(values, probe)
     assert list(zip(comp["axis"], comp["budget"], strict=True)) == [
         ("seconds", 20.0),
         ("seconds", 60.0),
