@@ -252,6 +252,41 @@ PROBES = (
         ),
         ("w64_1000_steps", "w64_4000_steps", "w64_linear_skip_1000_steps", "w64_linear_skip_4000_steps"),
     ),
+    Probe(
+        "mlp_width_2048_synthetic",
+        "An MLP as wide as the gene count, G = 2048 (1000 steps of batch 256, Gaussian source, fp32)",
+        (
+            ("w2048_no_norm", "w1024_no_norm"),
+            ("w2048_no_norm", "w64_linear_skip"),
+            ("w1024_no_norm", "w1024_no_norm_auto"),
+            ("w64_linear_skip", "w64_linear_skip_auto"),
+        ),
+        ("w1024_no_norm_auto", "w1024_no_norm", "w2048_no_norm", "w64_linear_skip_auto", "w64_linear_skip"),
+        borrow=(
+            ("mlp_span_synthetic", "w1024_no_norm", "w1024_no_norm_auto"),
+            ("mlp_span_synthetic", "w64_linear_skip", "w64_linear_skip_auto"),
+        ),
+    ),
+    *(
+        Probe(
+            f"repaired_mlp_{data}",
+            f"The repaired MLP on {title}, the MLP recipe in fp32 (1500 steps of batch 128, control source)",
+            (
+                ("mlp_repaired", "mlp"),
+                ("mlp", "mlp_auto"),
+                ("mlp_repaired", "unet1d_gene_embedding"),
+                ("mlp_repaired", "unet1d"),
+            ),
+            ("unet1d", "unet1d_gene_embedding", "mlp_auto", "mlp", "mlp_repaired"),
+            unit="fold",
+            borrow=(
+                (f"gene_identity_{data}", "unet1d", "unet1d"),
+                (f"gene_identity_{data}", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+                (f"gene_identity_{data}", "mlp", "mlp_auto"),
+            ),
+        )
+        for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")
@@ -293,15 +328,19 @@ def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
     if not paths:
         return None
     own = pd.concat([load_probe_file(path, probe) for path in paths], ignore_index=True)
+    genes = set(own["n_genes"])
     for stem, arm, name in probe.borrow:
         lender = Probe(stem, stem, (), (arm,), unit=probe.unit)
         path = results / f"{stem}.csv"
         if not path.is_file():
             raise ArchLabError(f"{path}: {probe.stem} pairs with its arm {arm}; export {stem} first")
         runs = load_probe_file(path, lender)
-        runs = runs[runs["arm"] == arm]
+        # only the lender's runs at this study's gene counts pair with it
+        runs = runs[(runs["arm"] == arm) & runs["n_genes"].isin(genes)]
         if runs.empty:
-            raise ArchLabError(f"{path}: no runs of arm {arm}, which {probe.stem} pairs with")
+            raise ArchLabError(
+                f"{path}: no runs of arm {arm} at {probe.stem}'s gene count(s) {sorted(genes)}, which it pairs with"
+            )
         own = pd.concat([own, runs.assign(arm=name)], ignore_index=True)
     return own
 
@@ -727,6 +766,23 @@ def comparisons_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
     return adjust_family(table, family="metric", estimate="difference")
 
 
+PRECISION_NAMES = {"fp32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
+
+
+def precision_note(df: pd.DataFrame) -> str:
+    """What ``train.precision`` resolved to in the runs of a study, per arm where the arms differ.
+
+    ``auto`` takes bf16 only on CPUs that compute it faster, so the same YAML can compute in bf16 on one machine and
+    fp32 on another; tables exported before the runs table carried the resolved precision say "not recorded".
+    """
+    raw = df["precision"] if "precision" in df.columns else pd.Series([None] * len(df), index=df.index)
+    label = raw.map(lambda v: PRECISION_NAMES.get(v, str(v)) if isinstance(v, str) and v else "not recorded")
+    if label.nunique() == 1:
+        return f"precision {label.iloc[0]}"
+    by_label = df.assign(_label=label).groupby("_label")["arm"].agg(lambda a: ", ".join(sorted(set(a))))
+    return "precision differs: " + "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
+
+
 def library_changes(shas: Sequence[str]) -> str:
     """Whether ``arch_lab/`` differs between the commits the runs record (what a run computes lives there).
 
@@ -963,7 +1019,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         parts.append(
             f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs"
             + (f", {borrowed} of them borrowed ({'; '.join(lenders)})" if borrowed else "")
-            + f" (commits {commits}; `arch_lab/` {same})"
+            + f" (commits {commits}; `arch_lab/` {same}; {precision_note(df)})"
             + (f"; {unfinished} runs of unfinished trials left out (their retries repeat them)" if unfinished else "")
             + "; figure "
             f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells, probe.unit)}\n\n"

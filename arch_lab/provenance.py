@@ -43,13 +43,25 @@ def package_versions() -> dict[str, str | None]:
     return out
 
 
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux, else :func:`platform.processor`; ``unknown`` if neither)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
 def device_info() -> dict[str, Any]:
-    """The device that ran the job."""
+    """The device that ran the job (the CPU model too: ``train.precision: auto`` resolves per CPU)."""
     import torch
 
     info: dict[str, Any] = {
         "host": socket.gethostname(),
         "platform": platform.platform(),
+        "cpu": cpu_model(),
         "cpu_count": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "cuda": torch.cuda.is_available(),

@@ -15,6 +15,7 @@ from conftest import EXPERIMENTS, experiment_dict
 from typer.testing import CliRunner
 
 from arch_lab import api
+from arch_lab.analysis import load_runs
 from arch_lab.cli import app
 from arch_lab.config import experiment_from_dict, load_experiment
 from arch_lab.data import Condition, build_task
@@ -147,6 +148,10 @@ def test_train_writes_complete_run_directory(synthetic_h5ad, tmp_path):
     assert meta["git_sha"]
     assert meta["packages"]["torch"]
     assert "torch_threads" in meta["device"]
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():  # the CPU model is recorded because train.precision: auto resolves per CPU
+        names = {ln.split(":", 1)[1].strip() for ln in cpuinfo.read_text().splitlines() if ln.startswith("model name")}
+        assert meta["device"]["cpu"] in names
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["network"] == "mlp"
     assert metrics["parameter_count"] > 0
@@ -292,6 +297,9 @@ def test_bf16_autocast_training_runs_on_cpu(synthetic_h5ad, tmp_path):
     meta = json.loads((res.run_dir / "metrics.json").read_text())
     assert meta["fit"]["precision"] == "torch.bfloat16"
     assert np.isfinite(res.summary["energy_distance"])
+    # the runs table carries what the precision resolved to, so a study can tell bf16 runs from fp32 ones
+    (row,) = load_runs([res.run_dir]).to_dict("records")
+    assert row["precision"] == "torch.bfloat16"
 
 
 def test_training_lowers_the_loss(synthetic_h5ad, tmp_path):

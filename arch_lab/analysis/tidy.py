@@ -132,6 +132,9 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
         "guidance": _num(cfg.get("flow", {}).get("guidance")) if method == "flow_matching" else math.nan,
         "git_sha": meta.get("git_sha"),
         "device": device.get("gpu") or ("cpu" if device else None),
+        "cpu": device.get("cpu"),
+        # what train.precision resolved to on this device ("fp32" or "torch.bfloat16"; auto differs by CPU)
+        "precision": fit.get("precision"),
     }
     summary = metrics.get("metrics") or {}
     val = metrics.get("val_metrics") or {}

@@ -344,3 +344,28 @@ def test_a_probe_pairs_with_arms_borrowed_from_another_study(tmp_path: Path):
     gone = gene_scale.Probe("borrower", "toy", (), ("w64_linear_skip",), borrow=(("nowhere", "w64", "x"),))
     with pytest.raises(gene_scale.ArchLabError, match="export nowhere first"):
         gene_scale.load_probe(results, gone)
+
+
+def test_borrowed_arms_keep_only_the_gene_counts_of_the_borrowing_study(tmp_path: Path):
+    results = tmp_path / "results"
+    results.mkdir()
+    runs = _runs()
+    runs[runs["arm"] == "w64"].to_csv(results / "lender.csv", index=False)  # 128 and 2048 genes
+    own = runs[(runs["arm"] == "w64_linear_skip") & (runs["n_genes"] == 2048)]
+    own.to_csv(results / "borrower.csv", index=False)
+    probe = gene_scale.Probe(
+        "borrower", "toy", (), ("w64_lent", "w64_linear_skip"), borrow=(("lender", "w64", "w64_lent"),)
+    )
+    df = gene_scale.load_probe(results, probe)
+    assert set(df["n_genes"]) == {2048}
+    assert (df["arm"] == "w64_lent").sum() == 5
+    own.assign(n_genes=512).to_csv(results / "borrower.csv", index=False)
+    with pytest.raises(gene_scale.ArchLabError, match=r"no runs of arm w64 at borrower's gene count\(s\) \[512\]"):
+        gene_scale.load_probe(results, probe)
+
+
+def test_the_precision_note_names_the_arms_of_each_precision():
+    df = pd.DataFrame({"arm": ["a", "a", "b", "c"], "precision": ["fp32", "fp32", "torch.bfloat16", None]})
+    assert gene_scale.precision_note(df.iloc[:2]) == "precision fp32"
+    assert gene_scale.precision_note(df) == "precision differs: bf16 (b); fp32 (a); not recorded (c)"
+    assert gene_scale.precision_note(df.drop(columns="precision")) == "precision not recorded"
