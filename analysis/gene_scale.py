@@ -903,15 +903,18 @@ def figure(cells: pd.DataFrame, probe: Probe) -> plt.Figure:
     """Energy distance (log scale) against the gene count per arm, with the floor; spread ratio beside it."""
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     colors = plt.get_cmap("tab10")
-    for arm in (a for a in probe.arms if a in set(cells["arm"])):
+    present = [a for a in probe.arms if a in set(cells["arm"])]
+    for k, arm in enumerate(present):
         i = probe.arms.index(arm)
         part = cells[cells["arm"] == arm].sort_values("n_genes")
         style = "--" if "no_norm" in arm else "-"
+        # arms side by side around each gene count (a twentieth of an octave apart), so equal values stay visible
+        x = part["n_genes"] * 2.0 ** (0.05 * (k - (len(present) - 1) / 2))
         for ax, m in zip(axes, (PRIMARY, "gene_spread_ratio"), strict=True):
             if m not in part.columns:
                 continue
             yerr = np.vstack([part[m] - part[f"{m}_low"], part[f"{m}_high"] - part[m]])
-            ax.errorbar(part["n_genes"], part[m], yerr=np.nan_to_num(yerr), label=arm, color=colors(i % 10),
+            ax.errorbar(x, part[m], yerr=np.nan_to_num(yerr), label=arm, color=colors(i % 10),
                         linestyle=style, marker="o", capsize=3)  # fmt: skip
     floor = cells.groupby("n_genes")["floor_energy_distance"].mean()
     axes[0].plot(floor.index, floor.values, color="black", linestyle=":", marker="s", label=FLOOR)

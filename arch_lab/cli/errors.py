@@ -7,7 +7,9 @@ the reason and the fix.
 from __future__ import annotations
 
 import functools
+import os
 import shlex
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -22,12 +24,23 @@ TRAIN_INTERRUPTED = "interrupted; resume with: arch-lab train --resume RUN_DIR"
 USER_ERROR = 2
 #: Exit code after Ctrl-C.
 INTERRUPTED = 130
+#: Exit code when the reader of stdout went away (``arch-lab ... | head``), as for a command killed by SIGPIPE.
+BROKEN_PIPE = 141
 
 
 def fail(message: str, code: int = USER_ERROR) -> None:
     """Print ``error: <message>`` on stderr and exit with ``code``."""
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def silence_stdout() -> None:
+    """Point stdout at the null device, so that flushing it at exit after a broken pipe raises nothing more."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor behind stdout (captured, replaced)
+        pass
 
 
 def first_line(exc: BaseException) -> str:
@@ -62,6 +75,10 @@ def friendly_with(interrupted: str, run_message: bool = False) -> Callable[[F], 
             except KeyboardInterrupt as exc:
                 own = run_message and isinstance(exc, RunInterrupted)
                 fail(first_line(exc) if own else interrupted_message(interrupted, exc), code=INTERRUPTED)
+            except BrokenPipeError:
+                # the reader closed the pipe (`| head`): not a failure to report, stop quietly
+                silence_stdout()
+                raise typer.Exit(BROKEN_PIPE) from None
             except OSError as exc:
                 fail(first_line(os_error(exc, doing="read or write it")))
 

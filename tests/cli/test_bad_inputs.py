@@ -284,3 +284,28 @@ def test_notes_are_printed_and_recorded(tmp_path, devel):
     assert "note: cell ids were not unique" in result.stderr
     meta = json.loads((tmp_path / "run" / "meta.json").read_text())
     assert any("cell ids were not unique" in n for n in meta["data_notes"])
+
+
+def test_a_reader_that_closes_the_pipe_ends_the_command_quietly():
+    """`arch-lab ... | head`: the command stops with SIGPIPE's exit status and no error line (it used to print
+    'error: ?: cannot read or write it (Broken pipe)')."""
+    import subprocess
+    import sys
+
+    script = (
+        "import typer\n"
+        "from arch_lab.cli.errors import friendly\n"
+        "@friendly\n"
+        "def table():\n"
+        "    for i in range(200_000):\n"
+        "        typer.echo(f'row {i:07d} ' + 'x' * 60)\n"
+        "typer.run(table)\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    assert proc.stdout.readline().startswith(b"row 0000000")
+    proc.stdout.close()  # the reader goes away, as `head -1` does
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert err == ""
