@@ -267,6 +267,16 @@ PROBES = (
             ("mlp_span_synthetic", "w64_linear_skip", "w64_linear_skip_auto"),
         ),
     ),
+    Probe(
+        "mlp_width_norm_2048_synthetic",
+        "LayerNorm at full rank: width 2048 with LayerNorm, G = 2048 (1000 steps of batch 256, Gaussian source, fp32)",
+        (("w2048", "w2048_no_norm"), ("w2048", "w1024")),
+        ("w1024", "w2048", "w2048_no_norm"),
+        borrow=(
+            ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
+            ("mlp_span_synthetic", "w1024", "w1024"),
+        ),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",

@@ -13,7 +13,8 @@
 # continued to a plateau, or 900 s each) about 1.5 h, decayed_lr_synthetic (its MLPs with the learning rate decayed;
 # run after plateau_synthetic, whose runs it pairs with) about 20 min, mlp_budget_2048_synthetic (two MLPs at 2048
 # genes trained four times longer) about 20 min, mlp_width_2048_synthetic (an MLP as wide as the gene count at 2048
-# genes, in fp32) about 80 min, repaired_mlp_k562 and repaired_mlp_kang (the repaired MLP on every real-data fold,
+# genes, in fp32) about 80 min, mlp_width_norm_2048_synthetic (the same with LayerNorm, two threads) about 40 min,
+# repaired_mlp_k562 and repaired_mlp_kang (the repaired MLP on every real-data fold,
 # in fp32; run after gene_identity_k562 / gene_identity_kang, whose U-Nets they pair with) about 30 and 20 min on
 # one worker. Every study resumes where it stopped: rerun this script after an
 # interruption.
@@ -26,7 +27,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic repaired_mlp_k562 repaired_mlp_kang}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang}"
 PROFILES="${PROFILES:-}"
 OUT=results/probes_v2
 mkdir -p "$OUT"
