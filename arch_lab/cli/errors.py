@@ -38,9 +38,14 @@ def silence_stdout() -> None:
     """Point stdout at the null device, so that flushing it at exit after a broken pipe raises nothing more."""
     try:
         devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    try:
         os.dup2(devnull, sys.stdout.fileno())
     except (OSError, ValueError):  # no file descriptor behind stdout (captured, replaced)
         pass
+    finally:
+        os.close(devnull)
 
 
 def first_line(exc: BaseException) -> str:
