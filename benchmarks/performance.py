@@ -43,6 +43,8 @@ if str(_HERE) not in sys.path:
 
 from throughput import _synthetic_task, bare_loop_step, bench_trainer  # noqa: E402
 
+from arch_lab.provenance import cpu_model  # noqa: E402
+
 #: Reference (registry default) gene counts of the gene sweep.
 GENES = (500, 2000, 8000, 18000)
 #: Batch sizes of the batch sweep.
@@ -1025,7 +1027,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.performance " + " ".join(argv if argv is not None else sys.argv[1:]),
         "date": dt.datetime.now().strftime("%Y-%m-%d %H:%M"),
         "elapsed_s": elapsed,
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "threads": args.threads,
         "torch": torch.__version__,
         "memory_gib": (avail or float("nan")) / 1024,
@@ -1042,16 +1044,6 @@ def main(argv: list[str] | None = None) -> int:
     write_report(args.out, df, meta, args, args.results)
     print(f"wrote {args.out} and {args.results}/performance*.csv ({elapsed / 60:.1f} min)")
     return 0
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

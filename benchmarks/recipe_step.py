@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.performance import _cpu_name
+from arch_lab.provenance import cpu_model
 from benchmarks.throughput import _interleaved
 
 BEGIN = "<!-- recipe step: begin -->"
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     df.to_csv(args.csv, index=False)
     meta = (
         f"Written by `python -m benchmarks.recipe_step --threads {args.threads} --out {args.out}` on "
-        f"{time.strftime('%Y-%m-%d %H:%M')} ({(time.time() - started) / 60:.1f} min). CPU: {_cpu_name()}, "
+        f"{time.strftime('%Y-%m-%d %H:%M')} ({(time.time() - started) / 60:.1f} min). CPU: {cpu_model()}, "
         f"{args.threads} thread(s); torch {torch.__version__}; bf16/fp32 matmul speed-up probe "
         f"(`arch_lab.training.precision.cpu_bf16_speedup`): {cpu_bf16_speedup():.2f}x. Kang (G = 500), each "
         "backbone's recommended recipe (batch 128, 8 conditions, control source, exact OT, MMD weight 3; "
