@@ -10,6 +10,14 @@ directions). :func:`source_outside_span` measures that left-over against the obs
 A network declares the subspace through an ``output_span()`` method returning a ``[G, r]`` matrix (network gene
 order) whose columns span every output, or None when its outputs span all ``G`` genes. Networks without the method
 make no claim and get NaN.
+
+A full-rank network can still fail to move the source: :func:`source_sensitivity` measures, for any network, how
+much a small change of the source sample changes the generated cell (the trace of ``J Jᵀ``, ``J`` the Jacobian of
+the generated cell with respect to its source sample, through the configured solver), again against the observed
+cells' variance. A flow that carries a Gaussian source onto the observed spread has a value near 1 (exactly 1 for
+the optimal map onto a Gaussian); one that moves no source noise at all has ``G / trace(Σ_observed)``, the
+``source_outside_span`` of a rank-0 output. With a control-cell source the identity map (``no_change``) is the
+reference instead, and values are read against it.
 """
 
 from __future__ import annotations
@@ -22,6 +30,8 @@ import torch
 from torch import nn
 
 from arch_lab.data.task import Task
+from arch_lab.flow import generate
+from arch_lab.spec import CondBatch
 
 
 def output_span(network: nn.Module) -> np.ndarray | None | float:
@@ -99,3 +109,82 @@ def source_outside_span(
             ratios.append(source_trace[state] / observed_trace)
     value = float(np.mean(ratios)) if ratios else math.nan
     return {"source_outside_span": value, "output_rank": float(stored.shape[1])}
+
+
+@torch.no_grad()
+def source_sensitivity(
+    network: nn.Module,
+    task: Task,
+    source: Literal["gaussian", "control"],
+    split: str,
+    *,
+    solver: str = "euler",
+    steps: int = 20,
+    guidance: float = 1.0,
+    rtol: float = 1e-5,
+    atol: float = 1e-5,
+    cells: int = 32,
+    eps: float = 1e-2,
+    seed: int = 0,
+) -> dict[str, float]:
+    """How strongly the generated cells follow their source sample, relative to the observed cells' variance.
+
+    For each condition of ``split``: ``trace(J Jᵀ) / trace(Σ_observed)``, with ``J`` the Jacobian of the generated
+    cell (before clipping at zero) with respect to its source sample. ``trace(J Jᵀ) = E‖J u‖²`` for ``u ~ N(0, I)``
+    (Hutchinson), and ``J u`` is taken by central differences, ``(x₁(x₀ + εu) - x₁(x₀ - εu)) / 2ε``, on ``cells``
+    source samples with one direction each.
+
+    Parameters
+    ----------
+    network
+        The trained velocity network (any registered backbone).
+    task
+        The task whose conditions are read.
+    source
+        ``flow.source`` of the run: Gaussian samples, or the state's training control cells.
+    split
+        The split whose conditions are read.
+    solver, steps, guidance, rtol, atol
+        How cells are generated (``flow.solver``, ``flow.steps``, ``flow.guidance``, ``flow.rtol``, ``flow.atol``).
+        Each pair ``x₀ ± εu`` is integrated in one batch, so an adaptive solver takes the same steps for both.
+    cells
+        Source samples per condition.
+    eps
+        Finite-difference step, in units of the source's per-gene scale (1 for a Gaussian source).
+    seed
+        Seeds the source samples and directions.
+
+    Returns
+    -------
+    dict[str, float]
+        ``source_sensitivity`` (mean over the conditions with at least 2 observed cells; NaN when there is none).
+    """
+    genes = task.data.n_genes
+    device = next(network.parameters()).device
+    dtype = next(network.parameters()).dtype
+    order = torch.from_numpy(task.order)
+    gen = torch.Generator().manual_seed(seed)
+    X = task.data.X
+    ratios = []
+    for condition in task.conditions(split):
+        observed = np.asarray(X[task.cells(split, condition)], dtype=np.float64)
+        if observed.shape[0] < 2:
+            continue
+        observed_trace = float(observed.var(axis=0, ddof=1).sum())
+        if observed_trace <= 0:
+            continue
+        if source == "gaussian":
+            x0 = torch.randn((cells, genes), generator=gen)
+        else:
+            pool = task.controls(condition.state, "train")
+            pick = torch.randint(len(pool), (cells,), generator=gen).numpy()
+            x0 = torch.from_numpy(np.asarray(X[np.sort(pool[pick])], dtype=np.float32))[:, order]
+        u = torch.randn((cells, genes), generator=gen)
+        tokens, covs = task.encode(condition)
+        cond = CondBatch.repeat(tokens, covs, 2 * cells, width=task.spec.max_perturbations).to(device)
+        pair = torch.cat([x0 + eps * u, x0 - eps * u]).to(device=device, dtype=dtype)
+        x1 = generate(network, cond, pair, solver=solver, steps=steps, guidance=guidance, rtol=rtol, atol=atol)
+        x1 = x1.double().cpu()
+        ju = (x1[:cells] - x1[cells:]) / (2 * eps)
+        ratios.append(float((ju**2).sum(1).mean()) / observed_trace)
+    return {"source_sensitivity": float(np.mean(ratios)) if ratios else math.nan}

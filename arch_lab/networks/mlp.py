@@ -12,9 +12,20 @@ from arch_lab.networks._registry import register_network
 from arch_lab.networks.layers import ConditionEncoder, check_expression, normalize_time
 from arch_lab.spec import CondBatch, DataSpec
 
+NormKind = Literal["layer", "rms"]
+
+
+def make_norm(width: int, enabled: bool, kind: NormKind) -> nn.Module:
+    """A normalisation over the last ``width`` features: LayerNorm (centre and scale) or RMSNorm (scale only), or
+    the identity when not ``enabled``.
+    """
+    if not enabled:
+        return nn.Identity()
+    return nn.LayerNorm(width) if kind == "layer" else nn.RMSNorm(width)
+
 
 class MLPBlock(nn.Module):
-    """``x + Linear(Dropout(SiLU(Linear(FiLM(LayerNorm(x))))))``.
+    """``x + Linear(Dropout(SiLU(Linear(FiLM(Norm(x))))))``.
 
     Parameters
     ----------
@@ -27,13 +38,23 @@ class MLPBlock(nn.Module):
     residual
         Add the block input to its output.
     norm
-        Apply LayerNorm first.
+        Normalise the block input first.
+    norm_kind
+        ``"layer"`` (LayerNorm) or ``"rms"`` (RMSNorm).
     """
 
-    def __init__(self, width: int, cond_dim: int | None, dropout: float, residual: bool, norm: bool) -> None:
+    def __init__(
+        self,
+        width: int,
+        cond_dim: int | None,
+        dropout: float,
+        residual: bool,
+        norm: bool,
+        norm_kind: NormKind = "layer",
+    ) -> None:
         super().__init__()
         self.residual = residual
-        self.norm = nn.LayerNorm(width) if norm else nn.Identity()
+        self.norm = make_norm(width, norm, norm_kind)
         self.film = nn.Sequential(nn.SiLU(), nn.Linear(cond_dim, 2 * width)) if cond_dim is not None else None
         self.body = nn.Sequential(nn.Linear(width, width), nn.SiLU(), nn.Dropout(dropout), nn.Linear(width, width))
 
@@ -80,6 +101,13 @@ class ResidualMLP(nn.Module):
         cond_dim: int = Field(128, ge=1, description="Width of the time and condition embedding.")
         residual: bool = Field(True, description="Residual connections around blocks.")
         norm: bool = Field(True, description="LayerNorm at the start of every block and before the output.")
+        norm_kind: NormKind = Field(
+            "layer", description="Normalisation used where ``norm`` puts one: LayerNorm or RMSNorm (no centring)."
+        )
+        block_norm: bool | None = Field(None, description="Normalise the input of every block; None follows ``norm``.")
+        output_norm: bool | None = Field(
+            None, description="Normalise the hidden vector before the output layer; None follows ``norm``."
+        )
         linear_skip: bool = Field(False, description="Add a direct linear map G -> G from x_t to the output.")
 
     def __init__(self, config: Config, spec: DataSpec) -> None:
@@ -90,11 +118,20 @@ class ResidualMLP(nn.Module):
         film = config.conditioning == "film"
         self.encoder = ConditionEncoder(spec, config.cond_dim)
         self.input = nn.Linear(genes + (0 if film else config.cond_dim), config.width)
+        block_norm = config.norm if config.block_norm is None else config.block_norm
+        output_norm = config.norm if config.output_norm is None else config.output_norm
         self.blocks = nn.ModuleList(
-            MLPBlock(config.width, config.cond_dim if film else None, config.dropout, config.residual, config.norm)
+            MLPBlock(
+                config.width,
+                config.cond_dim if film else None,
+                config.dropout,
+                config.residual,
+                block_norm,
+                config.norm_kind,
+            )
             for _ in range(config.depth)
         )
-        self.output_norm = nn.LayerNorm(config.width) if config.norm else nn.Identity()
+        self.output_norm = make_norm(config.width, output_norm, config.norm_kind)
         self.output = nn.Linear(config.width, genes)
         nn.init.zeros_(self.output.weight)
         nn.init.zeros_(self.output.bias)
