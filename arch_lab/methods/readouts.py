@@ -130,9 +130,10 @@ def source_sensitivity(
     """How strongly the generated cells follow their source sample, relative to the observed cells' variance.
 
     For each condition of ``split``: ``trace(J Jᵀ) / trace(Σ_observed)``, with ``J`` the Jacobian of the generated
-    cell (before clipping at zero) with respect to its source sample. ``trace(J Jᵀ) = E‖J u‖²`` for ``u ~ N(0, I)``
-    (Hutchinson), and ``J u`` is taken by central differences, ``(x₁(x₀ + εu) - x₁(x₀ - εu)) / 2ε``, on ``cells``
-    source samples with one direction each.
+    cell (before clipping at zero) with respect to its source sample. ``trace(J Jᵀ) = E‖J u‖²`` for ``u`` uniform on
+    the sphere of radius ``√G`` (``E[u uᵀ] = I``; exact for any ``u`` when ``J`` is a multiple of an orthogonal
+    matrix), and ``J u`` is taken by central differences, ``(x₁(x₀ + εu) - x₁(x₀ - εu)) / 2ε``, on ``cells`` source
+    samples with one direction each.
 
     Parameters
     ----------
@@ -180,6 +181,7 @@ def source_sensitivity(
             pick = torch.randint(len(pool), (cells,), generator=gen).numpy()
             x0 = torch.from_numpy(np.asarray(X[np.sort(pool[pick])], dtype=np.float32))[:, order]
         u = torch.randn((cells, genes), generator=gen)
+        u = u * (math.sqrt(genes) / u.norm(dim=1, keepdim=True))
         tokens, covs = task.encode(condition)
         cond = CondBatch.repeat(tokens, covs, 2 * cells, width=task.spec.max_perturbations).to(device)
         pair = torch.cat([x0 + eps * u, x0 - eps * u]).to(device=device, dtype=dtype)

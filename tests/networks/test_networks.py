@@ -454,6 +454,56 @@ def test_mlp_linear_skip_adds_a_gene_by_gene_matrix() -> None:
     assert count_parameters(skip) - count_parameters(plain) == N_GENES * N_GENES
 
 
+def _with_generic_output(net: torch.nn.Module) -> torch.nn.Module:
+    with torch.no_grad():  # the output layer starts at zero
+        net.output.weight.normal_(generator=torch.Generator().manual_seed(0))
+    return net
+
+
+@pytest.mark.parametrize(
+    ("knobs", "blocks", "output"),
+    [
+        ({}, "LayerNorm", "LayerNorm"),
+        ({"norm": False}, "Identity", "Identity"),
+        ({"output_norm": False}, "LayerNorm", "Identity"),
+        ({"norm": False, "output_norm": True}, "Identity", "LayerNorm"),
+        ({"norm": False, "block_norm": True}, "LayerNorm", "Identity"),
+        ({"norm_kind": "rms"}, "RMSNorm", "RMSNorm"),
+    ],
+)
+def test_mlp_norm_placement(knobs: dict, blocks: str, output: str) -> None:
+    net = build("mlp", **knobs)
+    assert {type(b.norm).__name__ for b in net.blocks} == {blocks}
+    assert type(net.output_norm).__name__ == output
+
+
+@pytest.mark.parametrize("kind", ["layer", "rms"])
+def test_mlp_output_norm_makes_the_output_blind_to_the_scale_of_the_hidden_vector(kind: str) -> None:
+    # Without blocks the output is W silu(norm(input(x))): scaling the input layer by c > 0 changes nothing when
+    # the output is normalised, and changes the output when it is not.
+    x, t = make_inputs()
+    for output_norm, invariant in ((True, True), (False, False)):
+        net = _with_generic_output(build("mlp", depth=0, norm=False, output_norm=output_norm, norm_kind=kind))
+        with torch.no_grad():
+            before = net(x, t, make_cond())
+            net.input.weight.mul_(7.0)
+            net.input.bias.mul_(7.0)
+            after = net(x, t, make_cond())
+        assert torch.allclose(before, after, atol=1e-4) == invariant
+
+
+def test_layernorm_centres_and_rmsnorm_does_not() -> None:
+    # A constant added to every hidden unit is removed by LayerNorm's centring, not by RMSNorm.
+    x, t = make_inputs()
+    for kind, invariant in (("layer", True), ("rms", False)):
+        net = _with_generic_output(build("mlp", depth=0, norm=True, norm_kind=kind))
+        with torch.no_grad():
+            before = net(x, t, make_cond())
+            net.input.bias.add_(3.0)
+            after = net(x, t, make_cond())
+        assert torch.allclose(before, after, atol=1e-4) == invariant
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # gene_transformer
 # ---------------------------------------------------------------------------------------------------------------
