@@ -61,7 +61,7 @@ BEGIN = "<!-- gene scale: begin -->"
 END = "<!-- gene scale: end -->"
 PRIMARY = "energy_distance"
 SECONDARY = ("cosine_logfc",)
-READOUTS = ("gene_spread_ratio", "readout_source_outside_span")
+READOUTS = ("gene_spread_ratio", "readout_source_outside_span", "readout_source_sensitivity")
 FLOOR = "no_change (floor)"
 SEEDS = 5
 REQUIRED = ("arm", "n_genes", "seed", "dataset", "steps", "train_flops", "train_seconds", "git_sha", PRIMARY)
@@ -277,6 +277,18 @@ PROBES = (
             ("mlp_span_synthetic", "w1024", "w1024"),
         ),
     ),
+    Probe(
+        "layernorm_synthetic",
+        "Where LayerNorm stops a full-rank MLP: width 1024, G = 512 (1000 steps of batch 256, Gaussian source, fp32)",
+        (
+            ("ln_all", "no_norm"),
+            ("ln_blocks", "no_norm"),
+            ("ln_output", "no_norm"),
+            ("rms_all", "ln_all"),
+            ("ln_all_4000_steps", "ln_all"),
+        ),
+        ("no_norm", "ln_all", "ln_blocks", "ln_output", "rms_all", "ln_all_4000_steps"),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",
@@ -316,6 +328,7 @@ def load_probe_file(path: Path, probe: Probe) -> pd.DataFrame:
     missing = [c for c in REQUIRED if c not in df.columns]
     if missing:
         raise ArchLabError(f"{path}: missing column(s) {', '.join(missing)}; export it with --runs")
+    df = with_posthoc_readouts(df, path.parent / "readouts" / path.name)
     units: dict[str, object] = {}
     for unit, columns in UNIT_COLUMNS.items():
         column = next((c for c in columns if c in df.columns), None)
@@ -323,6 +336,29 @@ def load_probe_file(path: Path, probe: Probe) -> pd.DataFrame:
             raise ArchLabError(f"{path}: no {unit} column ({', '.join(columns)}); export it with --runs")
         units[unit] = pd.to_numeric(df[column]).astype(int) if column else 0
     return df.assign(source_file=path.name, **units)
+
+
+def with_posthoc_readouts(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``df`` with the read-outs it lacks filled from ``path`` (``analysis/posthoc_readouts.py``), matched by run
+    directory; read-outs the runs recorded themselves are kept. ``df`` unchanged when ``path`` does not exist.
+
+    Raises
+    ------
+    ArchLabError
+        ``df`` or the read-out table has no ``run_dir`` column.
+    """
+    if not path.is_file():
+        return df
+    extra = pd.read_csv(path)
+    if "run_dir" not in df.columns or "run_dir" not in extra.columns:
+        raise ArchLabError(f"{path}: read-outs are matched by run_dir, which a table lacks; export it with --runs")
+    extra = extra.drop(columns=["readouts_git_sha"], errors="ignore").drop_duplicates("run_dir").set_index("run_dir")
+    df = df.copy()
+    keys = df["run_dir"].astype(str)
+    for column in extra.columns:
+        values = keys.map(extra[column])
+        df[column] = df[column].fillna(values) if column in df.columns else values
+    return df
 
 
 def load_probe(results: Path, probe: Probe) -> pd.DataFrame | None:
@@ -830,8 +866,8 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
     """The cells table as markdown (``unit``: what the intervals are over, seeds or folds)."""
     lines = [
         f"| G | arm | {unit}s | energy distance | SD over {unit}s (range) | floor | ceiling | cosine logFC |"
-        " spread ratio | source outside span | steps | train s | train TFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " spread ratio | source outside span | source sensitivity | steps | train s | train TFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in cells.iterrows():
         if unit == "seed":
@@ -844,6 +880,7 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
             f"| {_fmt(r['floor_energy_distance'])} "
             f"| {_fmt(r['ceiling_energy_distance'])} | {_interval(r, 'cosine_logfc')} "
             f"| {_interval(r, 'gene_spread_ratio', 2)} | {_fmt(r.get('readout_source_outside_span', math.nan), 2)} "
+            f"| {_interval(r, 'readout_source_sensitivity', 2)} "
             f"| {r['steps']:.0f} | {r['train_seconds']:.0f} | {r['train_flops'] / 1e12:.1f} |"
         )
     return "\n".join(lines)
@@ -963,7 +1000,13 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         "the order's effect). Spread ratio: median over genes of the generated cells' standard deviation "
         "over the observed cells' (1 = the same; above 1 = noise the data does not have). Source outside span: "
         "the source variance the network cannot move, over the observed cells' total variance "
-        "(`arch_lab.methods.readouts`; NaN for networks that declare no output span)."
+        "(`arch_lab.methods.readouts`; NaN for networks that declare no output span). Source sensitivity: how much "
+        "the generated cells follow their source sample, the trace of J J^T (J: Jacobian of the generated cell "
+        "with respect to its source sample, through the run's solver) over the observed cells' total variance: "
+        "about 1 for a flow that carries a Gaussian source onto the observed spread, G over the observed total "
+        "variance for one that moves no source noise (`arch_lab.methods.readouts.source_sensitivity`; recorded by "
+        "runs since commit 07271ca, recomputed for older runs by `python analysis/posthoc_readouts.py <study>` "
+        "into `results/probes_v2/readouts/`; NaN where neither was done)."
     ]
     found = False
     for probe in PROBES:

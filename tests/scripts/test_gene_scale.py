@@ -369,3 +369,49 @@ def test_the_precision_note_names_the_arms_of_each_precision():
     assert gene_scale.precision_note(df.iloc[:2]) == "precision fp32"
     assert gene_scale.precision_note(df) == "precision differs: bf16 (b); fp32 (a); not recorded (c)"
     assert gene_scale.precision_note(df.drop(columns="precision")) == "precision not recorded"
+
+
+def test_posthoc_readouts_fill_only_what_the_runs_did_not_record(tmp_path: Path):
+    results = tmp_path / "results"
+    (results / "readouts").mkdir(parents=True)
+    runs = _runs()
+    runs["run_dir"] = [f"runs/r{i}" for i in range(len(runs))]
+    runs["readout_source_sensitivity"] = np.where(runs.index % 2 == 0, 1.5, np.nan)  # half recorded by the run
+    runs.to_csv(results / "toy.csv", index=False)
+    extra = pd.DataFrame({"run_dir": runs["run_dir"], "readout_source_sensitivity": 9.0, "readout_new": 2.0})
+    extra.assign(readouts_git_sha="def").to_csv(results / "readouts" / "toy.csv", index=False)
+    probe = gene_scale.Probe("toy", "toy", (), ("w64", "w64_linear_skip", "w64_control_source"))
+    df = gene_scale.load_probe(results, probe)
+    recorded = runs.index % 2 == 0
+    assert (df.loc[recorded, "readout_source_sensitivity"] == 1.5).all()
+    assert (df.loc[~recorded, "readout_source_sensitivity"] == 9.0).all()
+    assert (df["readout_new"] == 2.0).all()
+    assert "readouts_git_sha" not in df.columns
+    cells = gene_scale.cells_table(df, probe)
+    assert "source sensitivity" in gene_scale.cells_markdown(cells)
+    runs.drop(columns="run_dir").to_csv(results / "toy.csv", index=False)
+    with pytest.raises(gene_scale.ArchLabError, match="matched by run_dir"):
+        gene_scale.load_probe(results, probe)
+
+
+def test_posthoc_readouts_recompute_what_a_run_recorded(synthetic_h5ad: Path, tmp_path: Path):
+    from analysis import posthoc_readouts
+    from arch_lab.analysis.tidy import load_runs
+    from arch_lab.api import train
+    from arch_lab.config import experiment_from_dict
+    from tests.conftest import experiment_dict
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, network={"name": "mlp", "width": 8, "depth": 1})
+    result = train(experiment_from_dict(raw))
+    recorded = load_runs([result.run_dir]).iloc[0]
+    again = posthoc_readouts.run_readouts(Path(result.run_dir))
+    for name in ("readout_source_outside_span", "readout_output_rank", "readout_source_sensitivity"):
+        assert again[name] == pytest.approx(recorded[name], rel=1e-6)
+    results = tmp_path / "results"
+    results.mkdir()
+    pd.DataFrame({"run_dir": [str(result.run_dir)]}).to_csv(results / "toy.csv", index=False)
+    assert posthoc_readouts.main(["toy", "--results", str(results)]) == 0
+    table = pd.read_csv(results / "readouts" / "toy.csv")
+    assert table["readout_source_sensitivity"].iloc[0] == pytest.approx(recorded["readout_source_sensitivity"])
+    pd.DataFrame({"run_dir": [str(tmp_path / "gone")]}).to_csv(results / "toy.csv", index=False)
+    assert posthoc_readouts.main(["toy", "--results", str(results)]) == 2
