@@ -6,10 +6,13 @@ another machine would be, so local and distributed runs share one code path.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
+import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +110,31 @@ def run_sweep(
     return SweepRun(sweep, spec, status)
 
 
+@contextlib.contextmanager
+def sigterm_forwarded(procs: list[subprocess.Popen]) -> Iterator[None]:
+    """While the block runs, a SIGTERM to this process (``kill``, a scheduler's preemption) goes on to the workers
+    still running, each of which requeues its trial, and is raised here as :class:`KeyboardInterrupt`.
+
+    Only in the main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards.
+    A Ctrl-C reaches the workers without help: the terminal sends it to the whole process group.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int, profile: str | None = None) -> None:
     env = dict(os.environ)
     for var in THREAD_VARS:
@@ -118,9 +146,11 @@ def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int, pr
         cmd += ["--profile", profile] if profile else []
         procs.append(subprocess.Popen(cmd, env=env))
     try:
-        codes = [p.wait() for p in procs]
+        with sigterm_forwarded(procs):
+            codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
-        # Workers in this terminal got the same Ctrl-C; give them time to requeue their trial, then insist.
+        # Workers in this terminal got the same Ctrl-C (or the SIGTERM this process forwarded); give them time to
+        # requeue their trial, then insist.
         for p in procs:
             try:
                 p.wait(timeout=INTERRUPT_GRACE_S)

@@ -6,7 +6,10 @@ the budget ends with every configuration complete once: nothing lost, nothing du
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -137,3 +140,50 @@ def test_a_worker_lost_elsewhere_is_reported_and_requeued_by_hand(bench: Path, k
     if kind == "sqlite":  # the other trials were still queued: the retry is claimed before them
         queued = [t for t in load_study(path).get_trials() if t.number not in (killed.number, retry.number)]
         assert all(retry.datetime_start <= t.datetime_start for t in queued)
+
+
+@pytest.mark.slow
+def test_sigterm_to_sweep_run_stops_its_workers_and_requeues_their_trials(bench: Path):
+    # `kill <sweep run>` (or a scheduler's preemption) reaches only the launching process: it must pass the signal
+    # on, or its workers train on, orphaned, after the command has ended.
+    url = storage_url("sqlite", bench)
+    raw = sweep_dict(
+        "term",
+        study={"name": "term", "storage": url, "heartbeat_interval": 1, "grace_period": 600},
+        space={"optim.lr": {"type": "categorical", "choices": LRS}},
+        fixed={"train.max_steps": 400, "train.eval_every": 100},
+    )
+    path = write_sweep(bench, raw)
+    cmd = [sys.executable, "-m", "arch_lab.cli", "sweep", "run", str(path), "--workers", "2", "--threads", "1"]
+    launcher = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, stderr=subprocess.PIPE, text=True)
+    workers: set[int] = set()
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and launcher.poll() is None and not workers:
+        time.sleep(0.3)
+        try:
+            trials = load_study(path).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception:  # the study is not created yet
+            continue
+        for t in trials:
+            runs = [RunDir(d) for d in t.user_attrs.get("run_dirs") or []]
+            if runs and runs[0].read_status().get("status") == "running":
+                workers.add(int(str(t.user_attrs["worker"]).rsplit(":", 1)[1]))
+    assert workers, "no worker started training"
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 130
+    assert err.strip().splitlines()[-1] == (
+        "error: interrupted; running trials were requeued: rerun the same command to resume"
+    )
+    for pid in workers:  # the workers ended with the command
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+    trials = load_study(path).get_trials(deepcopy=False)
+    assert not [t for t in trials if t.state == TrialState.RUNNING]
+    stopped = [t for t in trials if t.state == TrialState.FAIL]
+    assert stopped
+    assert all(t.user_attrs["reason"].startswith("interrupted") for t in stopped)
+    done = cli.invoke(app, ["sweep", "run", str(path)])
+    assert done.exit_code == 0, done.output
+    finished = [t for t in load_study(path).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["optim.lr"] for t in finished) == LRS
