@@ -61,7 +61,12 @@ BEGIN = "<!-- gene scale: begin -->"
 END = "<!-- gene scale: end -->"
 PRIMARY = "energy_distance"
 SECONDARY = ("cosine_logfc",)
-READOUTS = ("gene_spread_ratio", "readout_source_outside_span", "readout_source_sensitivity")
+READOUTS = (
+    "gene_spread_ratio",
+    "readout_source_outside_span",
+    "readout_source_sensitivity",
+    "readout_source_velocity_gain",
+)
 FLOOR = "no_change (floor)"
 SEEDS = 5
 REQUIRED = ("arm", "n_genes", "seed", "dataset", "steps", "train_flops", "train_seconds", "git_sha", PRIMARY)
@@ -866,8 +871,9 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
     """The cells table as markdown (``unit``: what the intervals are over, seeds or folds)."""
     lines = [
         f"| G | arm | {unit}s | energy distance | SD over {unit}s (range) | floor | ceiling | cosine logFC |"
-        " spread ratio | source outside span | source sensitivity | steps | train s | train TFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " spread ratio | source outside span | source sensitivity | velocity gain at t = 0 | steps | train s |"
+        " train TFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in cells.iterrows():
         if unit == "seed":
@@ -880,7 +886,7 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
             f"| {_fmt(r['floor_energy_distance'])} "
             f"| {_fmt(r['ceiling_energy_distance'])} | {_interval(r, 'cosine_logfc')} "
             f"| {_interval(r, 'gene_spread_ratio', 2)} | {_fmt(r.get('readout_source_outside_span', math.nan), 2)} "
-            f"| {_interval(r, 'readout_source_sensitivity', 2)} "
+            f"| {_interval(r, 'readout_source_sensitivity', 2)} | {_interval(r, 'readout_source_velocity_gain', 2)} "
             f"| {r['steps']:.0f} | {r['train_seconds']:.0f} | {r['train_flops'] / 1e12:.1f} |"
         )
     return "\n".join(lines)
@@ -1006,7 +1012,11 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         "about 1 for a flow that carries a Gaussian source onto the observed spread, G over the observed total "
         "variance for one that moves no source noise (`arch_lab.methods.readouts.source_sensitivity`; recorded by "
         "runs since commit 07271ca, recomputed for older runs by `python analysis/posthoc_readouts.py <study>` "
-        "into `results/probes_v2/readouts/`; NaN where neither was done)."
+        "into `results/probes_v2/readouts/`; blank where neither was done). Velocity gain at t = 0: -tr(J_v)/G, J_v "
+        "the Jacobian of the velocity at t = 0 with respect to the state, at Gaussian source samples: exactly 1 for "
+        "the optimal velocity of a Gaussian source with independent coupling, whatever the data, and 0 for a "
+        "velocity that ignores its input (`arch_lab.methods.readouts.source_velocity_gain`; blank for a control "
+        "source)."
     ]
     found = False
     for probe in PROBES:

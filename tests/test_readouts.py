@@ -12,7 +12,7 @@ import torch
 from arch_lab.config import experiment_from_dict
 from arch_lab.data.task import build_task
 from arch_lab.flow import generate
-from arch_lab.methods.readouts import output_span, source_outside_span, source_sensitivity
+from arch_lab.methods.readouts import output_span, source_outside_span, source_sensitivity, source_velocity_gain
 from arch_lab.networks import build_network, get_network_class, list_networks
 from arch_lab.spec import CondBatch
 from tests.conftest import experiment_dict
@@ -106,6 +106,7 @@ def test_a_run_records_its_readouts_and_gene_count(synthetic_h5ad, tmp_path):
     assert row["readout_output_rank"] == 9  # width 8 + the bias
     assert row["readout_source_outside_span"] > 0  # Gaussian source, rank 9 < 24 genes
     assert row["readout_source_sensitivity"] > 0
+    assert np.isfinite(row["readout_source_velocity_gain"])
     assert 0 < row["gene_spread_ratio"] < 10
 
 
@@ -195,3 +196,42 @@ def test_sensitivity_matches_the_solver_it_reads(synthetic_h5ad, tmp_path):
     cond = CondBatch.repeat(tokens, covs, 4, width=task.spec.max_perturbations)
     x0 = torch.randn(4, task.data.n_genes, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(generate(net, cond, x0, solver="euler", steps=3), _euler(net, cond, x0, 3))
+
+
+def test_velocity_gain_is_the_rate_of_a_linear_velocity_and_zero_for_one_that_ignores_its_input(
+    synthetic_h5ad, tmp_path
+):
+    task = _task(synthetic_h5ad, tmp_path)
+    out = source_velocity_gain(_Linear(0.7), task, "gaussian", "independent", "test")
+    assert out["source_velocity_gain"] == pytest.approx(0.7, rel=1e-5)  # J_v = -0.7 I: exact for any direction
+    flat = build_network("mlp", {"width": 8, "depth": 1, "cond_dim": 8}, task.spec)  # zero output layer
+    assert source_velocity_gain(flat, task, "gaussian", "independent", "test")["source_velocity_gain"] == 0.0
+    for source, coupling in (("control", "independent"), ("gaussian", "exact_ot")):  # no exact reference there
+        assert math.isnan(source_velocity_gain(flat, task, source, coupling, "test")["source_velocity_gain"])
+
+
+class _Matrix(torch.nn.Module):
+    """``v(x, t) = -x Aᵀ``: the Jacobian is ``-A`` everywhere."""
+
+    def __init__(self, a: torch.Tensor) -> None:
+        super().__init__()
+        self.a = torch.nn.Parameter(a)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, cond: CondBatch) -> torch.Tensor:
+        return -x @ self.a.T
+
+
+def test_velocity_gain_estimates_the_trace_of_a_general_jacobian(synthetic_h5ad, tmp_path):
+    # Independent: numpy's trace of a random (non-symmetric, non-scalar) Jacobian, within 5 standard errors of the
+    # Hutchinson estimate (the variance of uᵀ A u is at most 2 ||(A + Aᵀ) / 2||_F² for these directions).
+    task = _task(synthetic_h5ad, tmp_path)
+    genes = task.data.n_genes
+    a = torch.randn(genes, genes, generator=torch.Generator().manual_seed(2)) / np.sqrt(genes) + 0.5 * torch.eye(genes)
+    exact = float(np.trace(a.numpy())) / genes
+    cells = 400
+    n = cells * len(task.conditions("test"))
+    sym = (a + a.T) / 2
+    se = float(torch.sqrt(2 * (sym**2).sum())) / genes / np.sqrt(n)
+    out = source_velocity_gain(_Matrix(a), task, "gaussian", "independent", "test", cells=cells)
+    assert abs(out["source_velocity_gain"] - exact) < 5 * se
+    assert se < 0.1 * exact  # the check is tight enough to tell a wrong trace
