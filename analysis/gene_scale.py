@@ -66,6 +66,7 @@ READOUTS = (
     "readout_source_outside_span",
     "readout_source_sensitivity",
     "readout_source_velocity_gain",
+    "readout_hidden_source_share",
 )
 FLOOR = "no_change (floor)"
 SEEDS = 5
@@ -871,9 +872,9 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
     """The cells table as markdown (``unit``: what the intervals are over, seeds or folds)."""
     lines = [
         f"| G | arm | {unit}s | energy distance | SD over {unit}s (range) | floor | ceiling | cosine logFC |"
-        " spread ratio | source outside span | source sensitivity | velocity gain at t = 0 | steps | train s |"
-        " train TFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        " spread ratio | source outside span | source sensitivity | velocity gain at t = 0 | hidden source share |"
+        " steps | train s | train TFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for _, r in cells.iterrows():
         if unit == "seed":
@@ -887,6 +888,7 @@ def cells_markdown(cells: pd.DataFrame, unit: str = "seed") -> str:
             f"| {_fmt(r['ceiling_energy_distance'])} | {_interval(r, 'cosine_logfc')} "
             f"| {_interval(r, 'gene_spread_ratio', 2)} | {_fmt(r.get('readout_source_outside_span', math.nan), 2)} "
             f"| {_interval(r, 'readout_source_sensitivity', 2)} | {_interval(r, 'readout_source_velocity_gain', 2)} "
+            f"| {_interval(r, 'readout_hidden_source_share', 3)} "
             f"| {r['steps']:.0f} | {r['train_seconds']:.0f} | {r['train_flops'] / 1e12:.1f} |"
         )
     return "\n".join(lines)
@@ -1016,7 +1018,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         "the Jacobian of the velocity at t = 0 with respect to the state, at Gaussian source samples: exactly 1 for "
         "the optimal velocity of a Gaussian source with independent coupling, whatever the data, and 0 for a "
         "velocity that ignores its input (`arch_lab.methods.readouts.source_velocity_gain`; blank for a control "
-        "source)."
+        "source). Hidden source share (MLPs): in the hidden vector the output layer reads (before its "
+        "normalisation), the size of the part that varies with the source sample over the size of the part that "
+        "does not, at t = 0 (`arch_lab.methods.readouts.hidden_source_share`)."
     ]
     found = False
     for probe in PROBES:

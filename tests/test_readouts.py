@@ -12,7 +12,13 @@ import torch
 from arch_lab.config import experiment_from_dict
 from arch_lab.data.task import build_task
 from arch_lab.flow import generate
-from arch_lab.methods.readouts import output_span, source_outside_span, source_sensitivity, source_velocity_gain
+from arch_lab.methods.readouts import (
+    hidden_source_share,
+    output_span,
+    source_outside_span,
+    source_sensitivity,
+    source_velocity_gain,
+)
 from arch_lab.networks import build_network, get_network_class, list_networks
 from arch_lab.spec import CondBatch
 from tests.conftest import experiment_dict
@@ -107,6 +113,7 @@ def test_a_run_records_its_readouts_and_gene_count(synthetic_h5ad, tmp_path):
     assert row["readout_source_outside_span"] > 0  # Gaussian source, rank 9 < 24 genes
     assert row["readout_source_sensitivity"] > 0
     assert np.isfinite(row["readout_source_velocity_gain"])
+    assert row["readout_hidden_source_share"] > 0
     assert 0 < row["gene_spread_ratio"] < 10
 
 
@@ -235,3 +242,44 @@ def test_velocity_gain_estimates_the_trace_of_a_general_jacobian(synthetic_h5ad,
     out = source_velocity_gain(_Matrix(a), task, "gaussian", "independent", "test", cells=cells)
     assert abs(out["source_velocity_gain"] - exact) < 5 * se
     assert se < 0.1 * exact  # the check is tight enough to tell a wrong trace
+
+
+class _Shifted(torch.nn.Module):
+    """A network whose last hidden vector is ``x + offset``."""
+
+    def __init__(self, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.offset = torch.nn.Parameter(offset)
+
+    def hidden(self, x: torch.Tensor, t: torch.Tensor, cond: CondBatch) -> torch.Tensor:
+        return x + self.offset
+
+
+@pytest.mark.parametrize("offset", [0.0, 10.0])
+def test_hidden_share_is_the_source_varying_part_against_the_constant_part(synthetic_h5ad, tmp_path, offset):
+    # By hand: h_i - mean(h) = x_i - mean(x) and mean(h) = mean(x) + offset; with n Gaussian samples in G genes,
+    # E||x_i - mean(x)|| is about sqrt(G (n - 1) / n), and ||mean(x) + offset|| about sqrt(G / n + G offset^2).
+    task = _task(synthetic_h5ad, tmp_path)
+    genes, cells = task.data.n_genes, 64
+    share = hidden_source_share(_Shifted(torch.full((genes,), offset)), task, "gaussian", "test", cells=cells)
+    expected = np.sqrt(genes * (cells - 1) / cells) / np.sqrt(genes / cells + genes * offset**2)
+    assert share["hidden_source_share"] == pytest.approx(expected, rel=0.25)
+
+
+def test_the_mlp_hidden_vector_is_what_its_output_layer_reads(synthetic_h5ad, tmp_path):
+    task = _task(synthetic_h5ad, tmp_path)
+    net = _mlp(task, width=16)
+    condition = task.conditions("test")[0]
+    tokens, covs = task.encode(condition)
+    cond = CondBatch.repeat(tokens, covs, 4, width=task.spec.max_perturbations)
+    x, t = torch.randn(4, task.data.n_genes), torch.rand(4)
+    h = net.hidden(x, t, cond)
+    torch.testing.assert_close(net(x, t, cond), net.output(torch.nn.functional.silu(net.output_norm(h))))
+
+
+@pytest.mark.parametrize("name", [n for n in list_networks() if n != "mlp"])
+def test_networks_without_a_hidden_vector_get_nan_share(synthetic_h5ad, tmp_path, name):
+    task = _task(synthetic_h5ad, tmp_path)
+    net = build_network(name, get_network_class(name).tiny_config(), task.spec)
+    share = hidden_source_share(net, task, "gaussian", "test")["hidden_source_share"]
+    assert math.isnan(share) != hasattr(net, "hidden")

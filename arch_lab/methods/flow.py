@@ -17,7 +17,12 @@ from arch_lab.config import ExperimentConfig, FlowConfig
 from arch_lab.data.task import Condition, Task
 from arch_lab.flow import generate
 from arch_lab.methods.base import Method, PredictionRequest, Validator, register_method
-from arch_lab.methods.readouts import source_outside_span, source_sensitivity, source_velocity_gain
+from arch_lab.methods.readouts import (
+    hidden_source_share,
+    source_outside_span,
+    source_sensitivity,
+    source_velocity_gain,
+)
 from arch_lab.networks import build_network, count_parameters, network_config, resolve_matched_knobs
 from arch_lab.spec import CondBatch
 
@@ -135,7 +140,8 @@ class FlowMatching(Method):
 
     @override
     def readouts(self, split: str) -> dict[str, float]:
-        """``source_outside_span``, ``output_rank``, ``source_sensitivity`` and ``source_velocity_gain``
+        """``source_outside_span``, ``output_rank``, ``source_sensitivity``, ``source_velocity_gain`` and
+        ``hidden_source_share``
         (:mod:`arch_lab.methods.readouts`).
         """
         f = self.cfg.flow
@@ -152,7 +158,8 @@ class FlowMatching(Method):
             seed=self.cfg.seed,
         )
         gain = source_velocity_gain(self.model, self.task, f.source, f.coupling, split, seed=self.cfg.seed)
-        return source_outside_span(self.model, self.task, f.source, split) | sensitivity | gain
+        share = hidden_source_share(self.model, self.task, f.source, split, seed=self.cfg.seed)
+        return source_outside_span(self.model, self.task, f.source, split) | sensitivity | gain | share
 
     @override
     def predict(self, requests: list[PredictionRequest], rng: np.random.Generator) -> list[np.ndarray]:

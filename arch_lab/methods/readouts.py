@@ -23,6 +23,10 @@ reference instead, and values are read against it.
 source and independent coupling the optimal velocity at ``t = 0`` is ``E[x₁ | condition] - x``, whose Jacobian is
 ``-I`` whatever the data. Its gain along the source (``-tr(J_v) / G``) is therefore 1 for the optimal network and 0
 for one whose velocity ignores its input (a velocity that only depends on time and condition).
+:func:`hidden_source_share` looks inside a network that exposes its last hidden vector (``hidden(x_t, t, cond)``,
+the MLP): how large the part of that vector that varies with the source sample is against the part that does not.
+A normalisation before the output layer divides both by the same norm, so a large constant part leaves little of
+the source in what the output layer reads.
 """
 
 from __future__ import annotations
@@ -262,3 +266,66 @@ def source_velocity_gain(
     finally:
         network.train(was_training)
     return {"source_velocity_gain": float(np.mean(gains)) if gains else math.nan}
+
+
+@torch.no_grad()
+def hidden_source_share(
+    network: nn.Module,
+    task: Task,
+    source: Literal["gaussian", "control"],
+    split: str,
+    *,
+    cells: int = 64,
+    seed: int = 0,
+) -> dict[str, float]:
+    """The part of the network's last hidden vector that varies with the source sample, against the part that does
+    not, at ``t = 0``: ``mean_i ‖h_i - h̄‖ / ‖h̄‖`` over source samples ``i`` of one condition (``h̄`` their mean),
+    averaged over the conditions of ``split``.
+
+    Parameters
+    ----------
+    network
+        A velocity network with a ``hidden(x_t, t, cond)`` method (the MLP); others get NaN.
+    task
+        The task whose conditions are read.
+    source
+        ``flow.source`` of the run: Gaussian samples, or the state's training control cells.
+    split
+        The split whose conditions are read.
+    cells
+        Source samples per condition.
+    seed
+        Seeds the source samples.
+
+    Returns
+    -------
+    dict[str, float]
+        ``hidden_source_share`` (NaN without ``hidden`` or without a condition).
+    """
+    read = getattr(network, "hidden", None) or getattr(getattr(network, "module", None), "hidden", None)
+    if read is None:
+        return {"hidden_source_share": math.nan}
+    genes = task.data.n_genes
+    device = next(network.parameters()).device
+    dtype = next(network.parameters()).dtype
+    order = torch.from_numpy(task.order)
+    gen = torch.Generator().manual_seed(seed)
+    was_training = network.training
+    network.eval()
+    shares = []
+    try:
+        for condition in task.conditions(split):
+            if source == "gaussian":
+                x0 = torch.randn((cells, genes), generator=gen)
+            else:
+                pool = task.controls(condition.state, "train")
+                pick = torch.randint(len(pool), (cells,), generator=gen).numpy()
+                x0 = torch.from_numpy(np.asarray(task.data.X[np.sort(pool[pick])], dtype=np.float32))[:, order]
+            tokens, covs = task.encode(condition)
+            cond = CondBatch.repeat(tokens, covs, cells, width=task.spec.max_perturbations).to(device)
+            h = read(x0.to(device=device, dtype=dtype), torch.zeros(cells, device=device), cond).double().cpu()
+            mean = h.mean(0, keepdim=True)
+            shares.append(float((h - mean).norm(dim=1).mean() / mean.norm()))
+    finally:
+        network.train(was_training)
+    return {"hidden_source_share": float(np.mean(shares)) if shares else math.nan}

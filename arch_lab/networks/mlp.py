@@ -150,8 +150,14 @@ class ResidualMLP(nn.Module):
             return None
         return torch.cat([self.output.weight, self.output.bias[:, None]], dim=1)
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: CondBatch) -> torch.Tensor:
-        """Velocity ``[B, G]`` at state ``x_t`` ``[B, G]``, time ``t`` and condition ``cond``."""
+    def hidden(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: CondBatch) -> torch.Tensor:
+        """``[B, width]``: the residual stream after the last block, before the output normalisation and layer
+        (read by :func:`arch_lab.methods.readouts.hidden_source_share`).
+        """
+        return self._stream(x_t, t, cond)[0]
+
+    def _stream(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: CondBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """The residual stream after the last block and ``x_t`` in the network's dtype."""
         check_expression(x_t, self.spec.n_genes)
         dtype = self.input.weight.dtype
         t = normalize_time(t, x_t.shape[0], x_t.device)
@@ -165,6 +171,11 @@ class ResidualMLP(nn.Module):
             h = self.input(x)
         for block in self.blocks:
             h = block(h, film)
+        return h, x
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor | float, cond: CondBatch) -> torch.Tensor:
+        """Velocity ``[B, G]`` at state ``x_t`` ``[B, G]``, time ``t`` and condition ``cond``."""
+        h, x = self._stream(x_t, t, cond)
         out = self.output(nn.functional.silu(self.output_norm(h)))
         if self.skip is not None:
             out = out + self.skip(x)
