@@ -1013,7 +1013,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         "with respect to its source sample, through the run's solver) over the observed cells' total variance: "
         "about 1 for a flow that carries a Gaussian source onto the observed spread, G over the observed total "
         "variance for one that moves no source noise (`arch_lab.methods.readouts.source_sensitivity`; recorded by "
-        "runs since commit 07271ca (the velocity gain since bea956d), recomputed for older runs by `python analysis/posthoc_readouts.py <study>` "
+        "runs since commit 07271ca (the velocity gain since bea956d, the hidden source share since 766dc6e), recomputed for older runs by `python analysis/posthoc_readouts.py <study>` "
         "into `results/probes_v2/readouts/`; blank where neither was done). Velocity gain at t = 0: -tr(J_v)/G, J_v "
         "the Jacobian of the velocity at t = 0 with respect to the state, at Gaussian source samples: exactly 1 for "
         "the optimal velocity of a Gaussian source with independent coupling, whatever the data, and 0 for a "
