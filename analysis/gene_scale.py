@@ -295,6 +295,20 @@ PROBES = (
         ),
         ("no_norm", "ln_all", "ln_blocks", "ln_output", "rms_all", "ln_all_4000_steps"),
     ),
+    Probe(
+        "layernorm_centred_synthetic",
+        "LayerNorm with the source centred on the training means: width 1024, G = 512 (1000 steps of batch 256, fp32)",
+        (
+            ("ln_all_centred", "ln_all"),
+            ("no_norm_centred", "no_norm"),
+            ("ln_all_centred", "no_norm_centred"),
+        ),
+        ("no_norm", "ln_all", "no_norm_centred", "ln_all_centred"),
+        borrow=(
+            ("layernorm_synthetic", "no_norm", "no_norm"),
+            ("layernorm_synthetic", "ln_all", "ln_all"),
+        ),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",

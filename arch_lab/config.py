@@ -420,6 +420,9 @@ class FlowConfig(_Section):
     """
 
     source: Literal["gaussian", "control"] = "gaussian"
+    #: Centre of the Gaussian source: ``zero`` (N(0, I)) or ``train`` (N(m, I), ``m`` each gene's mean over the
+    #: training cells; the velocity then no longer carries the data's mean expression). Ignored for ``control``.
+    source_mean: Literal["zero", "train"] = "zero"
     sigma: float = Field(default=0.0, ge=0)
     time_sampler: Literal["uniform", "logit_normal"] = "uniform"
     coupling: Literal["independent", "exact_ot"] = "independent"

@@ -16,8 +16,11 @@
 # genes, in fp32) about 80 min, mlp_width_norm_2048_synthetic (the same with LayerNorm, two threads) about 40 min,
 # repaired_mlp_k562 and repaired_mlp_kang (the repaired MLP on every real-data fold,
 # in fp32; run after gene_identity_k562 / gene_identity_kang, whose U-Nets they pair with) about 30 and 20 min on
-# one worker. Every study resumes where it stopped: rerun this script after an
-# interruption.
+# one worker, layernorm_synthetic (where the normalisation sits in a full-rank MLP, 512 genes) about 1 h and
+# layernorm_centred_synthetic (the same with the source centred on the training means) about 20 min. The read-outs
+# added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
+# directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
+# script after an interruption.
 #
 #   bash scripts/run_gene_scale.sh                                  # every study below, default profiles
 #   STUDIES="mlp_span_synthetic" bash scripts/run_gene_scale.sh     # a subset
@@ -27,7 +30,9 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic}"
+# studies whose runs predate some read-outs: recomputed from their run directories after the export
+POSTHOC="mlp_width_2048_synthetic mlp_width_norm_2048_synthetic layernorm_synthetic"
 PROFILES="${PROFILES:-}"
 OUT=results/probes_v2
 mkdir -p "$OUT"
@@ -38,6 +43,9 @@ for name in $STUDIES; do
     if [[ -n "$profile" ]]; then args=(--profile "$profile"); suffix="_$profile"; fi
     run_study "sweeps/probes/$name.yaml" "$OUT/$name$suffix.csv" "${args[@]}"
   done
+done
+for name in $POSTHOC; do
+  if [[ " $STUDIES " == *" $name "* ]]; then python analysis/posthoc_readouts.py --results "$OUT" "$name"; fi
 done
 python analysis/gene_scale.py --results "$OUT" --out docs/findings.md --figures docs/figures/gene_scale --collect-curves
 echo "done $(date +%H:%M:%S)"

@@ -283,3 +283,16 @@ def test_networks_without_a_hidden_vector_get_nan_share(synthetic_h5ad, tmp_path
     net = build_network(name, get_network_class(name).tiny_config(), task.spec)
     share = hidden_source_share(net, task, "gaussian", "test")["hidden_source_share"]
     assert math.isnan(share) != hasattr(net, "hidden")
+
+
+def test_readouts_read_control_cells_and_a_centred_gaussian_source(synthetic_h5ad, tmp_path):
+    # With a control source the samples are the state's training controls: h_i - mean(h) is their spread around
+    # their mean, a finite share; a centred Gaussian source moves every sample by the centre.
+    task = _task(synthetic_h5ad, tmp_path)
+    genes = task.data.n_genes
+    net = _Shifted(torch.zeros(genes))
+    control = hidden_source_share(net, task, "control", "test")["hidden_source_share"]
+    assert 0 < control < 10
+    far = hidden_source_share(net, task, "gaussian", "test", center=torch.full((genes,), 100.0))
+    near = hidden_source_share(net, task, "gaussian", "test")
+    assert far["hidden_source_share"] < 0.05 * near["hidden_source_share"]

@@ -108,6 +108,24 @@ class Task:
         covs = [self.covariate_vocabs[k].index(v) for k, v in self._state_covs.loc[condition.state].items()]
         return tokens, covs
 
+    def gene_means(self, split: str = "train", max_rows: int = 20_000) -> np.ndarray:
+        """``[G]`` float32: each gene's mean over the cells of ``split`` (stored gene order), from at most
+        ``max_rows`` of them, evenly spaced; computed once per split and kept.
+
+        Raises
+        ------
+        DataError
+            ``split`` has no cells.
+        """
+        cache = self.__dict__.setdefault("_gene_means", {})
+        if split not in cache:
+            rows = self.cells(split)
+            if not len(rows):
+                raise DataError(f"no {split} cells to take gene means from; check the task's split")
+            rows = rows[:: max(1, len(rows) // max_rows)][:max_rows]
+            cache[split] = np.asarray(self.data.X[np.sort(rows)], dtype=np.float64).mean(0).astype(np.float32)
+        return cache[split]
+
     def covariate_values(self, state: str) -> dict[str, str]:
         """Covariate values of a state label."""
         return dict(self._state_covs.loc[state].items())

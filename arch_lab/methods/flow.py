@@ -25,6 +25,7 @@ from arch_lab.methods.readouts import (
 )
 from arch_lab.networks import build_network, count_parameters, network_config, resolve_matched_knobs
 from arch_lab.spec import CondBatch
+from arch_lab.training.sampling import source_center
 
 
 @register_method("flow_matching")
@@ -145,6 +146,7 @@ class FlowMatching(Method):
         (:mod:`arch_lab.methods.readouts`).
         """
         f = self.cfg.flow
+        center = source_center(self.task, f.source, f.source_mean)
         sensitivity = source_sensitivity(
             self.model,
             self.task,
@@ -156,9 +158,12 @@ class FlowMatching(Method):
             rtol=f.rtol,
             atol=f.atol,
             seed=self.cfg.seed,
+            center=center,
         )
-        gain = source_velocity_gain(self.model, self.task, f.source, f.coupling, split, seed=self.cfg.seed)
-        share = hidden_source_share(self.model, self.task, f.source, split, seed=self.cfg.seed)
+        gain = source_velocity_gain(
+            self.model, self.task, f.source, f.coupling, split, seed=self.cfg.seed, center=center
+        )
+        share = hidden_source_share(self.model, self.task, f.source, split, seed=self.cfg.seed, center=center)
         return source_outside_span(self.model, self.task, f.source, split) | sensitivity | gain | share
 
     @override
@@ -243,6 +248,7 @@ def predict_cells(
     order = torch.from_numpy(task.order)
     inverse = torch.from_numpy(task.inverse_order)
     threshold = zero_threshold(task, f)
+    center = source_center(task, f.source, f.source_mean)
     out = []
     for r in requests:
         tokens, covs = task.encode(r.condition)
@@ -252,6 +258,8 @@ def predict_cells(
         else:
             g = torch.Generator().manual_seed(int(rng.integers(2**62)))
             x0 = torch.randn((r.n_cells, task.data.n_genes), generator=g)
+            if center is not None:
+                x0 = x0 + center
         x1 = generate(
             model,
             cond,

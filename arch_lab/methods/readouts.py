@@ -135,6 +135,7 @@ def source_sensitivity(
     cells: int = 32,
     eps: float = 1e-2,
     seed: int = 0,
+    center: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """How strongly the generated cells follow their source sample, relative to the observed cells' variance.
 
@@ -163,6 +164,8 @@ def source_sensitivity(
         Finite-difference step, in units of the source's per-gene scale (1 for a Gaussian source).
     seed
         Seeds the source samples and directions.
+    center
+        ``[G]`` centre of the Gaussian source in network gene order (``flow.source_mean: train``); None: 0.
 
     Returns
     -------
@@ -185,6 +188,8 @@ def source_sensitivity(
             continue
         if source == "gaussian":
             x0 = torch.randn((cells, genes), generator=gen)
+            if center is not None:
+                x0 = x0 + center
         else:
             pool = task.controls(condition.state, "train")
             pick = torch.randint(len(pool), (cells,), generator=gen).numpy()
@@ -212,6 +217,7 @@ def source_velocity_gain(
     cells: int = 32,
     eps: float = 1e-2,
     seed: int = 0,
+    center: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """How much of the source sample the velocity at ``t = 0`` removes: ``-tr(J_v) / G`` (exactly 1 at the optimum).
 
@@ -237,6 +243,8 @@ def source_velocity_gain(
         Finite-difference step.
     seed
         Seeds the source samples and directions.
+    center
+        ``[G]`` centre of the Gaussian source in network gene order (``flow.source_mean: train``); None: 0.
 
     Returns
     -------
@@ -255,6 +263,8 @@ def source_velocity_gain(
     try:
         for condition in task.conditions(split):
             x0 = torch.randn((cells, genes), generator=gen)
+            if center is not None:
+                x0 = x0 + center
             u = torch.randn((cells, genes), generator=gen)
             u = u * (math.sqrt(genes) / u.norm(dim=1, keepdim=True))
             tokens, covs = task.encode(condition)
@@ -277,6 +287,7 @@ def hidden_source_share(
     *,
     cells: int = 64,
     seed: int = 0,
+    center: torch.Tensor | None = None,
 ) -> dict[str, float]:
     """The part of the network's last hidden vector that varies with the source sample, against the part that does
     not, at ``t = 0``: ``mean_i ‖h_i - h̄‖ / ‖h̄‖`` over source samples ``i`` of one condition (``h̄`` their mean),
@@ -296,6 +307,8 @@ def hidden_source_share(
         Source samples per condition.
     seed
         Seeds the source samples.
+    center
+        ``[G]`` centre of the Gaussian source in network gene order (``flow.source_mean: train``); None: 0.
 
     Returns
     -------
@@ -317,6 +330,8 @@ def hidden_source_share(
         for condition in task.conditions(split):
             if source == "gaussian":
                 x0 = torch.randn((cells, genes), generator=gen)
+                if center is not None:
+                    x0 = x0 + center
             else:
                 pool = task.controls(condition.state, "train")
                 pick = torch.randint(len(pool), (cells,), generator=gen).numpy()

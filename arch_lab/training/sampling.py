@@ -427,3 +427,12 @@ class ChunkedConditionSampler:
         """Stop the background reader."""
         self._stop.set()
         log.info("chunk stream: %s", self.stats.summary())
+
+
+def source_center(task: Task, source: str, source_mean: str) -> torch.Tensor | None:
+    """``[G]`` float32 centre of a Gaussian source in the network's gene order (``flow.source_mean: train``: each
+    gene's mean over the training cells), or None for N(0, I) and for a control-cell source.
+    """
+    if source != "gaussian" or source_mean == "zero":
+        return None
+    return torch.from_numpy(task.gene_means("train")[task.order].copy())

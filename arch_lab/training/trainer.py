@@ -42,7 +42,7 @@ from arch_lab.training.ema import EMA
 from arch_lab.training.loggers import Logger, open_loggers
 from arch_lab.training.micro_batch import fastest_block
 from arch_lab.training.precision import resolve_precision
-from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler
+from arch_lab.training.sampling import ChunkedConditionSampler, ConditionSampler, source_center
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +185,8 @@ class FlowTrainer:
             X = task.data.X[:, task.order]
             self.X = torch.from_numpy(np.ascontiguousarray(X)).to(self.device)
             self.sampler = ConditionSampler(task, self.X, self.device)
+        center = source_center(task, cfg.flow.source, cfg.flow.source_mean)
+        self.source_center = None if center is None else center.to(self.device)
         self.generator = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.state = TrainState()
         val = task.conditions("val")
@@ -307,6 +309,11 @@ class FlowTrainer:
             torch._foreach_mul_([p.grad for p in self.parameters if p.grad is not None], coef)
         return float(total)
 
+    def _noise(self, x1: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """Gaussian source rows shaped like ``x1``: N(0, I), or N(m, I) with ``flow.source_mean: train``."""
+        x0 = torch.randn(x1.shape, generator=generator, device=self.device)
+        return x0 if self.source_center is None else x0 + self.source_center
+
     def _resolve_micro_batch(self) -> int | None:
         """``optim.micro_batch_size``, with ``auto`` timed on one batch drawn with a separate generator (the
         training draws, the weights and the optimizer are left as they were).
@@ -317,7 +324,7 @@ class FlowTrainer:
         o = self.cfg.optim
         probe = torch.Generator(device=self.device).manual_seed(self.cfg.seed + 7919)
         x1, cond, cid = self.sampler.sample(o.batch_size, o.conditions_per_batch, probe)
-        x0 = self.sampler.control_source(cid, probe) if self.cfg.flow.source == "control" else torch.randn_like(x1)
+        x0 = self.sampler.control_source(cid, probe) if self.cfg.flow.source == "control" else self._noise(x1, probe)
         batch = self.objective.prepare(x1, cond, x0, cid, probe)
         n = batch.size
         rng = torch.get_rng_state()
@@ -344,7 +351,7 @@ class FlowTrainer:
         if cfg.flow.source == "control":
             x0 = self.sampler.control_source(cid, self.generator)
         else:
-            x0 = torch.randn(x1.shape, generator=self.generator, device=self.device)
+            x0 = self._noise(x1, self.generator)
         shard = self._shard(x1.shape[0])
         batch = self.objective.prepare(x1, cond, x0, cid, self.generator, shard=shard)
         n = batch.size

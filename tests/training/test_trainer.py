@@ -325,3 +325,38 @@ def test_zero_threshold_auto_is_half_the_smallest_training_value(synthetic_h5ad,
     values = np.asarray(ad.read_h5ad(result.run_dir / "predictions.h5ad").X)
     assert not ((values > 0) & (values < expected)).any()
     assert (values > 0).any()
+
+
+# ------------------------------------------------------------------------------------------ source centre
+def test_gaussian_source_centred_on_the_training_means(synthetic_h5ad, tmp_path):
+    """``flow.source_mean: train``: the Gaussian source is N(m, I), m each gene's mean over the training cells (in
+    the network's gene order), in training and in generation; ``zero`` and control sources are untouched."""
+    from scipy import stats as sps
+
+    from arch_lab.methods.base import PredictionRequest
+    from arch_lab.methods.flow import predict_cells
+    from arch_lab.training.sampling import source_center
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, data={"gene_order": "random"}, flow={"source_mean": "train"})
+    cfg = experiment_from_dict(raw)
+    task = build_task(cfg)
+    means = np.asarray(task.data.X[task.cells("train")], dtype=np.float64).mean(0)  # stored gene order, by hand
+    np.testing.assert_allclose(task.gene_means("train"), means, rtol=1e-5)
+    center = source_center(task, "gaussian", "train")
+    np.testing.assert_allclose(center.numpy(), means[task.order], rtol=1e-5)
+    assert source_center(task, "gaussian", "zero") is None
+    assert source_center(task, "control", "train") is None
+    # training draws: mean over many rows within 5 standard errors of the centre
+    network = build_network(cfg.network.name, cfg.network.knobs(), task.spec)
+    trainer = FlowTrainer(cfg, task, network, device="cpu")
+    draws = trainer._noise(torch.zeros(4000, task.data.n_genes), torch.Generator().manual_seed(0))
+    assert (draws.mean(0) - center).abs().max() < 5 / np.sqrt(4000)
+    # generation: an untrained MLP has a zero velocity, so its cells are the source clipped at 0, whose mean is
+    # m Phi(m) + phi(m) per gene (stored order)
+    requests = [PredictionRequest(task.conditions("test")[0], 3000, None)]
+    cells = predict_cells(network, task, cfg.flow, requests, np.random.default_rng(0))[0]
+    expected = means * sps.norm.cdf(means) + sps.norm.pdf(means)
+    assert np.abs(cells.mean(0) - expected).max() < 5 / np.sqrt(3000)
+    plain = predict_cells(network, task, cfg.flow.model_copy(update={"source_mean": "zero"}), requests,
+                          np.random.default_rng(0))[0]  # fmt: skip
+    assert np.abs(plain.mean(0) - sps.norm.pdf(0)).max() < 5 / np.sqrt(3000)
