@@ -309,6 +309,16 @@ PROBES = (
             ("layernorm_synthetic", "ln_all", "ln_all"),
         ),
     ),
+    Probe(
+        "centred_2048_synthetic",
+        "LayerNorm with the source centred on the training means, width 2048, G = 2048 (1000 steps of batch 256, fp32)",
+        (("w2048_centred", "w2048"), ("w2048_centred", "w2048_no_norm")),
+        ("w2048_no_norm", "w2048", "w2048_centred"),
+        borrow=(
+            ("mlp_width_norm_2048_synthetic", "w2048", "w2048"),
+            ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
+        ),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",
