@@ -100,7 +100,11 @@ class ResidualMLP(nn.Module):
         dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout inside blocks.")
         cond_dim: int = Field(128, ge=1, description="Width of the time and condition embedding.")
         residual: bool = Field(True, description="Residual connections around blocks.")
-        norm: bool = Field(True, description="LayerNorm at the start of every block and before the output.")
+        norm: bool = Field(
+            True,
+            description="Normalise at the start of every block and before the output layer (``norm_kind``; "
+            "``block_norm`` and ``output_norm`` override either place).",
+        )
         norm_kind: NormKind = Field(
             "layer", description="Normalisation used where ``norm`` puts one: LayerNorm or RMSNorm (no centring)."
         )
