@@ -319,6 +319,18 @@ PROBES = (
             ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
         ),
     ),
+    Probe(
+        "centred_kang",
+        "The centred source on Kang cell-type transfer, fold 4: width 1024, LayerNorm on/off (Gaussian source, "
+        "1000 steps of batch 256, fp32)",
+        (
+            ("ln_centred", "ln"),
+            ("no_norm_centred", "no_norm"),
+            ("ln", "no_norm"),
+            ("ln_centred", "no_norm_centred"),
+        ),
+        ("no_norm", "ln", "no_norm_centred", "ln_centred"),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",
