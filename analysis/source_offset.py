@@ -72,9 +72,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("sweeps", nargs="+", type=Path, help="sweep YAMLs whose datasets to measure")
     parser.add_argument("--out", type=Path, required=True, help="CSV to write")
+    parser.add_argument("--profile", default=None, help="a profile of every sweep (e.g. quick); default: none")
     args = parser.parse_args(argv)
     try:
-        rows = [row for path in args.sweeps for row in dataset_rows(path)]
+        rows = [row for path in args.sweeps for row in dataset_rows(path, args.profile)]
     except ArchLabError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -19,7 +19,7 @@
 # one worker, layernorm_synthetic (where the normalisation sits in a full-rank MLP, 512 genes) about 1 h and
 # layernorm_centred_synthetic (the same with the source centred on the training means) about 20 min,
 # centred_2048_synthetic (the centred source for the width-2048 LayerNorm MLP at 2048 genes) about 35 min, and
-# centred_kang (LayerNorm on/off x centred source on Kang at 512 and 2048 HVGs) about 45 min. The read-outs
+# centred_kang (LayerNorm on/off x centred source on Kang at 512 and 2048 HVGs) about 70 min. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
 # directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
 # script after an interruption.

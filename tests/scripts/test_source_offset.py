@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from conftest import REPO
 
 if str(REPO) not in sys.path:
@@ -35,6 +36,13 @@ def test_one_row_per_dataset_with_the_training_means_of_every_training_cell():
 
 
 def test_the_command_writes_the_table_and_names_a_missing_yaml(tmp_path: Path, capsys):
+    out = tmp_path / "offset.csv"
+    assert source_offset.main([str(KANG), "--profile", "quick", "--out", str(out)]) == 0
+    table = pd.read_csv(out)
+    expected = pd.DataFrame(source_offset.dataset_rows(KANG, "quick"))
+    assert list(table.columns) == list(expected.columns)
+    assert table["study"].tolist() == ["centred_kang"]
+    np.testing.assert_allclose(table["mean_sq_offset"], expected["mean_sq_offset"], rtol=1e-12)
     assert source_offset.main([str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o.csv")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
