@@ -331,6 +331,17 @@ PROBES = (
         ),
         ("no_norm", "ln", "no_norm_centred", "ln_centred"),
     ),
+    Probe(
+        "unet_2048_synthetic",
+        "Gene identity at 2048 genes: the U-Nets and the repaired MLP at equal steps, G = 2048 (500 steps of batch 64, "
+        "peak learning rate, Gaussian source, fp32)",
+        (
+            ("unet1d_gene_embedding", "unet1d"),
+            ("mlp_repaired", "unet1d"),
+            ("mlp_repaired", "unet1d_gene_embedding"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp_repaired"),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",

@@ -18,8 +18,10 @@
 # in fp32; run after gene_identity_k562 / gene_identity_kang, whose U-Nets they pair with) about 30 and 20 min on
 # one worker, layernorm_synthetic (where the normalisation sits in a full-rank MLP, 512 genes) about 1 h and
 # layernorm_centred_synthetic (the same with the source centred on the training means) about 20 min,
-# centred_2048_synthetic (the centred source for the width-2048 LayerNorm MLP at 2048 genes) about 35 min, and
-# centred_kang (LayerNorm on/off x centred source on Kang at 512 and 2048 HVGs) about 70 min. The read-outs
+# centred_2048_synthetic (the centred source for the width-2048 LayerNorm MLP at 2048 genes) about 35 min,
+# centred_kang (LayerNorm on/off x centred source on Kang at 512 and 2048 HVGs) about 70 min, and
+# unet_2048_synthetic (the U-Net with and without gene identity at 2048 genes, 500 steps of batch 64) about
+# 90 min. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
 # directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
 # script after an interruption.
@@ -32,7 +34,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic}"
 # studies whose runs predate some read-outs: recomputed from their run directories after the export
 POSTHOC="mlp_width_2048_synthetic mlp_width_norm_2048_synthetic layernorm_synthetic"
 PROFILES="${PROFILES:-}"
