@@ -21,7 +21,7 @@
 # centred_2048_synthetic (the centred source for the width-2048 LayerNorm MLP at 2048 genes) about 35 min,
 # centred_kang (LayerNorm on/off x centred source on Kang at 512 and 2048 HVGs) about 70 min, and
 # unet_2048_synthetic (the U-Net with and without gene identity at 2048 genes, 500 steps of batch 64) about
-# 90 min. The read-outs
+# 2 h 50 min. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
 # directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
 # script after an interruption.
