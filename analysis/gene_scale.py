@@ -274,6 +274,21 @@ PROBES = (
         ),
     ),
     Probe(
+        "mlp_width_plateau_2048_synthetic",
+        "Width 1024 without LayerNorm at G = 2048 trained up to four times longer (Gaussian source, batch 256, fp32)",
+        (
+            ("w1024_no_norm_4000_steps", "w1024_no_norm"),
+            ("w1024_no_norm_4000_steps", "w2048_no_norm"),
+            ("w1024_no_norm_4000_steps", "w64_linear_skip"),
+        ),
+        ("w1024_no_norm", "w1024_no_norm_4000_steps", "w2048_no_norm", "w64_linear_skip"),
+        borrow=(
+            ("mlp_width_2048_synthetic", "w1024_no_norm", "w1024_no_norm"),
+            ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
+            ("mlp_width_2048_synthetic", "w64_linear_skip", "w64_linear_skip"),
+        ),
+    ),
+    Probe(
         "mlp_width_norm_2048_synthetic",
         "LayerNorm at full rank: width 2048 with LayerNorm, G = 2048 (1000 steps of batch 256, Gaussian source, fp32)",
         (("w2048", "w2048_no_norm"), ("w2048", "w1024")),
@@ -307,6 +322,21 @@ PROBES = (
         borrow=(
             ("layernorm_synthetic", "no_norm", "no_norm"),
             ("layernorm_synthetic", "ln_all", "ln_all"),
+        ),
+    ),
+    Probe(
+        "layernorm_plateau_synthetic",
+        "The LayerNorm MLP trained up to four times longer: width 1024, G = 512 (batch 256, Gaussian source, fp32)",
+        (
+            ("ln_all_4000_steps", "ln_all"),
+            ("ln_all_4000_steps", "no_norm"),
+            ("ln_all_4000_steps", "ln_all_centred"),
+        ),
+        ("no_norm", "ln_all", "ln_all_centred", "ln_all_4000_steps"),
+        borrow=(
+            ("layernorm_synthetic", "no_norm", "no_norm"),
+            ("layernorm_synthetic", "ln_all", "ln_all"),
+            ("layernorm_centred_synthetic", "ln_all_centred", "ln_all_centred"),
         ),
     ),
     Probe(
