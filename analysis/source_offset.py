@@ -2,11 +2,13 @@
 
 Usage:
   python analysis/source_offset.py --out results/probes_v2/source_offset.csv \
-      sweeps/probes/layernorm_synthetic.yaml sweeps/probes/centred_2048_synthetic.yaml sweeps/probes/centred_kang.yaml
+      sweeps/probes/layernorm_synthetic.yaml sweeps/probes/centred_2048_synthetic.yaml sweeps/probes/centred_kang.yaml \
+      sweeps/probes/gene_identity_k562.yaml sweeps/probes/backbones_glioblastoma.yaml
 
 For every distinct dataset a study's grid trains on (its first replicate's seed, as ``arch-lab sweep run`` builds
 it), the task is built exactly as a run builds it and the training cells' per-gene means ``mu`` are read
-(``Task.gene_means``, the centre ``flow.source_mean: train`` uses). One row per study and dataset: ``n_genes``,
+(``Task.gene_means``, the centre ``flow.source_mean: train`` uses). One row per study and dataset: ``cell`` (the
+data and task settings its grid varies, e.g. ``task.fold=2``; empty when it varies none), ``n_genes``,
 ``mean_sq_offset`` (``||mu||^2 / G``: the squared distance an N(0, I) source starts from the data's mean, per gene,
 against 1 for the source's own variance per gene), ``mean_gene_mean`` and ``observed_variance_per_gene`` (the
 training cells' total variance over G). ``docs/findings.md`` (point 13) cites this table.
@@ -41,6 +43,7 @@ def dataset_rows(sweep_path: Path, profile: str | None = None) -> list[dict[str,
         One of its ``profiles:`` (e.g. ``quick``); None: the sweep as written.
     """
     sweep = load_sweep(sweep_path, profile)
+    fixed = sweep.spec.fixed
     seen: set[tuple[tuple[str, str], ...]] = set()
     rows: list[dict[str, object]] = []
     for values in sweep.grid():
@@ -49,6 +52,7 @@ def dataset_rows(sweep_path: Path, profile: str | None = None) -> list[dict[str,
         if key in seen:
             continue
         seen.add(key)
+        varied = [f"{k}={v}" for k, v in sorted(overrides.items()) if k.startswith(DATA_PREFIXES) and k not in fixed]
         cfg = sweep.experiment(values)
         task = build_task(cfg)
         mu = np.asarray(task.gene_means(), dtype=np.float64)
@@ -58,6 +62,7 @@ def dataset_rows(sweep_path: Path, profile: str | None = None) -> list[dict[str,
             {
                 "study": sweep_path.stem,
                 "dataset": cfg.name,
+                "cell": "; ".join(varied),
                 "n_genes": int(mu.size),
                 "mean_sq_offset": float((mu**2).sum() / mu.size),
                 "mean_gene_mean": float(mu.mean()),

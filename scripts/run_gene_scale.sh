@@ -54,8 +54,10 @@ done
 for name in $POSTHOC; do
   if [[ " $STUDIES " == *" $name "* ]]; then python analysis/posthoc_readouts.py --results "$OUT" "$name"; fi
 done
-# how far the zero-mean Gaussian source starts from the data of the studies on where LayerNorm stops the MLP
+# how far the zero-mean Gaussian source starts from the data of the studies on where LayerNorm stops the MLP, and
+# from the other shipped real datasets
 python analysis/source_offset.py --out "$OUT/source_offset.csv" sweeps/probes/layernorm_synthetic.yaml \
-  sweeps/probes/centred_2048_synthetic.yaml sweeps/probes/centred_kang.yaml
+  sweeps/probes/centred_2048_synthetic.yaml sweeps/probes/centred_kang.yaml sweeps/probes/gene_identity_k562.yaml \
+  sweeps/probes/backbones_glioblastoma.yaml
 python analysis/gene_scale.py --results "$OUT" --out docs/findings.md --figures docs/figures/gene_scale --collect-curves
 echo "done $(date +%H:%M:%S)"

@@ -46,3 +46,16 @@ def test_the_command_writes_the_table_and_names_a_missing_yaml(tmp_path: Path, c
     assert source_offset.main([str(tmp_path / "nope.yaml"), "--out", str(tmp_path / "o.csv")]) == 2
     assert "nope.yaml" in capsys.readouterr().err
     assert not (tmp_path / "o.csv").exists()
+
+
+def test_each_row_names_the_data_settings_its_grid_varies():
+    rows = source_offset.dataset_rows(REPO / "sweeps" / "probes" / "gene_identity_k562.yaml")
+    # five folds x five arms that change no data setting: one row per fold, named by it
+    assert sorted(row["cell"] for row in rows) == [f"task.fold={fold}" for fold in range(5)]
+    assert len({row["mean_sq_offset"] for row in rows}) == 5  # each fold trains on its own cells
+    rows = source_offset.dataset_rows(REPO / "sweeps" / "probes" / "layernorm_synthetic.yaml", "quick")
+    assert [row["cell"] for row in rows] == [""]  # nothing in data. or task. varies
+    rows = source_offset.dataset_rows(REPO / "sweeps" / "probes" / "centred_kang.yaml")
+    # two gene counts, four arms that change no data setting: two datasets, named by their gene count
+    assert sorted(row["cell"] for row in rows) == ["data.max_genes=2048", "data.max_genes=512"]
+    assert sorted(row["n_genes"] for row in rows) == [512, 2048]
