@@ -84,7 +84,9 @@ class Probe:
     ``budget_seconds`` and ``budget_tflops``, where given, are the budgets at which the learning curves are read
     (``budget_table``): each run's best validation energy had it been stopped there. ``borrow`` names arms of other
     studies on the same data and seeds, as ``(stem, arm, name)``: those runs join this study's table as arm
-    ``name``, so its contrasts can pair with them.
+    ``name``, so its contrasts can pair with them. ``exclude`` names runs left out of every table and interval, as
+    ``(arm, seed, reason)``: the header of the study's section lists each with its reason, so the text can report
+    what the run did beside the intervals of the others.
     """
 
     stem: str
@@ -95,6 +97,26 @@ class Probe:
     budget_seconds: tuple[float, ...] = ()
     budget_tflops: tuple[float, ...] = ()
     borrow: tuple[tuple[str, str, str], ...] = ()
+    exclude: tuple[tuple[str, int, str], ...] = ()
+
+
+def excluded_runs(df: pd.DataFrame, probe: Probe) -> tuple[pd.DataFrame, list[str]]:
+    """``df`` without the runs ``probe.exclude`` names, and one line per run left out (arm, seed, reason).
+
+    Raises
+    ------
+    ArchLabError
+        An excluded run is not in ``df`` (a renamed arm or a wrong seed would otherwise drop nothing silently).
+    """
+    keep = pd.Series(True, index=df.index)
+    notes = []
+    for arm, seed, reason in probe.exclude:
+        hit = (df["arm"] == arm) & (pd.to_numeric(df["seed"]) == seed)
+        if not hit.any():
+            raise ArchLabError(f"{probe.stem}: excluded run {arm} seed {seed} is not in its table; fix Probe.exclude")
+        keep &= ~hit
+        notes.append(f"{arm} seed {seed} ({reason})")
+    return df[keep].reset_index(drop=True), notes
 
 
 # (planned contrasts, arm order) shared by studies that run the same arms
@@ -282,6 +304,15 @@ PROBES = (
             ("w1024_no_norm_4000_steps", "w64_linear_skip"),
         ),
         ("w1024_no_norm", "w1024_no_norm_4000_steps", "w2048_no_norm", "w64_linear_skip"),
+        exclude=(
+            (
+                "w1024_no_norm_4000_steps",
+                1,
+                "diverged: a loss spike to 462 at step 441 (gradient norm 35,000 before clipping) put it back on the "
+                "collapse plateau, patience ended it at step 1750 and its best checkpoint, from step 250, generates "
+                "2 of 900 test cells with one gene near 1e34 (test energy 3.6e29); findings point 2",
+            ),
+        ),
         borrow=(
             ("mlp_width_2048_synthetic", "w1024_no_norm", "w1024_no_norm"),
             ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
@@ -1107,6 +1138,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             continue
         found = True
         df, unfinished = finished_runs(df)
+        df, left_out = excluded_runs(df, probe)
         cells = cells_table(df, probe)
         comp = comparisons_table(df, probe)
         cells.to_csv(figures / f"{probe.stem}_cells.csv", index=False)
@@ -1124,6 +1156,8 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         curve_text = ""
         if curves_path.is_file():
             curves = pd.read_csv(curves_path)
+            for arm, seed, _ in probe.exclude:  # the runs left out of the tables are left out of their curves too
+                curves = curves[~((curves["arm"] == arm) & (curves["seed"] == seed))]
             save_figure(curves_figure(curves, probe), figures, f"{probe.stem}_curves")
             summary = curve_summary(curves, probe)
             summary.to_csv(figures / f"{probe.stem}_curve_summary.csv", index=False)
@@ -1168,6 +1202,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             + (f", {borrowed} of them borrowed ({'; '.join(lenders)})" if borrowed else "")
             + f" (commits {commits}; `arch_lab/` {same}; {precision_note(df)})"
             + (f"; {unfinished} runs of unfinished trials left out (their retries repeat them)" if unfinished else "")
+            + (f"; left out of every table and interval: {'; '.join(left_out)}" if left_out else "")
             + "; figure "
             f"`{figures}/{probe.stem}.png`.\n\n{cells_markdown(cells, probe.unit)}\n\n"
             f"Planned contrasts, energy distance (primary):\n\n{comparisons_markdown(comp, PRIMARY)}\n\n"

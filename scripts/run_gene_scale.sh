@@ -22,7 +22,7 @@
 # centred_kang (LayerNorm on/off x centred source on Kang at 512 and 2048 HVGs) about 70 min, and
 # unet_2048_synthetic (the U-Net with and without gene identity at 2048 genes, 500 steps of batch 64) about
 # 2 h 50 min, layernorm_plateau_synthetic (the LayerNorm MLP at 512 genes up to 4000 steps; run after
-# layernorm_synthetic and layernorm_centred_synthetic, whose arms it pairs with) about 90 min on one worker, and
+# layernorm_synthetic and layernorm_centred_synthetic, whose arms it pairs with) about 80 min on one worker, and
 # mlp_width_plateau_2048_synthetic (width 1024 without LayerNorm at 2048 genes up to 4000 steps; run after
 # mlp_width_2048_synthetic) about 90 min on one worker. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run

@@ -415,3 +415,29 @@ def test_posthoc_readouts_recompute_what_a_run_recorded(synthetic_h5ad: Path, tm
     assert table["readout_source_sensitivity"].iloc[0] == pytest.approx(recorded["readout_source_sensitivity"])
     pd.DataFrame({"run_dir": [str(tmp_path / "gone")]}).to_csv(results / "toy.csv", index=False)
     assert posthoc_readouts.main(["toy", "--results", str(results)]) == 2
+
+
+def test_excluded_runs_leave_every_table_and_their_pairs_drop_out():
+    runs = _runs()
+    runs.loc[(runs["arm"] == "w64") & (runs["seed"] == 1), "energy_distance"] = 3.6e29  # a diverged run
+    probe = gene_scale.Probe("toy", "toy", (("w64_linear_skip", "w64"),), ("w64", "w64_linear_skip"),
+                             exclude=(("w64", 1, "diverged"),))  # fmt: skip
+    kept, notes = gene_scale.excluded_runs(runs, probe)
+    assert notes == ["w64 seed 1 (diverged)"]
+    assert len(kept) == len(runs) - 2  # seed 1 of w64 at both gene counts
+    cells = gene_scale.cells_table(kept, probe)
+    row = cells[(cells["n_genes"] == 2048) & (cells["arm"] == "w64")].iloc[0]
+    assert row["seeds"] == 4
+    assert row["energy_distance"] < 10
+    comp = gene_scale.comparisons_table(kept, probe)
+    pair = comp[(comp["kind"] == "planned") & (comp["metric"] == "energy_distance") & (comp["n_genes"] == 2048)].iloc[0]
+    seeds = [0, 2, 3, 4]
+    part = runs[runs["n_genes"] == 2048].set_index(["arm", "seed"])["energy_distance"]
+    a = part.loc["w64_linear_skip"].loc[seeds].to_numpy()
+    b = part.loc["w64"].loc[seeds].to_numpy()
+    assert pair["n_pairs"] == 4  # the excluded seed's pair is gone, the other arm's run with it
+    assert pair["difference"] == pytest.approx(float(np.mean(a - b)))
+    assert pair["p_value"] == pytest.approx(sps.ttest_rel(a, b).pvalue)
+    wrong = gene_scale.Probe("toy", "toy", (), ("w64",), exclude=(("w64", 9, "typo"),))
+    with pytest.raises(gene_scale.ArchLabError, match="seed 9 is not in its table"):
+        gene_scale.excluded_runs(runs, wrong)
