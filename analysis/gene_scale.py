@@ -320,6 +320,20 @@ PROBES = (
         ),
     ),
     Probe(
+        "mlp_full_rank_plateau_2048_synthetic",
+        "Width 2048 (full rank) without LayerNorm at G = 2048 trained up to four times longer (Gaussian source, batch "
+        "256, fp32)",
+        (
+            ("w2048_no_norm_4000_steps", "w2048_no_norm"),
+            ("w2048_no_norm_4000_steps", "w1024_no_norm"),
+        ),
+        ("w1024_no_norm", "w2048_no_norm", "w2048_no_norm_4000_steps"),
+        borrow=(
+            ("mlp_width_2048_synthetic", "w1024_no_norm", "w1024_no_norm"),
+            ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
+        ),
+    ),
+    Probe(
         "mlp_width_norm_2048_synthetic",
         "LayerNorm at full rank: width 2048 with LayerNorm, G = 2048 (1000 steps of batch 256, Gaussian source, fp32)",
         (("w2048", "w2048_no_norm"), ("w2048", "w1024")),

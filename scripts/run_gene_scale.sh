@@ -24,7 +24,8 @@
 # 2 h 50 min, layernorm_plateau_synthetic (the LayerNorm MLP at 512 genes up to 4000 steps; run after
 # layernorm_synthetic and layernorm_centred_synthetic, whose arms it pairs with) about 80 min on one worker, and
 # mlp_width_plateau_2048_synthetic (width 1024 without LayerNorm at 2048 genes up to 4000 steps; run after
-# mlp_width_2048_synthetic) about 90 min on one worker. The read-outs
+# mlp_width_2048_synthetic) about 90 min on one worker, and mlp_full_rank_plateau_2048_synthetic (width 2048 without
+# LayerNorm up to 4000 steps; after mlp_width_2048_synthetic) about 4.5 h on one worker. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
 # directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
 # script after an interruption.
@@ -37,7 +38,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic layernorm_plateau_synthetic mlp_width_plateau_2048_synthetic}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic layernorm_plateau_synthetic mlp_width_plateau_2048_synthetic mlp_full_rank_plateau_2048_synthetic}"
 # studies whose runs predate some read-outs: recomputed from their run directories after the export
 POSTHOC="mlp_width_2048_synthetic mlp_width_norm_2048_synthetic layernorm_synthetic"
 PROFILES="${PROFILES:-}"
