@@ -9,6 +9,7 @@ validation is a :data:`Validator` built here by :func:`make_validator` and hande
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import anndata as ad
@@ -19,6 +20,11 @@ from arch_lab.config import EvalConfig, ExperimentConfig
 from arch_lab.data.task import Condition, Task
 from arch_lab.methods.base import Method, PredictionRequest, Predictor, Validator
 from arch_lab.metrics import METRICS, ConditionGroup, MetricSettings, score_conditions, split_half_groups
+
+logger = logging.getLogger(__name__)
+
+#: a generated value beyond this many times the largest observed magnitude (or non-finite) marks a diverged flow
+OUT_OF_RANGE_FACTOR = 10.0
 
 __all__ = [
     "EvalResult",
@@ -189,6 +195,26 @@ def condition_groups(
     ]
 
 
+def out_of_range_cells(groups: list[ConditionGroup], factor: float = OUT_OF_RANGE_FACTOR) -> dict[str, int]:
+    """Generated cells with a value the data cannot hold, per condition (``state/perturbation``); empty when none.
+
+    A cell counts when any of its values is non-finite or larger in magnitude than ``factor`` times the largest
+    magnitude among the observed and control cells scored beside it (at least 1). Such cells come from a flow
+    whose velocity diverged; a handful of them make distance metrics meaningless (one cell with a gene near 1e34
+    gave an energy distance near 1e29 in one run, and float64 cancellation can turn it into noise in another), so
+    :func:`evaluate` warns about them.
+    """
+    bound = factor * max([1.0] + [float(np.abs(a).max()) for g in groups for a in (g.observed, g.controls) if a.size])
+    out: dict[str, int] = {}
+    for g in groups:
+        if not g.predicted.size:
+            continue
+        bad = ~np.isfinite(g.predicted).all(axis=1) | (np.abs(np.nan_to_num(g.predicted, nan=0.0)) > bound).any(axis=1)
+        if bad.any():
+            out[f"{g.state}/{g.perturbation}"] = int(bad.sum())
+    return out
+
+
 def metric_settings(cfg: EvalConfig, seed: int) -> MetricSettings:
     """Metric options from the eval section."""
     return MetricSettings(
@@ -237,6 +263,20 @@ def evaluate(
     predicted = predict(requests, np.random.default_rng(seed + 104729))
     settings = metric_settings(cfg, seed)
     groups = condition_groups(task, split, requests, predicted)
+    diverged = out_of_range_cells(groups)
+    if diverged:
+        total = sum(len(g.predicted) for g in groups)
+        where = ", ".join(f"{k} ({n})" for k, n in diverged.items())
+        logger.warning(
+            "%d of %d generated cells on the %s split hold values beyond %g times the data's largest (or not finite), "
+            "in %s: the flow diverged and distance metrics are meaningless with them; check train/loss for spikes "
+            "and lower optim.lr or lengthen optim.warmup_steps",
+            sum(diverged.values()),
+            total,
+            split,
+            OUT_OF_RANGE_FACTOR,
+            where,
+        )
     per_condition, summary = score_conditions(groups, settings)
     result = EvalResult(predictions_to_anndata(task, requests, predicted), per_condition, summary)
     if cfg.reference_points:

@@ -20,9 +20,9 @@ from arch_lab.cli import app
 from arch_lab.config import experiment_from_dict, load_experiment
 from arch_lab.data import Condition, build_task
 from arch_lab.errors import ConfigError, TrainingDiverged
-from arch_lab.harness import evaluate, make_validator, perturbation_column
+from arch_lab.harness import evaluate, make_validator, out_of_range_cells, perturbation_column
 from arch_lab.methods import build_method, list_methods
-from arch_lab.metrics import METRICS, energy_distance
+from arch_lab.metrics import METRICS, ConditionGroup, energy_distance
 from arch_lab.networks import list_networks
 from arch_lab.rundir import RunDir
 
@@ -331,3 +331,37 @@ def test_validator_adds_the_reference_points_of_its_val_conditions(synthetic_h5a
     assert not {k for k in first if k.startswith("floor_")} - {f"floor_{m}" for m in METRICS}
     again = validate(no_change, conditions)
     np.testing.assert_equal(again, first)  # NaN where a metric is undefined
+
+
+def test_out_of_range_cells_counts_non_finite_and_far_beyond_the_data():
+    observed = np.array([[0.0, 2.0], [1.0, -3.0]])  # largest magnitude 3: the bound is 30
+    predicted = np.array([[29.0, 0.0], [0.0, -31.0], [np.nan, 0.0], [1.0, 1.0], [np.inf, 1.0]])
+    group = ConditionGroup(state="s", perturbation="p", predicted=predicted, observed=observed,
+                           controls=observed[:1], source_controls=observed[:1])  # fmt: skip
+    assert out_of_range_cells([group]) == {"s/p": 3}
+    fine = ConditionGroup(state="s", perturbation="q", predicted=predicted[[0, 3]], observed=observed,
+                          controls=observed[:1], source_controls=observed[:1])  # fmt: skip
+    assert out_of_range_cells([fine]) == {}
+
+
+def test_evaluate_warns_about_generated_cells_a_diverged_flow_made(k562_task, caplog):
+    cfg, task = k562_task
+
+    def diverged(requests, rng):
+        cells = [np.array(r.source, dtype=np.float32, copy=True) for r in requests]
+        cells[0][0, 0] = 1e34  # one cell of the first condition, as a diverged ODE leaves it
+        return cells
+
+    with caplog.at_level("WARNING", logger="arch_lab.harness"):
+        clean = evaluate(task, lambda requests, rng: [r.source for r in requests], cfg.eval, seed=0)
+    assert not caplog.records
+    assert np.isfinite(clean.summary["energy_distance"])
+    with caplog.at_level("WARNING", logger="arch_lab.harness"):
+        res = evaluate(task, diverged, cfg.eval, seed=0)
+    [record] = caplog.records
+    condition = task.conditions("test")[0]
+    assert f"1 of {res.predictions.n_obs} generated cells on the test split" in record.getMessage()
+    assert f"{condition.state}/{condition.perturbation} (1)" in record.getMessage()
+    assert "lower optim.lr" in record.getMessage()
+    # what the warning is about: one such cell swamps the distance (or, in float64, cancels it into noise)
+    assert abs(res.summary["energy_distance"] - clean.summary["energy_distance"]) > 1.0
