@@ -103,6 +103,8 @@ class Probe:
 def excluded_runs(df: pd.DataFrame, probe: Probe) -> tuple[pd.DataFrame, list[str]]:
     """``df`` without the runs ``probe.exclude`` names, and one line per run left out (arm, seed, reason).
 
+    ``df`` is any table with ``arm`` and ``seed`` columns: the per-run table or the learning curves.
+
     Raises
     ------
     ArchLabError
@@ -1170,8 +1172,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         curve_text = ""
         if curves_path.is_file():
             curves = pd.read_csv(curves_path)
-            for arm, seed, _ in probe.exclude:  # the runs left out of the tables are left out of their curves too
-                curves = curves[~((curves["arm"] == arm) & (curves["seed"] == seed))]
+            curves, _ = excluded_runs(curves, probe)  # the runs left out of the tables leave their curves too
             save_figure(curves_figure(curves, probe), figures, f"{probe.stem}_curves")
             summary = curve_summary(curves, probe)
             summary.to_csv(figures / f"{probe.stem}_curve_summary.csv", index=False)

@@ -204,7 +204,8 @@ def out_of_range_cells(groups: list[ConditionGroup], factor: float = OUT_OF_RANG
     gave an energy distance near 1e29 in one run, and float64 cancellation can turn it into noise in another), so
     :func:`evaluate` warns about them.
     """
-    bound = factor * max([1.0] + [float(np.abs(a).max()) for g in groups for a in (g.observed, g.controls) if a.size])
+    scored = {id(a): a for g in groups for a in (g.observed, g.controls) if a.size}  # a state's controls: once
+    bound = factor * max([1.0] + [float(np.abs(a).max()) for a in scored.values()])
     out: dict[str, int] = {}
     for g in groups:
         if not g.predicted.size:
