@@ -310,9 +310,10 @@ PROBES = (
             (
                 "w1024_no_norm_4000_steps",
                 1,
-                "diverged: a loss spike to 462 at step 441 (gradient norm 35,000 before clipping) put it back on the "
-                "collapse plateau, patience ended it at step 1750 and its best checkpoint, from step 250, generates "
-                "2 of 900 test cells with one gene near 1e34 (test energy 3.6e29); findings point 2",
+                "diverged: loss spikes to 462 and 6629 at steps 441 and 456 (gradient norms 35,001 and 140,746 "
+                "before clipping) put it back on the collapse plateau, patience ended it at step 1750, and its best "
+                "checkpoint, from step 250, scores one test condition at an energy of 3.2e30 (test energy 3.6e29); "
+                "results/probes_v2/diverged/, findings point 2",
             ),
         ),
         borrow=(
