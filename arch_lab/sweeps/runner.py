@@ -3,21 +3,25 @@
 Replicate ``s`` runs the base experiment with ``fixed``, the sampled values and ``seed = base seed + s`` in
 ``<output_dir>/<study>/trial-<number>/seed-<s>``. The first replicate reports its periodic validation objective
 to the pruner. The trial value is the mean over seeds of the objective on each run's val (or test) metrics.
+A retry takes over the runs its earlier trials completed or checkpointed (:mod:`arch_lab.sweeps.carry`).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import socket
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, pid_alive
+from arch_lab.sweeps.carry import EarlierRun, find_earlier_run
 from arch_lab.sweeps.sweep import Sweep
 
 if TYPE_CHECKING:
@@ -27,6 +31,8 @@ if TYPE_CHECKING:
     from arch_lab.api import RunResult
     from arch_lab.config import ExperimentConfig
     from arch_lab.data.task import Task
+
+log = logging.getLogger("arch_lab.sweeps")
 
 
 def worker_label() -> str:
@@ -105,9 +111,18 @@ class TrialRunner:
         trial = self.sweep.run_root / f"trial-{number}"
         return (trial / (f"fold-{fold}" if fold is not None else "") / f"seed-{replicate}").resolve()
 
-    def __call__(self, trial: optuna.Trial) -> float:
+    def __call__(self, trial: optuna.Trial, earlier: Sequence[int] = ()) -> float:
         """Run every replicate (of every fold, with ``budget.folds``) of the trial's configuration and return the
         mean objective.
+
+        Parameters
+        ----------
+        trial
+            The claimed trial.
+        earlier
+            For a retry, the numbers of the trials it retries, newest first
+            (:func:`arch_lab.sweeps.carry.earlier_trials`): each replicate one of them completed is taken over,
+            and one they checkpointed is resumed (:func:`arch_lab.sweeps.carry.find_earlier_run`).
 
         Raises
         ------
@@ -131,14 +146,17 @@ class TrialRunner:
             "seeds": [],
             "values_per_seed": [],
             "reason": None,
+            "taken_over": [],
         }.items():
             trial.set_user_attr(key, value)
         run_dirs: list[str] = []
         seeds: list[int] = []
         per_seed: list[float] = []
+        taken_over: list[dict[str, Any]] = []
         for i, (fold, replicate) in enumerate(runs):
             cfg = self.sweep.experiment(values, replicate, fold)
-            run_dir = self.run_dir(trial.number, replicate, fold)
+            found = find_earlier_run(cfg, [(n, self.run_dir(n, replicate, fold)) for n in earlier])
+            run_dir = found.run_dir if found is not None else self.run_dir(trial.number, replicate, fold)
             run_dirs.append(str(run_dir))
             seeds.append(cfg.seed)
             trial.set_user_attr("run_dirs", run_dirs)
@@ -147,8 +165,16 @@ class TrialRunner:
                 trial.set_user_attr("folds", [f for f, _ in runs[: i + 1]])
             callbacks = [self._reporter(trial)] if i == 0 else None
             self.current = (i, len(runs), run_dir)
-            result = self._train(cfg, run_dir, callbacks)
-            per_seed.append(self._score(result, cfg))
+            if found is not None:
+                log.info("trial %d: run %d/%d (%s) %s", trial.number, i + 1, len(runs), run_dir.name, found.describe())
+                taken_over.append({"run_dir": str(run_dir), "how": found.how, "trial": found.trial, "step": found.step})
+                trial.set_user_attr("taken_over", taken_over)
+            if found is not None and found.how == "completed":
+                value = self._score_metrics(_read_metrics(run_dir), cfg, run_dir)
+            else:
+                result = self._resume(found, callbacks) if found is not None else self._train(cfg, run_dir, callbacks)
+                value = self._score(result, cfg)
+            per_seed.append(value)
             trial.set_user_attr("values_per_seed", per_seed)
             record = _read_metrics(run_dir)
             if "parameter_count" in record:
@@ -162,16 +188,28 @@ class TrialRunner:
 
         return api.train(cfg, run_dir=run_dir, callbacks=callbacks, task=self.tasks.get(cfg))
 
+    def _resume(self, found: EarlierRun, callbacks: list | None) -> RunResult:
+        from arch_lab import api
+
+        return api.resume(found.run_dir, callbacks=callbacks)
+
     def _score(self, result: RunResult, cfg: ExperimentConfig) -> float:
+        record = {"metrics": result.summary, "val_metrics": result.val_summary}
+        return self._score_metrics(record, cfg, result.run_dir)
+
+    def _score_metrics(self, record: dict[str, Any], cfg: ExperimentConfig, run_dir: Path) -> float:
+        """The objective on a run's ``metrics`` (the evaluated split) or ``val_metrics``, as ``metrics.json`` holds
+        them.
+        """
         objective = self.sweep.objective
-        metrics = result.summary if objective.split == cfg.eval.split else result.val_summary
+        metrics = record.get("metrics") if objective.split == cfg.eval.split else record.get("val_metrics")
         if metrics is None:
             raise ArchLabError(f"objective.split {objective.split}: the run has no {objective.split} metrics")
         value = objective.value(metrics)
         if not math.isfinite(value):
             raise ArchLabError(
                 f"objective is not finite: {', '.join(objective.missing(metrics))} missing or not finite "
-                f"in the {objective.split} metrics of {result.run_dir}"
+                f"in the {objective.split} metrics of {run_dir}"
             )
         return value
 

@@ -31,6 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, sigterm_as_interrupt
+from arch_lab.sweeps.carry import earlier_trials
 from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec
 from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, load_study, locate_study, open_study
@@ -395,7 +396,7 @@ def _run_and_record(handle: StudyHandle, runner: TrialRunner, trial: optuna.tria
 
     study = handle.study
     try:
-        value = runner(trial)
+        value = runner(trial, earlier_trials(handle.backend.get_trial(trial_id)))
     except optuna.TrialPruned as exc:
         trial.set_user_attr("reason", str(exc) or "pruned")
         study.tell(trial, state=TrialState.PRUNED, skip_if_finished=True)

@@ -1,7 +1,8 @@
 """Fault drills for sweeps: a worker killed with SIGKILL mid-trial on SQLite and on journal storage (which has no
 heartbeats). A worker on the same machine notices the dead process and requeues its trial at once; a worker lost
 on another machine is reported by ``sweep run`` with the command that requeues it, ``sweep requeue``. Either way
-the budget ends with every configuration complete once: nothing lost, nothing duplicated.
+the budget ends with every configuration complete once: nothing lost, nothing duplicated. The retry takes over the
+runs the lost trial completed and resumes the one it checkpointed.
 """
 
 from __future__ import annotations
@@ -14,12 +15,14 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from conftest import experiment_dict, synthetic_adata
 from optuna.trial import FrozenTrial, TrialState
 from test_sweeps import _worker, sweep_dict, write_sweep
 from typer.testing import CliRunner
 
+from arch_lab import api
 from arch_lab.cli import app
 from arch_lab.rundir import RunDir
 from arch_lab.sweeps import load_study, load_sweep, parse_storage, run_worker
@@ -43,13 +46,16 @@ def storage_url(kind: str, folder: Path) -> str:
 
 
 def lost_sweep(folder: Path, kind: str) -> tuple[Path, str]:
-    """Three 40-step trials; heartbeats every second but a 10-minute grace, so only the drills requeue."""
+    """Three 40-step trials; heartbeats every second but a 10-minute grace, so only the drills requeue. No
+    checkpoint before the end, so a killed run is trained again by the retry, in its own directory (resuming a
+    checkpointed one is drilled in the last test).
+    """
     url = storage_url(kind, folder)
     raw = sweep_dict(
         "lost",
         study={"name": "lost", "storage": url, "heartbeat_interval": 1, "grace_period": 600},
         space={"optim.lr": {"type": "categorical", "choices": LRS}},
-        fixed={"train.max_steps": 40, "train.eval_every": 10},
+        fixed={"train.max_steps": 40, "train.eval_every": 10, "train.checkpoint_every": 1000},
     )
     return write_sweep(folder, raw), url
 
@@ -187,3 +193,69 @@ def test_sigterm_to_sweep_run_stops_its_workers_and_requeues_their_trials(bench:
     assert done.exit_code == 0, done.output
     finished = [t for t in load_study(path).get_trials(deepcopy=False) if t.state == TrialState.COMPLETE]
     assert sorted(t.params["optim.lr"] for t in finished) == LRS
+
+
+@pytest.mark.slow
+def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(bench: Path):
+    # A long study stopped mid-trial (end of a session, preemption) must not lose the trial's finished runs: the
+    # retry adopts replicate 0, which the killed worker completed, resumes replicate 1 from its checkpoint, and
+    # scores both exactly as a trial never stopped would.
+    url = storage_url("sqlite", bench)
+    raw = sweep_dict(
+        "carry",
+        study={"name": "carry", "storage": url, "heartbeat_interval": 1, "grace_period": 600},
+        space={"optim.lr": {"type": "categorical", "choices": [2e-3]}},
+        fixed={"train.max_steps": 400, "train.eval_every": 50, "train.checkpoint_every": 5},
+        budget={"replicates": 2},
+    )
+    path = write_sweep(bench, raw)
+    victim = _worker(path, url, 0)
+    deadline = time.monotonic() + 300
+    killed = None
+    while killed is None and time.monotonic() < deadline and victim.poll() is None:
+        time.sleep(0.1)
+        try:
+            trials = load_study(path).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        except Exception:  # the study is not created yet
+            continue
+        for t in trials:
+            dirs = t.user_attrs.get("run_dirs") or []
+            if len(dirs) == 2 and (Path(dirs[1]) / "checkpoint.pt").is_file():
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(timeout=30)
+                killed = t
+    if killed is None:
+        victim.kill()
+        raise AssertionError("the worker never checkpointed the trial's second run")
+    first, second = (RunDir(d) for d in killed.user_attrs["run_dirs"])
+    assert first.is_completed()
+    assert not second.is_completed()
+    first_metrics = first.metrics.read_bytes()
+
+    run_worker(load_sweep(path), parse_storage(url), seed_offset=1, create=False, poll_seconds=0.5)
+    trials = load_study(path).get_trials(deepcopy=False)
+    retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
+    assert retry.state == TrialState.COMPLETE
+    assert retry.user_attrs["run_dirs"] == killed.user_attrs["run_dirs"]  # both runs continued where they were
+    taken = retry.user_attrs["taken_over"]
+    assert [(t["run_dir"], t["how"], t["trial"]) for t in taken] == [
+        (str(first.path), "completed", killed.number),
+        (str(second.path), "checkpoint", killed.number),
+    ]
+    assert taken[1]["step"] > 0
+    assert taken[1]["step"] % 5 == 0
+    assert first.metrics.read_bytes() == first_metrics  # adopted, not trained again
+    assert second.is_completed()
+    assert second.read_status()["status"] == "completed"
+    sweep = load_sweep(path)
+    assert not (sweep.run_root / f"trial-{retry.number}").exists()
+
+    # the second run, never stopped: identical weights, so an identical value
+    cfg = sweep.experiment(retry.params, 1, None)
+    uninterrupted = api.train(cfg, run_dir=bench / "uninterrupted")
+    resumed = RunDir.load_torch(second.model)["state"]["weights"]
+    fresh = RunDir.load_torch(uninterrupted.run_dir / "model.pt")["state"]["weights"]
+    assert resumed.keys() == fresh.keys()
+    for key in fresh:
+        assert torch.equal(resumed[key], fresh[key]), key
+    assert retry.user_attrs["values_per_seed"][1] == sweep.objective.value(uninterrupted.val_summary)
