@@ -10,7 +10,7 @@ validation is a :data:`Validator` built here by :func:`make_validator` and hande
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import anndata as ad
 import numpy as np
@@ -44,13 +44,18 @@ __all__ = [
 
 @dataclass
 class EvalResult:
-    """Predictions and scores of one evaluated split."""
+    """Predictions and scores of one evaluated split.
+
+    ``out_of_range_cells`` counts, per condition (``state/perturbation``), the generated cells a diverged flow left
+    (:func:`out_of_range_cells`); empty when there are none.
+    """
 
     predictions: ad.AnnData
     per_condition: pd.DataFrame
     summary: dict[str, float]
     reference_per_condition: pd.DataFrame | None = None
     reference_summary: dict[str, dict[str, float]] | None = None
+    out_of_range_cells: dict[str, int] = field(default_factory=dict)
 
 
 def make_requests(
@@ -280,6 +285,7 @@ def evaluate(
         )
     per_condition, summary = score_conditions(groups, settings)
     result = EvalResult(predictions_to_anndata(task, requests, predicted), per_condition, summary)
+    result.out_of_range_cells = diverged
     if cfg.reference_points:
         floor_groups = condition_groups(task, split, requests, [r.source for r in requests])
         floor_df, floor_sum = score_conditions(floor_groups, settings)

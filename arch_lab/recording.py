@@ -83,5 +83,6 @@ def record_results(
             "fit": fit_summary,
             "wall_seconds": elapsed,
             "readouts": readouts or {},
+            "out_of_range_cells": result.out_of_range_cells,
         }
     )

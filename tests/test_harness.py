@@ -300,6 +300,9 @@ def test_bf16_autocast_training_runs_on_cpu(synthetic_h5ad, tmp_path):
     # the runs table carries what the precision resolved to, so a study can tell bf16 runs from fp32 ones
     (row,) = load_runs([res.run_dir]).to_dict("records")
     assert row["precision"] == "torch.bfloat16"
+    # no generated cell out of the data's range: recorded as an empty count, tabulated as 0
+    assert meta["out_of_range_cells"] == {}
+    assert row["out_of_range_cells"] == 0
 
 
 def test_training_lowers_the_loss(synthetic_h5ad, tmp_path):
@@ -363,5 +366,8 @@ def test_evaluate_warns_about_generated_cells_a_diverged_flow_made(k562_task, ca
     assert f"1 of {res.predictions.n_obs} generated cells on the test split" in record.getMessage()
     assert f"{condition.state}/{condition.perturbation} (1)" in record.getMessage()
     assert "lower optim.lr" in record.getMessage()
+    # the count travels with the result (recorded in metrics.json), so a table of runs can tell such runs apart
+    assert clean.out_of_range_cells == {}
+    assert res.out_of_range_cells == {f"{condition.state}/{condition.perturbation}": 1}
     # what the warning is about: one such cell swamps the distance (or, in float64, cancels it into noise)
     assert abs(res.summary["energy_distance"] - clean.summary["energy_distance"]) > 1.0

@@ -135,6 +135,8 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
         "cpu": device.get("cpu"),
         # what train.precision resolved to on this device ("fp32" or "torch.bfloat16"; auto differs by CPU)
         "precision": fit.get("precision"),
+        # generated cells on the evaluated split a diverged flow left (NaN: a run recorded before the count)
+        "out_of_range_cells": _out_of_range_total(metrics),
     }
     summary = metrics.get("metrics") or {}
     val = metrics.get("val_metrics") or {}
@@ -154,6 +156,11 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
             row[f"{prefix}_{name}"] = _num((ref.get(key) or {}).get(name))
     row.update({f"config.{k}": v for k, v in _flatten(cfg).items()})
     return row
+
+
+def _out_of_range_total(metrics: dict[str, Any]) -> float:
+    counts = metrics.get("out_of_range_cells")
+    return float(sum(counts.values())) if isinstance(counts, dict) else math.nan
 
 
 def _completed(dirs: Iterable[Path]) -> list[Path]:
