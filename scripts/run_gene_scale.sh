@@ -60,5 +60,7 @@ done
 python analysis/source_offset.py --out "$OUT/source_offset.csv" sweeps/probes/layernorm_synthetic.yaml \
   sweeps/probes/centred_2048_synthetic.yaml sweeps/probes/centred_kang.yaml sweeps/probes/gene_identity_k562.yaml \
   sweeps/probes/backbones_glioblastoma.yaml
+# whether four properties of the gene order explain the U-Net's results over the orders it was trained on
+python analysis/gene_order_stats.py --results "$OUT" --out "$OUT/gene_order_stats.csv" --report docs/gene_order_stats.md
 python analysis/gene_scale.py --results "$OUT" --out docs/findings.md --figures docs/figures/gene_scale --collect-curves
 echo "done $(date +%H:%M:%S)"
