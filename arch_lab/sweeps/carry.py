@@ -10,18 +10,24 @@ same configuration with the same seeds, so each run its predecessors finished, o
 
 A study stopped by the end of a session, a preempted job or a killed worker thus loses at most the steps since
 each run's last checkpoint (``train.checkpoint_every``), not the trial's finished runs.
+
+Because a retry continues rather than restarts, losing a worker that *made progress* (completed a run, or
+checkpointed beyond what it took over) costs nothing, so :class:`RetryUnlessStuck` requeues such a trial whatever its
+number of earlier retries; ``study.max_retry`` caps only the retries after which nothing moved, the ones a
+configuration that kills its worker (out of memory, say) would repeat for ever.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir
 
 if TYPE_CHECKING:
+    import optuna
     from optuna.trial import FrozenTrial
 
     from arch_lab.config import ExperimentConfig
@@ -122,3 +128,67 @@ def find_earlier_run(cfg: ExperimentConfig, candidates: list[tuple[int, Path]]) 
     if not resumable:
         return None
     return max(resumable, key=lambda r: r.step)  # max keeps the first (newest) of equal steps
+
+
+#: Optuna system attribute of a retry: how many trials of its chain were lost without progress.
+STUCK_ATTR = "stuck_retries"
+
+
+def made_progress(trial: FrozenTrial) -> bool:
+    """True when ``trial`` moved its runs on: one of its ``run_dirs`` completed without being taken over completed,
+    or holds a checkpoint beyond the step it was taken over at (any step for a run it started).
+
+    Run directories out of reach (another machine) count as no progress.
+    """
+    taken = {str(t["run_dir"]): t for t in trial.user_attrs.get("taken_over") or []}
+    for path in trial.user_attrs.get("run_dirs") or []:
+        run, before = RunDir(path), taken.get(str(path))
+        try:
+            if run.is_completed():
+                if before is None or before["how"] != "completed":
+                    return True
+                continue
+            step = checkpoint_step(run) if run.checkpoint.is_file() else None
+        except (ArchLabError, OSError, ValueError):
+            continue
+        if step is not None and step > int(before["step"] if before is not None else 0):
+            return True
+    return False
+
+
+class RetryUnlessStuck:
+    """Queue a copy of a failed trial (same parameters and user attributes) that takes over its runs.
+
+    Like Optuna's ``RetryHeartbeatStaleTrialCallback`` (the copy records ``failed_trial`` and ``retry_history``), but
+    ``max_retry`` counts only the trials of the chain lost without progress (:func:`made_progress`; recorded as
+    :data:`STUCK_ATTR`): a trial whose worker is lost after moving its runs on is always requeued.
+
+    Parameters
+    ----------
+    max_retry
+        Retries after a loss without progress; None: no limit.
+    """
+
+    def __init__(self, max_retry: int | None = None) -> None:
+        self.max_retry = max_retry
+
+    def __call__(self, study: optuna.Study, trial: FrozenTrial) -> None:
+        """Requeue ``trial`` (a failed trial of ``study``) unless its chain is out of retries."""
+        import optuna
+
+        attrs: dict[str, Any] = dict(trial.system_attrs)
+        attrs.setdefault("failed_trial", trial.number)
+        attrs["retry_history"] = [*(trial.system_attrs.get("retry_history") or []), trial.number]
+        stuck = int(trial.system_attrs.get(STUCK_ATTR, 0)) + (0 if made_progress(trial) else 1)
+        attrs[STUCK_ATTR] = stuck
+        if self.max_retry is not None and stuck > self.max_retry:
+            return
+        study.add_trial(
+            optuna.create_trial(
+                state=optuna.trial.TrialState.WAITING,
+                params=trial.params,
+                distributions=trial.distributions,
+                user_attrs=trial.user_attrs,
+                system_attrs=attrs,
+            )
+        )

@@ -37,7 +37,9 @@ class StudySection(_Section):
     grace_period
         A running trial whose heartbeat is older than this many seconds is marked failed and requeued.
     max_retry
-        How many times one configuration is requeued after its worker was lost.
+        How many times one configuration is requeued after its worker was lost without progress (a lost trial that
+        completed a run or checkpointed further is always requeued: its retry continues where it stopped, see
+        :mod:`arch_lab.sweeps.carry`).
     """
 
     name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")

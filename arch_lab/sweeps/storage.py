@@ -89,8 +89,8 @@ class StorageSpec:
         Parameters
         ----------
         heartbeat_interval, grace_period, max_retry
-            Heartbeat settings (RDB only; None disables heartbeats). Stale trials are requeued up to
-            ``max_retry`` times.
+            Heartbeat settings (RDB only; None disables heartbeats). Stale trials are requeued; ``max_retry`` caps
+            the requeues after losses without progress (:class:`arch_lab.sweeps.carry.RetryUnlessStuck`).
         create
             Create a missing SQLite or journal file (and its folder); otherwise refuse.
 
@@ -101,6 +101,8 @@ class StorageSpec:
         """
         import optuna
         from optuna.exceptions import ExperimentalWarning
+
+        from arch_lab.sweeps.carry import RetryUnlessStuck
 
         if not create and not self.exists():
             raise ConfigError(f"storage {self.url}: no such file; check the study name or pass --storage")
@@ -123,9 +125,7 @@ class StorageSpec:
                         kwargs = {
                             "heartbeat_interval": heartbeat_interval,
                             "grace_period": grace_period or 2 * heartbeat_interval,
-                            "heartbeat_stale_trial_callback": optuna.storages.RetryHeartbeatStaleTrialCallback(
-                                max_retry
-                            ),
+                            "heartbeat_stale_trial_callback": RetryUnlessStuck(max_retry),
                         }
                     return optuna.storages.RDBStorage(self.url, engine_kwargs=engine_kwargs, **kwargs)
             except ImportError as exc:

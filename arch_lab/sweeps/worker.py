@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, sigterm_as_interrupt
-from arch_lab.sweeps.carry import earlier_trials
+from arch_lab.sweeps.carry import RetryUnlessStuck, earlier_trials
 from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec
 from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, load_study, locate_study, open_study
@@ -216,7 +216,6 @@ def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: i
         The retry's number; None when the trial had already finished (another worker got there first) or
         ``max_retry`` retries of it were used up (it stays failed).
     """
-    import optuna
     from optuna.exceptions import UpdateFinishedTrialError
     from optuna.trial import TrialState
 
@@ -232,9 +231,7 @@ def fail_and_requeue(handle: StudyHandle, number: int, reason: str, max_retry: i
         except UpdateFinishedTrialError:
             return None
         frozen = backend.get_trial(trial_id)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry)(study, frozen)
+        RetryUnlessStuck(max_retry)(study, frozen)
     retry = next(
         (
             t.number
@@ -419,17 +416,13 @@ def _run_and_record(handle: StudyHandle, runner: TrialRunner, trial: optuna.tria
 
 
 def _requeue(handle: StudyHandle, trial: optuna.trial.Trial, trial_id: int, reason: str) -> None:
-    import optuna
     from optuna.trial import TrialState
 
     if handle.backend.get_trial(trial_id).state.is_finished():
         return  # already failed by another worker's heartbeat check, which requeued it
     trial.set_user_attr("reason", reason)
     handle.study.tell(trial, state=TrialState.FAIL)
-    frozen = handle.backend.get_trial(trial_id)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.RetryHeartbeatStaleTrialCallback()(handle.study, frozen)
+    RetryUnlessStuck()(handle.study, handle.backend.get_trial(trial_id))  # an interruption is never the trial's fault
     log.warning("trial %d interrupted and requeued", trial.number)
 
 

@@ -1,6 +1,7 @@
 """Which earlier run a retried trial takes over (:func:`arch_lab.sweeps.carry.find_earlier_run`), on real run
 directories: a completed run beats any checkpoint, the furthest checkpoint beats a newer but shorter one, and a run
-of another config, one a live process writes, or one whose checkpoint is torn is never taken.
+of another config, one a live process writes, or one whose checkpoint is torn is never taken. And when a lost trial
+is requeued (:class:`arch_lab.sweeps.carry.RetryUnlessStuck`): always after progress, ``max_retry`` times without.
 """
 
 from __future__ import annotations
@@ -8,6 +9,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import optuna
 import pytest
 from conftest import experiment_dict
 from optuna.trial import FrozenTrial, TrialState
@@ -15,7 +17,14 @@ from optuna.trial import FrozenTrial, TrialState
 from arch_lab import api
 from arch_lab.config import experiment_from_dict
 from arch_lab.rundir import RunDir
-from arch_lab.sweeps.carry import checkpoint_step, earlier_trials, find_earlier_run
+from arch_lab.sweeps.carry import (
+    STUCK_ATTR,
+    RetryUnlessStuck,
+    checkpoint_step,
+    earlier_trials,
+    find_earlier_run,
+    made_progress,
+)
 
 
 @pytest.fixture(scope="module")
@@ -104,3 +113,69 @@ def test_earlier_trials_are_read_newest_first_from_optunas_retry_history():
 
     assert earlier_trials(frozen({})) == []
     assert earlier_trials(frozen({"failed_trial": 5, "retry_history": [0, 5]})) == [5, 0]
+
+
+def _lost(study: optuna.Study, run_dirs: list[Path], taken_over: list[dict], system_attrs: dict | None = None):
+    """Add a failed trial with these runs to ``study`` (as a lost worker leaves it) and return it frozen."""
+    study.add_trial(
+        optuna.create_trial(
+            state=TrialState.FAIL,
+            params={"optim.lr": 2e-3},
+            distributions={"optim.lr": optuna.distributions.CategoricalDistribution([2e-3])},
+            user_attrs={"run_dirs": [str(p) for p in run_dirs], "taken_over": taken_over},
+            system_attrs=system_attrs or {},
+        )
+    )
+    return study.get_trials(deepcopy=False)[-1]
+
+
+def _retries(study: optuna.Study) -> list[FrozenTrial]:
+    return [t for t in study.get_trials(deepcopy=False) if t.state == TrialState.WAITING]
+
+
+def test_a_trial_lost_after_progress_is_requeued_whatever_max_retry(finished, tmp_path: Path):
+    _, done = finished
+    study = optuna.create_study()
+    # it completed a run of its own: requeued although max_retry is 0
+    lost = _lost(study, [done], [])
+    assert made_progress(lost)
+    RetryUnlessStuck(max_retry=0)(study, lost)
+    [retry] = _retries(study)
+    assert retry.system_attrs == {"failed_trial": lost.number, "retry_history": [lost.number], STUCK_ATTR: 0}
+    assert retry.params == lost.params
+    assert retry.user_attrs["run_dirs"] == [str(done)]
+    # a checkpoint beyond the step it took over is progress; the same step is not
+    ahead = unfinished_copy(done, tmp_path / "ahead", step=20)
+    assert made_progress(
+        _lost(study, [done, ahead.path], [_taken(done, "completed"), _taken(ahead.path, "checkpoint", 10)])
+    )
+    assert not made_progress(
+        _lost(study, [done, ahead.path], [_taken(done, "completed"), _taken(ahead.path, "checkpoint", 20)])
+    )
+    # a run it started afresh counts from step 0; one out of reach does not count
+    assert made_progress(_lost(study, [ahead.path], []))
+    assert not made_progress(_lost(study, [tmp_path / "elsewhere"], []))
+
+
+def test_max_retry_caps_only_the_losses_without_progress(finished, tmp_path: Path):
+    _, done = finished
+    study = optuna.create_study()
+    stuck = [_taken(done, "completed")]  # it only took over what was there
+    first = _lost(study, [done], stuck, {"failed_trial": 0, "retry_history": [0], STUCK_ATTR: 0})
+    RetryUnlessStuck(max_retry=1)(study, first)
+    [retry] = _retries(study)
+    assert retry.system_attrs[STUCK_ATTR] == 1
+    assert retry.system_attrs["retry_history"] == [0, first.number]
+    assert retry.system_attrs["failed_trial"] == 0  # the chain's first trial, as Optuna records it
+    # the next loss without progress is one too many for max_retry 1: the trial stays failed
+    second = _lost(study, [done], stuck, dict(retry.system_attrs))
+    before = len(study.trials)
+    RetryUnlessStuck(max_retry=1)(study, second)
+    assert len(study.trials) == before
+    # without a cap (an interruption) it is requeued anyway, with its count kept
+    RetryUnlessStuck()(study, second)
+    assert _retries(study)[-1].system_attrs[STUCK_ATTR] == 2
+
+
+def _taken(path: Path, how: str, step: int = 0) -> dict:
+    return {"run_dir": str(path), "how": how, "trial": 0, "step": step}

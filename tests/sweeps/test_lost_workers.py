@@ -26,6 +26,7 @@ from arch_lab import api
 from arch_lab.cli import app
 from arch_lab.rundir import RunDir
 from arch_lab.sweeps import load_study, load_sweep, parse_storage, run_worker
+from arch_lab.sweeps.carry import STUCK_ATTR
 
 cli = CliRunner()
 LRS = [1e-3, 2e-3, 3e-3]
@@ -91,6 +92,7 @@ def check_budget(path: Path, killed: FrozenTrial, reason: str) -> FrozenTrial:
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
     assert retry.state == TrialState.COMPLETE
     assert retry.params == killed.params
+    assert retry.system_attrs[STUCK_ATTR] == 1  # killed before its first checkpoint: a loss without progress
     run = RunDir(killed.user_attrs["run_dirs"][0])
     status = run.read_status()
     assert status["status"] == "failed"
@@ -203,7 +205,8 @@ def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(bench
     url = storage_url("sqlite", bench)
     raw = sweep_dict(
         "carry",
-        study={"name": "carry", "storage": url, "heartbeat_interval": 1, "grace_period": 600},
+        # max_retry 0: a trial lost after progress is requeued anyway (its retry continues where it stopped)
+        study={"name": "carry", "storage": url, "heartbeat_interval": 1, "grace_period": 600, "max_retry": 0},
         space={"optim.lr": {"type": "categorical", "choices": [2e-3]}},
         fixed={"train.max_steps": 400, "train.eval_every": 50, "train.checkpoint_every": 5},
         budget={"replicates": 2},
@@ -236,6 +239,7 @@ def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(bench
     trials = load_study(path).get_trials(deepcopy=False)
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
     assert retry.state == TrialState.COMPLETE
+    assert retry.system_attrs[STUCK_ATTR] == 0
     assert retry.user_attrs["run_dirs"] == killed.user_attrs["run_dirs"]  # both runs continued where they were
     taken = retry.user_attrs["taken_over"]
     assert [(t["run_dir"], t["how"], t["trial"]) for t in taken] == [
