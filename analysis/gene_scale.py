@@ -329,11 +329,28 @@ PROBES = (
         (
             ("w2048_no_norm_4000_steps", "w2048_no_norm"),
             ("w2048_no_norm_4000_steps", "w1024_no_norm"),
+            ("w2048_no_norm_4000_steps", "w1024_no_norm_4000_steps"),
+            ("w2048_no_norm_4000_steps", "w64_linear_skip_4000_steps"),
         ),
-        ("w1024_no_norm", "w2048_no_norm", "w2048_no_norm_4000_steps"),
+        (
+            "w1024_no_norm",
+            "w2048_no_norm",
+            "w1024_no_norm_4000_steps",
+            "w64_linear_skip_4000_steps",
+            "w2048_no_norm_4000_steps",
+        ),
+        exclude=(
+            (
+                "w1024_no_norm_4000_steps",
+                1,
+                "diverged (left out of mlp_width_plateau_2048_synthetic for the reason given there; findings point 2)",
+            ),
+        ),
         borrow=(
             ("mlp_width_2048_synthetic", "w1024_no_norm", "w1024_no_norm"),
             ("mlp_width_2048_synthetic", "w2048_no_norm", "w2048_no_norm"),
+            ("mlp_width_plateau_2048_synthetic", "w1024_no_norm_4000_steps", "w1024_no_norm_4000_steps"),
+            ("mlp_budget_2048_synthetic", "w64_linear_skip_4000_steps", "w64_linear_skip_4000_steps"),
         ),
     ),
     Probe(
