@@ -1172,6 +1172,7 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
             continue
         found = True
         df, unfinished = finished_runs(df)
+        every_run = df  # the curves table keeps the excluded runs too; they leave it where it is read
         df, left_out = excluded_runs(df, probe)
         cells = cells_table(df, probe)
         comp = comparisons_table(df, probe)
@@ -1181,10 +1182,10 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         save_figure(fig, figures, probe.stem)
         curves_path = results / "curves" / f"{probe.stem}.csv"
         if collect:
-            curves = collect_curves(df)
+            curves = collect_curves(every_run)
             n_found = curves.groupby(["arm", "n_genes", *run_keys(curves)]).ngroups if not curves.empty else 0
             # a checkout without some run directories keeps the committed curves rather than a partial set
-            if n_found and (n_found == len(df) or not curves_path.is_file()):
+            if n_found and (n_found == len(every_run) or not curves_path.is_file()):
                 curves_path.parent.mkdir(parents=True, exist_ok=True)
                 curves.to_csv(curves_path, index=False)
         curve_text = ""

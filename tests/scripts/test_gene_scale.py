@@ -441,3 +441,33 @@ def test_excluded_runs_leave_every_table_and_their_pairs_drop_out():
     wrong = gene_scale.Probe("toy", "toy", (), ("w64",), exclude=(("w64", 9, "typo"),))
     with pytest.raises(gene_scale.ArchLabError, match="seed 9 is not in its table"):
         gene_scale.excluded_runs(runs, wrong)
+
+
+def test_collected_curves_keep_an_excluded_run_and_the_report_leaves_it_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    # the curves table is collected from every run (so it stays whole and the exclusion can be lifted), and the
+    # excluded run leaves it only where it is read; collecting after the exclusion made the report fail
+    results, figures = tmp_path / "results", tmp_path / "figures"
+    results.mkdir()
+    runs = _runs()[lambda d: d["n_genes"] == 2048].copy()
+    dirs = []
+    for i, _ in enumerate(runs.itertuples()):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        pd.DataFrame({"step": [500, 1000], "val_energy_distance": [3.0, 2.0],
+                      "val_floor_energy_distance": [2.5, 2.5]}).to_csv(run / "history.csv", index=False)  # fmt: skip
+        dirs.append(str(run))
+    runs["run_dir"] = dirs
+    runs.to_csv(results / "toy.csv", index=False)
+    probe = gene_scale.Probe("toy", "toy", (("w64_linear_skip", "w64"),), ("w64", "w64_linear_skip"),
+                             exclude=(("w64", 1, "diverged"),))  # fmt: skip
+    monkeypatch.setattr(gene_scale, "PROBES", (probe,))
+    out = tmp_path / "findings.md"
+    out.write_text("<!-- gene scale: begin -->\n<!-- gene scale: end -->\n")
+    args = ["--results", str(results), "--out", str(out), "--figures", str(figures), "--collect-curves"]
+    assert gene_scale.main(args) == 0
+    curves = pd.read_csv(results / "curves" / "toy.csv")
+    assert len(curves.groupby(["arm", "seed"])) == len(runs)  # the excluded run's curve is kept in the table
+    summary = pd.read_csv(figures / "toy_curve_summary.csv")
+    assert summary.set_index("arm").loc["w64", "runs"] == 4  # and left out of what is reported
