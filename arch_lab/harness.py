@@ -284,8 +284,9 @@ def evaluate(
             where,
         )
     per_condition, summary = score_conditions(groups, settings)
-    result = EvalResult(predictions_to_anndata(task, requests, predicted), per_condition, summary)
-    result.out_of_range_cells = diverged
+    result = EvalResult(
+        predictions_to_anndata(task, requests, predicted), per_condition, summary, out_of_range_cells=diverged
+    )
     if cfg.reference_points:
         floor_groups = condition_groups(task, split, requests, [r.source for r in requests])
         floor_df, floor_sum = score_conditions(floor_groups, settings)

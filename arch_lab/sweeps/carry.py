@@ -116,7 +116,7 @@ def find_earlier_run(cfg: ExperimentConfig, candidates: list[tuple[int, Path]]) 
     resumable: list[EarlierRun] = []
     for number, path in candidates:
         run = RunDir(path)
-        if not run.path.is_dir() or not run.holds_run() or not _same_config(run, cfg):
+        if not run.holds_run() or not _same_config(run, cfg):
             continue
         if run.is_completed():
             return EarlierRun(run.path, "completed", number)

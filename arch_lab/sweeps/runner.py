@@ -169,14 +169,13 @@ class TrialRunner:
                 log.info("trial %d: run %d/%d (%s) %s", trial.number, i + 1, len(runs), run_dir.name, found.describe())
                 taken_over.append({"run_dir": str(run_dir), "how": found.how, "trial": found.trial, "step": found.step})
                 trial.set_user_attr("taken_over", taken_over)
-            if found is not None and found.how == "completed":
-                value = self._score_metrics(_read_metrics(run_dir), cfg, run_dir)
-            else:
-                result = self._resume(found, callbacks) if found is not None else self._train(cfg, run_dir, callbacks)
-                value = self._score(result, cfg)
-            per_seed.append(value)
+            if found is None:
+                self._train(cfg, run_dir, callbacks)
+            elif found.how == "checkpoint":
+                self._resume(found, callbacks)
+            record = _read_metrics(run_dir)  # what the run recorded, however it got there
+            per_seed.append(self._score(record, cfg, run_dir))
             trial.set_user_attr("values_per_seed", per_seed)
-            record = _read_metrics(run_dir)
             if "parameter_count" in record:
                 trial.set_user_attr("parameter_count", record["parameter_count"])
             trial.set_user_attr("wall_seconds", time.perf_counter() - started)
@@ -193,11 +192,7 @@ class TrialRunner:
 
         return api.resume(found.run_dir, callbacks=callbacks)
 
-    def _score(self, result: RunResult, cfg: ExperimentConfig) -> float:
-        record = {"metrics": result.summary, "val_metrics": result.val_summary}
-        return self._score_metrics(record, cfg, result.run_dir)
-
-    def _score_metrics(self, record: dict[str, Any], cfg: ExperimentConfig, run_dir: Path) -> float:
+    def _score(self, record: dict[str, Any], cfg: ExperimentConfig, run_dir: Path) -> float:
         """The objective on a run's ``metrics`` (the evaluated split) or ``val_metrics``, as ``metrics.json`` holds
         them.
         """

@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -61,24 +62,33 @@ def lost_sweep(folder: Path, kind: str) -> tuple[Path, str]:
     return write_sweep(folder, raw), url
 
 
-def kill_mid_trial(path: Path, url: str) -> FrozenTrial:
-    """Start a worker process, SIGKILL it while it trains a trial's run, and return that trial."""
+def _training(runs: list[RunDir]) -> bool:
+    return bool(runs) and runs[0].read_status().get("status") == "running"
+
+
+def kill_mid_trial(
+    path: Path, url: str, when: Callable[[list[RunDir]], bool] = _training, poll: float = 0.3
+) -> FrozenTrial:
+    """Start a worker process, SIGKILL it once ``when`` holds for its trial's runs (default: while it trains the
+    first), and return that trial.
+    """
     victim = _worker(path, url, 0)
-    deadline = time.monotonic() + 180
+    deadline = time.monotonic() + 300
     while time.monotonic() < deadline and victim.poll() is None:
-        time.sleep(0.3)
+        time.sleep(poll)
         try:
             trials = load_study(path).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
         except Exception:  # the study is not created yet
             continue
-        mine = [t for t in trials if str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}")]
-        runs = [RunDir(d) for t in mine for d in t.user_attrs.get("run_dirs") or []]
-        if runs and runs[0].read_status().get("status") == "running":  # killed while training
-            victim.send_signal(signal.SIGKILL)
-            victim.wait(timeout=30)
-            return mine[0]
+        for t in trials:
+            if not str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}"):
+                continue
+            if when([RunDir(d) for d in t.user_attrs.get("run_dirs") or []]):
+                victim.send_signal(signal.SIGKILL)
+                victim.wait(timeout=30)
+                return t
     victim.kill()
-    raise AssertionError("the worker never started a trial")
+    raise AssertionError("the worker never reached the point to kill it at")
 
 
 def check_budget(path: Path, killed: FrozenTrial, reason: str) -> FrozenTrial:
@@ -212,24 +222,7 @@ def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(bench
         budget={"replicates": 2},
     )
     path = write_sweep(bench, raw)
-    victim = _worker(path, url, 0)
-    deadline = time.monotonic() + 300
-    killed = None
-    while killed is None and time.monotonic() < deadline and victim.poll() is None:
-        time.sleep(0.1)
-        try:
-            trials = load_study(path).get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-        except Exception:  # the study is not created yet
-            continue
-        for t in trials:
-            dirs = t.user_attrs.get("run_dirs") or []
-            if len(dirs) == 2 and (Path(dirs[1]) / "checkpoint.pt").is_file():
-                victim.send_signal(signal.SIGKILL)
-                victim.wait(timeout=30)
-                killed = t
-    if killed is None:
-        victim.kill()
-        raise AssertionError("the worker never checkpointed the trial's second run")
+    killed = kill_mid_trial(path, url, when=lambda runs: len(runs) == 2 and runs[1].checkpoint.is_file(), poll=0.1)
     first, second = (RunDir(d) for d in killed.user_attrs["run_dirs"])
     assert first.is_completed()
     assert not second.is_completed()
