@@ -14,9 +14,19 @@ from typing import Any
 PACKAGES = ("arch-lab", "torch", "numpy", "scipy", "pandas", "anndata", "optuna", "pot", "einops", "xformers")
 
 
+#: The commit to record when the code runs from a copy without its ``.git`` (a container image, a tree staged on a
+#: cluster or a GPU machine): set it to ``git rev-parse HEAD`` of the copied checkout.
+GIT_SHA_ENV = "ARCH_LAB_GIT_SHA"
+
+
 def git_sha() -> str:
-    """The git commit of the arch_lab checkout (``unknown`` outside git), ``+dirty`` when modified."""
+    """The git commit of the arch_lab checkout, ``+dirty`` when modified.
+
+    Outside git (a copied tree), the value of the ``ARCH_LAB_GIT_SHA`` environment variable, else ``unknown``.
+    """
     root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists() and os.environ.get(GIT_SHA_ENV):
+        return os.environ[GIT_SHA_ENV]
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True

@@ -20,6 +20,13 @@ ProfileOpt = Annotated[
     str | None,
     typer.Option(help="A profile of the sweep YAML (profiles:), e.g. quick; the study becomes <name>_<profile>."),
 ]
+ParallelRunsOpt = Annotated[
+    int,
+    typer.Option(
+        help="Train up to this many of a trial's runs (seeds, folds) at once, each in its own process "
+        "(needs pruner: none)."
+    ),
+]
 StorageOpt = Annotated[
     str | None,
     typer.Option(help="Storage URL (sqlite:///FILE, postgresql+psycopg2://USER@HOST/DB or journal:FILE)."),
@@ -37,8 +44,11 @@ def run(
     sweep: Annotated[Path, typer.Argument(help="Sweep YAML.")],
     workers: Annotated[int, typer.Option(help="Worker processes on this machine.")] = 1,
     storage: StorageOpt = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads per worker.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads per worker (per run with --parallel-runs).")
+    ] = None,
     profile: ProfileOpt = None,
+    parallel_runs: ParallelRunsOpt = 1,
 ) -> None:
     """Create or resume the study and run its budget locally with N worker processes.
 
@@ -48,7 +58,9 @@ def run(
     from arch_lab.sweeps.report import stuck_message
 
     _logging()
-    result = run_sweep(sweep, workers=workers, storage=storage, threads=threads, profile=profile)
+    result = run_sweep(
+        sweep, workers=workers, storage=storage, threads=threads, profile=profile, parallel_runs=parallel_runs
+    )
     _print_status(result.status)
     stuck = stuck_message(result.status, sweep, storage, profile)
     if stuck:
@@ -63,8 +75,11 @@ def worker(
     worker_id: Annotated[
         int | None, typer.Option(help="Distinct per worker (e.g. $SLURM_ARRAY_TASK_ID); seeds its sampler.")
     ] = None,
-    threads: Annotated[int | None, typer.Option(help="Torch threads for this worker.")] = None,
+    threads: Annotated[
+        int | None, typer.Option(help="Torch threads for this worker (per run with --parallel-runs).")
+    ] = None,
     profile: ProfileOpt = None,
+    parallel_runs: ParallelRunsOpt = 1,
 ) -> None:
     """Join a study (creating it if needed) and run queued trials until its budget is done."""
     import os
@@ -80,7 +95,7 @@ def worker(
         torch.set_num_threads(threads)
     spec = load_sweep(sweep, profile)
     offset = worker_id if worker_id is not None else os.getpid()
-    report = run_worker(spec, resolve_storage(spec, storage), seed_offset=offset)
+    report = run_worker(spec, resolve_storage(spec, storage), seed_offset=offset, parallel_runs=parallel_runs)
     typer.echo(f"worker ran {len(report.trials)} trials {report.trials}; stopped: {report.stopped}")
 
 

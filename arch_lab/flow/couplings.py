@@ -9,7 +9,6 @@ from __future__ import annotations
 from typing import Protocol
 
 import numpy as np
-import ot
 import torch
 
 from arch_lab.errors import ConfigError
@@ -141,6 +140,8 @@ class ExactOTCoupling:
         scale = cost.max()
         if scale > 0:
             cost = cost / scale
+        import ot  # POT takes a while to import and only this coupling needs it
+
         weights = np.full(m, 1.0 / m)
         plan = ot.emd(weights, weights, np.ascontiguousarray(cost), numItermax=self.num_iter_max)
         rows = plan.argmax(axis=0)

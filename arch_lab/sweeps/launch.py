@@ -18,6 +18,7 @@ from pathlib import Path
 
 from arch_lab.errors import ArchLabError
 from arch_lab.sweeps.report import SweepStatus, sweep_status
+from arch_lab.sweeps.runner import check_parallel_runs
 from arch_lab.sweeps.storage import StorageSpec, default_storage_url, parse_storage
 from arch_lab.sweeps.study import issue_slots, load_study, open_study
 from arch_lab.sweeps.sweep import Sweep, load_sweep
@@ -58,6 +59,7 @@ def run_sweep(
     storage: str | None = None,
     threads: int | None = None,
     profile: str | None = None,
+    parallel_runs: int = 1,
 ) -> SweepRun:
     """Create (or resume) a sweep's study and run its queue to the end with ``workers`` processes.
 
@@ -73,6 +75,9 @@ def run_sweep(
         Torch threads per worker (default: the CPU count divided among the workers).
     profile
         A profile of the YAML (``profiles:``) merged over it; the study is ``<name>_<profile>``.
+    parallel_runs
+        Each worker trains up to this many of a trial's runs (seeds, folds) at once, each in its own process
+        (:mod:`arch_lab.sweeps.parallel`; needs ``pruner: none``); ``threads`` is then per run.
 
     Returns
     -------
@@ -86,6 +91,7 @@ def run_sweep(
     if workers < 1:
         raise ArchLabError(f"--workers must be at least 1 (got {workers})")
     sweep = load_sweep(path, profile)
+    check_parallel_runs(sweep, parallel_runs)
     spec = resolve_storage(sweep, storage)
     handle = open_study(sweep, spec, create=True)
     if not handle.created:
@@ -95,9 +101,10 @@ def run_sweep(
             import torch
 
             torch.set_num_threads(threads)
-        run_worker(sweep, spec, seed_offset=0, create=False)
+        run_worker(sweep, spec, seed_offset=0, create=False, parallel_runs=parallel_runs)
     else:
-        _run_processes(Path(path), spec, workers, threads or max(1, (os.cpu_count() or 1) // workers), profile)
+        default = max(1, (os.cpu_count() or 1) // (workers * parallel_runs))
+        _run_processes(Path(path), spec, workers, threads or default, profile, parallel_runs)
     limit = sweep.spec.budget.max_failures
     status = sweep_status(path, spec.url, profile=profile)
     if limit is not None and status.finished < status.slots:
@@ -135,7 +142,9 @@ def sigterm_forwarded(procs: list[subprocess.Popen]) -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int, profile: str | None = None) -> None:
+def _run_processes(
+    path: Path, spec: StorageSpec, workers: int, threads: int, profile: str | None = None, parallel_runs: int = 1
+) -> None:
     env = dict(os.environ)
     for var in THREAD_VARS:
         env.setdefault(var, str(threads))
@@ -144,6 +153,7 @@ def _run_processes(path: Path, spec: StorageSpec, workers: int, threads: int, pr
         cmd = [sys.executable, "-m", "arch_lab.cli", "sweep", "worker", str(path), "--storage", spec.url]
         cmd += ["--worker-id", str(i), "--threads", str(threads)]
         cmd += ["--profile", profile] if profile else []
+        cmd += ["--parallel-runs", str(parallel_runs)] if parallel_runs > 1 else []
         procs.append(subprocess.Popen(cmd, env=env))
     try:
         with sigterm_forwarded(procs):

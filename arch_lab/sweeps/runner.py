@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, pid_alive
 from arch_lab.sweeps.carry import EarlierRun, find_earlier_run
+from arch_lab.sweeps.parallel import RunJob, train_concurrently
 from arch_lab.sweeps.sweep import Sweep
 
 if TYPE_CHECKING:
@@ -87,6 +88,18 @@ class TaskCache:
         return self._tasks[key]
 
 
+def check_parallel_runs(sweep: Sweep, parallel_runs: int) -> None:
+    """Refuse ``parallel_runs`` below 1, or above 1 with a pruner (which watches one run as it trains)."""
+    if parallel_runs < 1:
+        raise ArchLabError(f"--parallel-runs must be at least 1 (got {parallel_runs})")
+    if parallel_runs > 1 and sweep.spec.pruner.type != "none":
+        raise ArchLabError(
+            f"--parallel-runs {parallel_runs} trains a trial's runs in other processes, where pruner "
+            f"{sweep.spec.pruner.type!r} cannot watch them; set pruner: {{type: none}} in the sweep YAML or drop "
+            "--parallel-runs"
+        )
+
+
 class TrialRunner:
     """The objective of a sweep: ``runner(trial) -> value``.
 
@@ -96,11 +109,17 @@ class TrialRunner:
         The validated sweep.
     git_sha
         Recorded on every trial.
+    parallel_runs
+        Train up to this many of a trial's runs at once, each in its own process
+        (:mod:`arch_lab.sweeps.parallel`); 1 trains them one after another in this process. Above 1 the
+        sweep's pruner must be ``none`` (a pruner watches the first run as it trains, in this process).
     """
 
-    def __init__(self, sweep: Sweep, git_sha: str) -> None:
+    def __init__(self, sweep: Sweep, git_sha: str, parallel_runs: int = 1) -> None:
+        check_parallel_runs(sweep, parallel_runs)
         self.sweep = sweep
         self.git_sha = git_sha
+        self.parallel_runs = parallel_runs
         self.space_hash = sweep.space_hash()
         self.tasks = TaskCache()
         #: The run in progress: (index, runs of the trial, run directory); None between trials.
@@ -153,8 +172,12 @@ class TrialRunner:
         seeds: list[int] = []
         per_seed: list[float] = []
         taken_over: list[dict[str, Any]] = []
+        concurrent = self.parallel_runs > 1 and len(runs) > 1
+        jobs: list[RunJob] = []
+        cfgs: list[ExperimentConfig] = []
         for i, (fold, replicate) in enumerate(runs):
             cfg = self.sweep.experiment(values, replicate, fold)
+            cfgs.append(cfg)
             found = find_earlier_run(cfg, [(n, self.run_dir(n, replicate, fold)) for n in earlier])
             run_dir = found.run_dir if found is not None else self.run_dir(trial.number, replicate, fold)
             run_dirs.append(str(run_dir))
@@ -169,18 +192,33 @@ class TrialRunner:
                 log.info("trial %d: run %d/%d (%s) %s", trial.number, i + 1, len(runs), run_dir.name, found.describe())
                 taken_over.append({"run_dir": str(run_dir), "how": found.how, "trial": found.trial, "step": found.step})
                 trial.set_user_attr("taken_over", taken_over)
+            if concurrent:  # trained below, all at once
+                if found is None or found.how == "checkpoint":
+                    jobs.append(RunJob(i, cfg, run_dir, resume=found is not None))
+                continue
             if found is None:
                 self._train(cfg, run_dir, callbacks)
             elif found.how == "checkpoint":
                 self._resume(found, callbacks)
-            record = _read_metrics(run_dir)  # what the run recorded, however it got there
-            per_seed.append(self._score(record, cfg, run_dir))
-            trial.set_user_attr("values_per_seed", per_seed)
-            if "parameter_count" in record:
-                trial.set_user_attr("parameter_count", record["parameter_count"])
-            trial.set_user_attr("wall_seconds", time.perf_counter() - started)
+            self._record(trial, per_seed, cfg, run_dir, started)
+        if concurrent:
+            self.current = (jobs[0].index, len(runs), jobs[0].run_dir) if jobs else None
+            train_concurrently(jobs, self.parallel_runs)
+            for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
+                self._record(trial, per_seed, cfg, Path(run_dir), started)
         self.current = None
         return float(sum(per_seed) / len(per_seed))
+
+    def _record(
+        self, trial: optuna.Trial, per_seed: list[float], cfg: ExperimentConfig, run_dir: Path, started: float
+    ) -> None:
+        """Score a run from the ``metrics.json`` it recorded (however it got there) and note it on the trial."""
+        record = _read_metrics(run_dir)
+        per_seed.append(self._score(record, cfg, run_dir))
+        trial.set_user_attr("values_per_seed", per_seed)
+        if "parameter_count" in record:
+            trial.set_user_attr("parameter_count", record["parameter_count"])
+        trial.set_user_attr("wall_seconds", time.perf_counter() - started)
 
     def _train(self, cfg: ExperimentConfig, run_dir: Path, callbacks: list | None) -> RunResult:
         from arch_lab import api

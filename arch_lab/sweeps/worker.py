@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, sigterm_as_interrupt
 from arch_lab.sweeps.carry import RetryUnlessStuck, earlier_trials
-from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
+from arch_lab.sweeps.runner import TrialRunner, check_parallel_runs, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec
 from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, load_study, locate_study, open_study
 from arch_lab.sweeps.sweep import Sweep, load_sweep
@@ -304,6 +304,7 @@ def run_worker(
     seed_offset: int = 0,
     create: bool = True,
     poll_seconds: float | None = None,
+    parallel_runs: int = 1,
 ) -> WorkerReport:
     """Run queued trials of the sweep's study until none is left (or the timeout or failure limit hits).
 
@@ -320,6 +321,9 @@ def run_worker(
     poll_seconds
         How often an idle worker checks on other workers' trials (default: the heartbeat interval, at most 10 s;
         1 s without heartbeats).
+    parallel_runs
+        Train up to this many of a trial's runs (seeds, folds) at once, each in its own process
+        (:mod:`arch_lab.sweeps.parallel`; needs ``pruner: none``).
 
     Returns
     -------
@@ -329,8 +333,9 @@ def run_worker(
 
     from arch_lab.provenance import git_sha
 
+    check_parallel_runs(sweep, parallel_runs)  # before the study is touched
     handle = open_study(sweep, storage, create=create, seed_offset=seed_offset)
-    runner = TrialRunner(sweep, git_sha())
+    runner = TrialRunner(sweep, git_sha(), parallel_runs)
     budget = sweep.spec.budget
     interval = sweep.spec.study.heartbeat_interval if storage.heartbeats else None
     poll = poll_seconds if poll_seconds is not None else min(float(interval or 1), 10.0)

@@ -1,0 +1,37 @@
+"""Provenance of a run started from a copy of the checkout without its ``.git``."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import REPO
+
+from arch_lab.provenance import GIT_SHA_ENV, git_sha
+
+
+def sha_in_copy(tmp_path: Path, env_sha: str | None) -> str:
+    copy = tmp_path / "copy"
+    if not copy.exists():
+        shutil.copytree(REPO / "arch_lab", copy / "arch_lab", ignore=shutil.ignore_patterns("__pycache__"))
+    env = {k: v for k, v in os.environ.items() if k != GIT_SHA_ENV}
+    env["GIT_CEILING_DIRECTORIES"] = str(tmp_path)  # git must not find a repository above the copy
+    if env_sha is not None:
+        env[GIT_SHA_ENV] = env_sha
+    code = "from arch_lab.provenance import git_sha; print(git_sha())"
+    out = subprocess.run([sys.executable, "-c", code], cwd=copy, env=env, capture_output=True, text=True, check=True)
+    return out.stdout.strip()
+
+
+def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path: Path) -> None:
+    assert sha_in_copy(tmp_path, "0123abcd") == "0123abcd"
+    assert sha_in_copy(tmp_path, None) == "unknown"
+
+
+def test_a_checkout_ignores_the_variable(monkeypatch) -> None:
+    monkeypatch.setenv(GIT_SHA_ENV, "not-this")
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
+    assert git_sha().split("+")[0] == head.stdout.strip()
