@@ -204,8 +204,8 @@ class TrialRunner:
         if concurrent:
             self.current = (jobs[0].index, len(runs), jobs[0].run_dir) if jobs else None
             train_concurrently(jobs, self.parallel_runs)
-            for cfg, run_dir in zip(cfgs, run_dirs, strict=True):
-                self._record(trial, per_seed, cfg, Path(run_dir), started)
+            for cfg, path in zip(cfgs, run_dirs, strict=True):
+                self._record(trial, per_seed, cfg, Path(path), started)
         self.current = None
         return float(sum(per_seed) / len(per_seed))
 

@@ -97,7 +97,9 @@ def test_children_of_a_killed_worker_stop_and_their_runs_are_resumed(bench: Path
     # long enough to be killed mid-run, checkpointing often so the retry has something to resume
     path = three_seed_sweep(bench, "killed", **{"train.max_steps": 400, "train.checkpoint_every": 20})
     cmd = [sys.executable, "-m", "arch_lab.cli", "sweep", "worker", str(path), "--threads", "1"]
-    worker = subprocess.Popen([*cmd, "--worker-id", "0", "--parallel-runs", "3"], env={**os.environ, "OMP_NUM_THREADS": "1"})
+    worker = subprocess.Popen(
+        [*cmd, "--worker-id", "0", "--parallel-runs", "3"], env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     run_root = load_sweep(path).run_root
     deadline = time.monotonic() + 300
     while time.monotonic() < deadline:
