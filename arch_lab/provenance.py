@@ -14,18 +14,20 @@ from typing import Any
 PACKAGES = ("arch-lab", "torch", "numpy", "scipy", "pandas", "anndata", "optuna", "pot", "einops", "xformers")
 
 
-#: The commit to record when the code runs from a copy without its ``.git`` (a container image, a tree staged on a
-#: cluster or a GPU machine): set it to ``git rev-parse HEAD`` of the copied checkout.
+#: The commit to record when the code runs from a copy of the checkout (a container image, a tree staged on a
+#: cluster or a GPU machine), whose ``.git`` is missing or does not describe it: set it to ``git rev-parse HEAD``
+#: of the checkout that was copied. When set, it is recorded as it is.
 GIT_SHA_ENV = "ARCH_LAB_GIT_SHA"
 
 
 def git_sha() -> str:
     """The git commit of the arch_lab checkout, ``+dirty`` when modified.
 
-    Outside git (a copied tree), the value of the ``ARCH_LAB_GIT_SHA`` environment variable, else ``unknown``.
+    The ``ARCH_LAB_GIT_SHA`` environment variable, when set, is recorded instead (a copied tree); outside git
+    without it, ``unknown``.
     """
     root = Path(__file__).resolve().parent.parent
-    if not (root / ".git").exists() and os.environ.get(GIT_SHA_ENV):
+    if os.environ.get(GIT_SHA_ENV):
         return os.environ[GIT_SHA_ENV]
     try:
         sha = subprocess.run(

@@ -102,9 +102,12 @@ def bench_trainer(
     optim: dict | None = None,
     flow: dict | None = None,
     compile_: bool = False,
+    device: str = "cpu",
+    precision: str = "fp32",
 ):
-    """The :class:`~arch_lab.training.FlowTrainer` every benchmark times: trainer defaults at fp32 on the CPU, up
-    to 8 conditions per batch, ``optim``/``flow`` overrides on top, network seeded with 0."""
+    """The :class:`~arch_lab.training.FlowTrainer` every benchmark times: trainer defaults (at fp32 on the CPU
+    unless ``device``/``precision`` say otherwise), up to 8 conditions per batch, ``optim``/``flow`` overrides on
+    top, network seeded with 0."""
     import torch
 
     from arch_lab.config import experiment_from_dict
@@ -120,11 +123,11 @@ def bench_trainer(
             "network": {"name": network, **knobs},
             "optim": {"batch_size": batch_size, "conditions_per_batch": min(8, batch_size), **(optim or {})},
             "flow": dict(flow or {}),
-            "train": {"max_steps": 10_000, "progress": False, "precision": "fp32", "compile": compile_},
+            "train": {"max_steps": 10_000, "progress": False, "precision": precision, "compile": compile_},
         }
     )
     torch.manual_seed(0)
-    return FlowTrainer(cfg, task, build_network(network, knobs, task.spec), validate=None, device="cpu")
+    return FlowTrainer(cfg, task, build_network(network, knobs, task.spec), validate=None, device=device)
 
 
 def measure(network: str, n_genes: int, batch_size: int, threads: int, min_seconds: float) -> dict:

@@ -31,7 +31,9 @@ def test_a_copy_without_git_records_the_commit_it_is_given(tmp_path: Path) -> No
     assert sha_in_copy(tmp_path, None) == "unknown"
 
 
-def test_a_checkout_ignores_the_variable(monkeypatch) -> None:
-    monkeypatch.setenv(GIT_SHA_ENV, "not-this")
+def test_a_checkout_records_its_head_unless_told_otherwise(monkeypatch) -> None:
+    monkeypatch.delenv(GIT_SHA_ENV, raising=False)
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True, check=True)
     assert git_sha().split("+")[0] == head.stdout.strip()
+    monkeypatch.setenv(GIT_SHA_ENV, "0123abcd")  # a copy whose .git is stale says which commit it is
+    assert git_sha() == "0123abcd"
