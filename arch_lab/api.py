@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from arch_lab.config import ExperimentConfig
+from arch_lab.data.h5ad import write_h5ad
 from arch_lab.data.snapshot import data_from_snapshot, snapshot_anndata
 from arch_lab.data.task import Condition, Task, build_task, data_path, load_data, prepare_data
 from arch_lab.errors import ArchLabError, DataError
@@ -295,7 +296,7 @@ def predict(
     adata = generate(task, method, pd.read_csv(p, dtype=str), n_cells, seed, where=str(p))
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(out)
+    write_h5ad(adata, out)
     return adata
 
 

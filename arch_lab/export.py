@@ -9,6 +9,7 @@ from pathlib import Path
 import anndata as ad
 import numpy as np
 
+from arch_lab.data.h5ad import write_h5ad
 from arch_lab.data.task import Condition, Task
 from arch_lab.errors import ArchLabError
 from arch_lab.harness import cells_to_anndata, perturbation_column
@@ -110,8 +111,8 @@ def export_cell_eval(task: Task, predictions: ad.AnnData, split: str, out: Path)
     celltype = keys[0] if len(keys) == 1 else ("state" if keys else None)
     export = CellEvalExport(out / "pred.h5ad", out / "real.h5ad", task.data.perturbation_key, task.data.control_value,
                             celltype, out / "cell_eval")  # fmt: skip
-    pred.write_h5ad(export.pred)
-    real.write_h5ad(export.real)
+    write_h5ad(pred, export.pred)
+    write_h5ad(real, export.real)
     return export
 
 

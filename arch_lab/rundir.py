@@ -569,8 +569,10 @@ class RunDir:
 
     def write_predictions(self, adata: ad.AnnData) -> None:
         """Write the generated cells."""
+        from arch_lab.data.h5ad import write_h5ad
+
         with atomic_path(self.predictions) as tmp:
-            adata.write_h5ad(tmp)
+            write_h5ad(adata, tmp)
 
     def write_per_condition(self, df: pd.DataFrame) -> None:
         """Write the metrics per condition."""
@@ -582,8 +584,10 @@ class RunDir:
 
     def write_snapshot(self, adata: ad.AnnData) -> None:
         """Write the prepared cells of a run trained on an AnnData held in memory."""
+        from arch_lab.data.h5ad import write_h5ad
+
         with atomic_path(self.snapshot) as tmp:
-            adata.write_h5ad(tmp)
+            write_h5ad(adata, tmp)
 
     def write_metrics(self, metrics: dict[str, Any]) -> None:
         """Write the completed run's summary (call last: its presence means the results are whole)."""

@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # The GPU part of the probe studies, on one machine with a CUDA device: a smoke run of the study's quick profile
-# on the GPU, the U-Net plateau study at 2048 genes (sweeps/probes/unet_plateau_2048_synthetic.yaml, 4 workers,
-# each training its trial's 5 seeds at once), its run table and its run directories (without weights), then the
-# gpu-marked tests. Every step writes into OUT_DIR as it goes.
+# on the GPU, the U-Net plateau study at 2048 genes (sweeps/probes/unet_plateau_2048_synthetic.yaml: one worker,
+# the arms one after another, each arm's 5 seeds at once), its run table and the study packed (database and run
+# directories, without weights), then the gpu-marked tests. Every step writes into OUT_DIR as it goes.
 #
 #   bash scripts/run_gpu_studies.sh OUT_DIR [STUDY_SECONDS]
 #
-# STUDY_SECONDS stops the study after that long (SIGTERM: its runs are marked interrupted and keep their
-# checkpoints); rerunning the same command resumes it. PYTHON picks the interpreter (default python).
-# Copy OUT_DIR/unet_plateau_2048_synthetic.csv to results/probes_v2/ and unpack OUT_DIR/runs.tar.gz in the
-# checkout's root for analysis/gene_scale.py --collect-curves.
+# STUDY_SECONDS stops the study after that long (SIGTERM: the arm in progress is requeued, its runs marked
+# interrupted); rerunning the same command continues with the arms left. To continue on another machine (a GPU
+# lease that starts bare), unpack OUT_DIR/study.tar.gz in the checkout's root there first: the arms it finished
+# stay finished, and the interrupted one trains again. PYTHON picks the interpreter (default python).
+# For the analysis, copy OUT_DIR/unet_plateau_2048_synthetic.csv to results/probes_v2/ and unpack
+# OUT_DIR/study.tar.gz in the checkout's root (analysis/gene_scale.py --collect-curves reads the run directories).
 set -uo pipefail
 OUT=${1:?usage: run_gpu_studies.sh OUT_DIR [STUDY_SECONDS]}
 LIMIT=${2:-0}
@@ -34,13 +36,13 @@ $PY -m arch_lab.cli sweep run "$SWEEP" --profile quick --workers 1 >"$OUT/quick.
 tail -3 "$OUT/quick.log"
 
 echo "== the study (limit ${LIMIT}s; 0: none)"
-RUN=("$PY" -m arch_lab.cli sweep run "$SWEEP" --workers 4 --threads 1 --parallel-runs 5)
+RUN=("$PY" -m arch_lab.cli sweep run "$SWEEP" --workers 1 --threads 2 --parallel-runs 5)
 if [ "$LIMIT" -gt 0 ]; then RUN=(timeout -s TERM -k 60 "$LIMIT" "${RUN[@]}"); fi
 "${RUN[@]}" >"$OUT/study.log" 2>&1
 echo "study exit code $?"
 $PY -m arch_lab.cli sweep status "$SWEEP" 2>&1 | tee "$OUT/status.txt"
 $PY -m arch_lab.cli sweep export "$SWEEP" --runs --out "$OUT/unet_plateau_2048_synthetic.csv" 2>&1 | tail -2
-tar czf "$OUT/runs.tar.gz" --exclude='*.pt' --exclude=predictions.h5ad --exclude=tensorboard "$STUDY" "$STUDY.db"
+tar czf "$OUT/study.tar.gz" --exclude='*.pt' --exclude=predictions.h5ad --exclude=tensorboard "$STUDY" "$STUDY.db"
 ls -la "$OUT"
 
 echo "== gpu-marked tests"

@@ -30,6 +30,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from arch_lab.config import SyntheticConfig, format_validation_error
+from arch_lab.data.h5ad import write_h5ad
 from arch_lab.data.preprocess import normalize_log1p
 from arch_lab.errors import ConfigError
 
@@ -350,5 +351,5 @@ def write_synthetic(config: SyntheticConfig, out: str | Path) -> ad.AnnData:
     adata = simulate(config)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    adata.write_h5ad(out)
+    write_h5ad(adata, out)
     return adata
