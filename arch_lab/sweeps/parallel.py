@@ -13,6 +13,7 @@ raised. An interruption of the worker (Ctrl-C, SIGTERM) interrupts every child.
 
 from __future__ import annotations
 
+import faulthandler
 import logging
 import multiprocessing as mp
 import os
@@ -126,8 +127,14 @@ def _interrupt(procs: list[Any]) -> None:
     for proc in procs:
         proc.join(max(0.0, deadline - time.monotonic()))
         if proc.is_alive():
+            os.kill(proc.pid, signal.SIGUSR1)  # the child's faulthandler prints where it is stuck
+            time.sleep(0.5)
+            log.warning("%s (process %d) did not stop within %.0f s of SIGTERM; killed", proc.name, proc.pid,
+                        INTERRUPT_GRACE_S)  # fmt: skip
             proc.kill()
             proc.join()
+        elif proc.exitcode != 0:
+            log.warning("%s (process %d) ended with exit code %s", proc.name, proc.pid, proc.exitcode)
 
 
 def _child(job: RunJob, threads: int, parent: int, results: Any) -> None:
@@ -138,6 +145,7 @@ def _child(job: RunJob, threads: int, parent: int, results: Any) -> None:
     from arch_lab.rundir import sigterm_as_interrupt
 
     torch.set_num_threads(threads)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     threading.Thread(target=_stop_with_parent, args=(parent,), daemon=True).start()
     error: str | None = None
     try:

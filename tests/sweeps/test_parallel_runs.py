@@ -127,3 +127,27 @@ def test_children_of_a_killed_worker_stop_and_their_runs_are_resumed(bench: Path
     assert set(taken) == {"seed-0", "seed-1", "seed-2"}  # every run continued where it stopped, none afresh
     assert set(taken.values()) <= {"checkpoint", "completed"}
     assert not (run_root / f"trial-{retry.number}").exists()
+
+
+@pytest.mark.slow
+def test_a_sigterm_to_sweep_run_interrupts_the_children_and_requeues_the_trial(bench: Path):
+    path = three_seed_sweep(bench, "stopped", **{"train.max_steps": 400, "train.checkpoint_every": 20})
+    cmd = [sys.executable, "-m", "arch_lab.cli", "sweep", "run", str(path), "--threads", "1", "--parallel-runs", "3"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    run_root = load_sweep(path).run_root
+    deadline = time.monotonic() + 300
+    while len(list((run_root / "trial-0").glob("seed-*/checkpoint.pt"))) < 3:
+        assert time.monotonic() < deadline, "the three runs never checkpointed"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) != 0
+    runs = [RunDir(run_root / "trial-0" / f"seed-{s}") for s in range(3)]
+    for run in runs:
+        status = run.read_status()
+        if status["status"] == "running":  # a child that did not stop within the grace period was killed
+            assert not pid_alive(status["pid"])
+        else:
+            assert status["status"] in ("interrupted", "completed")
+    first = load_study(path).get_trials(deepcopy=False)[0]
+    assert first.state == TrialState.FAIL
+    assert first.user_attrs["reason"].startswith("interrupted; requeued")
