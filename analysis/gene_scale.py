@@ -437,6 +437,23 @@ PROBES = (
         ),
         ("unet1d", "unet1d_gene_embedding", "mlp_repaired"),
     ),
+    Probe(
+        "equal_flops_2048_synthetic",
+        "Equal training FLOPs at 2048 genes: the MLPs given the embedding U-Net's 500-step FLOPs (batch 64, peak "
+        "learning rate, Gaussian source, fp32)",
+        (
+            ("mlp_repaired_equal_flops", "unet1d_gene_embedding"),
+            ("w2048_no_norm_equal_flops", "unet1d_gene_embedding"),
+            ("mlp_repaired_equal_flops", "mlp_repaired"),
+            ("w2048_no_norm_equal_flops", "mlp_repaired_equal_flops"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp_repaired", "mlp_repaired_equal_flops", "w2048_no_norm_equal_flops"),
+        borrow=(
+            ("unet_2048_synthetic", "unet1d", "unet1d"),
+            ("unet_2048_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+            ("unet_2048_synthetic", "mlp_repaired", "mlp_repaired"),
+        ),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",

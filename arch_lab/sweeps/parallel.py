@@ -109,7 +109,9 @@ def train_concurrently(jobs: list[RunJob], limit: int, threads: int | None = Non
                         active.pop(index)
                         failures.append(f"run {index + 1} ended without a result (exit code {proc.exitcode})")
                 continue
-            active.pop(index).join()
+            finished = active.pop(index, None)  # None: already counted as ended without a result
+            if finished is not None:
+                finished.join()
             if error is not None:
                 failures.append(error)
     finally:
@@ -167,7 +169,12 @@ def _child(job: RunJob, threads: int, parent: int, results: Any) -> None:
 
 
 def _stop_with_parent(parent: int) -> None:
-    """Interrupt this process (as SIGTERM would) once the worker that started it is gone."""
+    """Interrupt this process (as SIGTERM would) once the worker that started it is gone; if it has not ended
+    within the grace period, print its stack and kill it (nobody else is left to).
+    """
     while os.getppid() == parent:
         time.sleep(POLL_S)
     os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(INTERRUPT_GRACE_S)
+    faulthandler.dump_traceback(all_threads=True)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -137,6 +137,10 @@ class CsvLogger:
             self._file.close()
 
 
+#: Seconds between the TensorBoard writer's flushes (and the longest its close can wait after an interruption).
+FLUSH_SECONDS = 5
+
+
 class TensorBoardLogger:
     """Scalars in TensorBoard event files in the run's ``tensorboard/`` folder."""
 
@@ -144,7 +148,10 @@ class TensorBoardLogger:
         from torch.utils.tensorboard import SummaryWriter
 
         purge = start_step + 1 if start_step > 0 else None  # hide what an interrupted run logged past its checkpoint
-        self.writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge)
+        # The writer's thread wakes every flush_secs. An interruption (SIGTERM as KeyboardInterrupt) that lands
+        # inside the queue's notify can leave that thread asleep through close(), which then waits for its next
+        # wake-up: 120 s by default, so an interrupted run lingered that long; 5 s bounds the wait.
+        self.writer = SummaryWriter(log_dir=str(run.tensorboard), purge_step=purge, flush_secs=FLUSH_SECONDS)
 
     def log(self, step: int, values: Mapping[str, float]) -> None:
         """One scalar per value, at ``step``."""
