@@ -17,10 +17,8 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
-from conftest import experiment_dict, synthetic_adata
 from optuna.trial import FrozenTrial, TrialState
-from test_sweeps import _worker, sweep_dict, write_sweep
+from test_sweeps import _worker, make_bench, sweep_dict, write_sweep
 from typer.testing import CliRunner
 
 from arch_lab import api
@@ -36,11 +34,7 @@ LRS = [1e-3, 2e-3, 3e-3]
 @pytest.fixture
 def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A working directory with a synthetic dataset and a tiny base experiment (``base.yaml``)."""
-    monkeypatch.chdir(tmp_path)
-    synthetic_adata().write_h5ad(tmp_path / "synthetic.h5ad")
-    base = experiment_dict(tmp_path / "synthetic.h5ad", tmp_path, network={"name": "mlp", "width": 32, "depth": 1})
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    return tmp_path
+    return make_bench(tmp_path, monkeypatch)
 
 
 def storage_url(kind: str, folder: Path) -> str:

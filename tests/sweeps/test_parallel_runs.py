@@ -14,10 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
-from conftest import experiment_dict, synthetic_adata
 from optuna.trial import TrialState
-from test_sweeps import sweep_dict, write_sweep
+from test_sweeps import make_bench, sweep_dict, write_sweep
 
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, pid_alive
@@ -28,11 +26,8 @@ LRS = [1e-3, 3e-3]
 
 @pytest.fixture
 def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    synthetic_adata().write_h5ad(tmp_path / "synthetic.h5ad")
-    base = experiment_dict(tmp_path / "synthetic.h5ad", tmp_path, network={"name": "mlp", "width": 32, "depth": 1})
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    return tmp_path
+    """A working directory with a synthetic dataset and a tiny base experiment (``base.yaml``)."""
+    return make_bench(tmp_path, monkeypatch)
 
 
 def three_seed_sweep(folder: Path, name: str, **fixed: object) -> Path:

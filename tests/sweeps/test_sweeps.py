@@ -44,19 +44,23 @@ LRS = [1e-3, 2e-3]
 
 
 # ----------------------------------------------------------------------------------------------- helpers
-@pytest.fixture
-def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A working directory with a synthetic dataset and a tiny base experiment (``base.yaml``)."""
+def make_bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **sections: dict) -> Path:
+    """A working directory (made current) with a synthetic dataset and a tiny base experiment (``base.yaml``): an
+    MLP of width 32, the conftest experiment otherwise, ``sections`` merged over it.
+    """
     monkeypatch.chdir(tmp_path)
     synthetic_adata().write_h5ad(tmp_path / "synthetic.h5ad")
     base = experiment_dict(
-        tmp_path / "synthetic.h5ad",
-        tmp_path,
-        network={"name": "mlp", "width": 32, "depth": 1},
-        train={"max_steps": 10, "eval_every": 5, "checkpoint_every": 10},
+        tmp_path / "synthetic.h5ad", tmp_path, network={"name": "mlp", "width": 32, "depth": 1}, **sections
     )
     (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
     return tmp_path
+
+
+@pytest.fixture
+def bench(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The bench with 10-step runs."""
+    return make_bench(tmp_path, monkeypatch, train={"max_steps": 10, "eval_every": 5, "checkpoint_every": 10})
 
 
 def sweep_dict(name: str, **sections: object) -> dict:
