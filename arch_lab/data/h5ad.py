@@ -49,7 +49,8 @@ def object_strings(frame: pd.DataFrame) -> pd.DataFrame | None:
 
 
 def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
-    """Write ``adata`` to ``path`` with text in ``obs`` and ``var`` (columns, categories, names) as object strings.
+    """Write ``adata`` to ``path`` with text in ``obs``, ``var`` and ``raw.var`` (columns, categories, names) as
+    object strings.
 
     Parameters
     ----------
@@ -59,11 +60,15 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
         The ``.h5ad`` file.
     """
     obs, var = object_strings(adata.obs), object_strings(adata.var)
-    if obs is None and var is None:
+    raw_var = object_strings(adata.raw.var) if adata.raw is not None else None
+    if obs is None and var is None and raw_var is None:
         adata.write_h5ad(path)
         return
     import anndata as ad
 
+    raw = adata.raw
+    if raw is not None and raw_var is not None:
+        raw = ad.AnnData(X=raw.X, var=raw_var, varm=dict(raw.varm))
     plain = ad.AnnData(
         X=adata.X,
         obs=obs if obs is not None else adata.obs,
@@ -74,5 +79,6 @@ def write_h5ad(adata: ad.AnnData, path: str | Path) -> None:
         layers=adata.layers,
         obsp=adata.obsp,
         varp=adata.varp,
+        raw=raw,
     )
     plain.write_h5ad(path)

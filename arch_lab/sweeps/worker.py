@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir, sigterm_as_interrupt
 from arch_lab.sweeps.carry import RetryUnlessStuck, earlier_trials
-from arch_lab.sweeps.runner import TrialRunner, check_parallel_runs, worker_alive, worker_label
+from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec
 from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, load_study, locate_study, open_study
 from arch_lab.sweeps.sweep import Sweep, load_sweep
@@ -333,9 +333,8 @@ def run_worker(
 
     from arch_lab.provenance import git_sha
 
-    check_parallel_runs(sweep, parallel_runs)  # before the study is touched
+    runner = TrialRunner(sweep, git_sha(), parallel_runs)  # refuses a bad parallel_runs before the study is touched
     handle = open_study(sweep, storage, create=create, seed_offset=seed_offset)
-    runner = TrialRunner(sweep, git_sha(), parallel_runs)
     budget = sweep.spec.budget
     interval = sweep.spec.study.heartbeat_interval if storage.heartbeats else None
     poll = poll_seconds if poll_seconds is not None else min(float(interval or 1), 10.0)

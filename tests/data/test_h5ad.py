@@ -45,6 +45,7 @@ def test_anndata_alone_refuses_str_columns(str_dtype, tmp_path: Path):
 
 def test_str_columns_categories_and_names_round_trip_and_the_input_is_left_alone(str_dtype, tmp_path: Path):
     adata = text_adata()
+    adata.raw = adata.copy()
     before = (adata.obs.dtypes.to_dict(), adata.obs.index.dtype, adata.var.index.dtype)
     write_h5ad(adata, tmp_path / "x.h5ad")
     assert (adata.obs.dtypes.to_dict(), adata.obs.index.dtype, adata.var.index.dtype) == before
@@ -57,6 +58,8 @@ def test_str_columns_categories_and_names_round_trip_and_the_input_is_left_alone
     assert back.obs["n"].tolist() == [1, 2, 3]
     assert back.var["symbol"].astype(str).tolist() == ["g0", "g1"]
     np.testing.assert_array_equal(back.X, adata.X)
+    assert back.raw is not None  # the rest of the AnnData is written as it is
+    np.testing.assert_array_equal(back.raw.X, adata.X)
 
 
 def test_frames_without_str_text_are_written_as_they_are():

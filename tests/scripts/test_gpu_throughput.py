@@ -38,6 +38,8 @@ def test_report_states_each_rate_and_ratio(tmp_path: Path):
     assert "| unet1d | 30.0 | 24.0 | 0.80 |" in text
     assert "| mlp_repaired | 120.0 | 150.0 | 1.25 |" in text
     assert "| 4 | 50.0 | 12.5 | 2.50 |" in text
+    assert "bf16 autocast is slower than fp32 for unet1d." in text  # from the rates, not a fixed sentence
+    assert "here 4 gave 2.50 times" in text
 
 
 def test_the_committed_report_is_the_one_the_committed_results_give():
