@@ -994,6 +994,16 @@ def precision_note(df: pd.DataFrame) -> str:
     return "precision differs: " + "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
 
 
+def run_commits(df: pd.DataFrame) -> list[str]:
+    """Every commit the runs of ``df`` were trained under: ``git_sha`` and, where the export has it, the commits
+    a run was resumed under (``resumed_git_shas``, ";"-joined).
+    """
+    shas = list(df["git_sha"].astype(str))
+    if "resumed_git_shas" in df:
+        shas += [s for joined in df["resumed_git_shas"].dropna().astype(str) for s in joined.split(";") if s]
+    return shas
+
+
 def library_changes(shas: Sequence[str]) -> str:
     """Whether ``arch_lab/`` differs between the commits the runs record (what a run computes lives there).
 
@@ -1241,13 +1251,14 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
                         f"{budget_comparisons_markdown(contrasts)}"
                     )
         plt.close("all")
-        commits = ", ".join(sorted({s[:7] for s in df["git_sha"].astype(str)}))
+        shas = run_commits(df)
+        commits = ", ".join(sorted({s[:7] for s in shas}))
         lenders = [
             f"{', '.join(name for st, _, name in probe.borrow if st == stem)} of `{stem}`"
             for stem in sorted({stem for stem, _, _ in probe.borrow})
         ]
         borrowed = int(df["arm"].isin({name for _, _, name in probe.borrow}).sum())
-        same = library_changes(list(df["git_sha"].astype(str)))
+        same = library_changes(shas)
         parts.append(
             f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs"
             + (f", {borrowed} of them borrowed ({'; '.join(lenders)})" if borrowed else "")

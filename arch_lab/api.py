@@ -6,6 +6,7 @@ The CLI is a thin layer over these functions; tests and sweeps call them directl
 from __future__ import annotations
 
 import contextlib
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,10 +24,13 @@ from arch_lab.data.task import Condition, Task, build_task, data_path, load_data
 from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method, task_config
-from arch_lab.recording import record_results, start_run
+from arch_lab.provenance import git_sha
+from arch_lab.recording import record_results, record_resume, start_run
 from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
 from arch_lab.training.loggers import check_loggers
+
+log = logging.getLogger("arch_lab")
 
 
 @dataclass
@@ -243,6 +247,13 @@ def resume(
             with run.recording_failures():
                 run.set_status("running", resumed=True)
                 run.update_meta(distributed=_dist_meta(info))
+                started = record_resume(run)
+            if started is not None:
+                message = (
+                    f"{run_dir}: started under commit {started[:12]}, resumed under {git_sha()[:12]}; its meta.json "
+                    "lists both (resumes), and analyses report runs that mix commits"
+                )
+                (notes or log.warning)(message)
         return _fit_and_finish(cfg, task, method, run.path, callbacks, info)
 
 

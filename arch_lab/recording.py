@@ -34,6 +34,31 @@ def start_run(run: RunDir, cfg: ExperimentConfig, split: pd.Series, extra: dict[
     run.set_status("running")
 
 
+def record_resume(run: RunDir) -> str | None:
+    """Note in ``meta.json`` that the run is being resumed, and under which commit (appended to ``resumes``).
+
+    Returns
+    -------
+    str or None
+        The commit the run was started under, when it differs from the one resuming it (the run then mixes
+        commits, and whoever resumes it should be told); None when they are the same or either is unknown.
+    """
+    meta = run.read_meta()
+    now = git_sha()
+    resumes = [*(meta.get("resumes") or []), {"git_sha": now, "at": utc_now()}]
+    run.update_meta(resumes=resumes)
+    started = meta.get("git_sha")
+    if not started or not now or started == "unknown" or now == "unknown" or started == now:
+        return None
+    return str(started)
+
+
+def trained_commits(meta: dict[str, Any]) -> list[str]:
+    """Every commit a run was trained under: the one it started under, then each resume's, without repeats."""
+    shas = [meta.get("git_sha"), *((r or {}).get("git_sha") for r in meta.get("resumes") or [])]
+    return list(dict.fromkeys(str(s) for s in shas if s))
+
+
 def record_results(
     run: RunDir,
     method: Method,

@@ -13,8 +13,10 @@ from typer.testing import CliRunner
 
 import arch_lab
 from arch_lab import api
+from arch_lab.analysis import read_run
 from arch_lab.cli import app
 from arch_lab.errors import ArchLabError, ConfigError, DataError
+from arch_lab.provenance import GIT_SHA_ENV
 from arch_lab.rundir import RunDir
 from arch_lab.runs import Run, experiment_config
 
@@ -127,9 +129,33 @@ def test_resume_rebuilds_the_task_from_the_snapshot(tmp_path):
     run = arch_lab.train(in_memory_experiment(tmp_path), adata=renamed())
     RunDir(run.run_dir).set_status("running")  # as if interrupted after its last checkpoint
     RunDir(run.run_dir).metrics.unlink()
-    result = api.resume(run.run_dir)
+    notes: list[str] = []
+    result = api.resume(run.run_dir, notes=notes.append)
     assert result.summary["energy_distance"] == pytest.approx(run.metrics["energy_distance"], rel=1e-6)
     assert Run(run.run_dir).status == "completed"
+    assert not any("resumed under" in n for n in notes)  # the same commit: nothing to report
+    assert len(RunDir(run.run_dir).read_meta()["resumes"]) == 1
+    assert read_run(run.run_dir)["resumed_git_shas"] == ""
+
+
+def test_a_resume_under_another_commit_is_recorded_and_reported(tmp_path, monkeypatch):
+    started, later = "a" * 40, "b" * 40
+    monkeypatch.setenv(GIT_SHA_ENV, started)
+    run = arch_lab.train(in_memory_experiment(tmp_path), adata=renamed())
+    RunDir(run.run_dir).set_status("running")
+    RunDir(run.run_dir).metrics.unlink()
+    monkeypatch.setenv(GIT_SHA_ENV, later)
+    notes: list[str] = []
+    api.resume(run.run_dir, notes=notes.append)
+    assert [n for n in notes if "resumed under" in n] == [
+        f"{run.run_dir}: started under commit {started[:12]}, resumed under {later[:12]}; its meta.json lists both "
+        "(resumes), and analyses report runs that mix commits"
+    ]
+    meta = RunDir(run.run_dir).read_meta()
+    assert meta["git_sha"] == started
+    assert [r["git_sha"] for r in meta["resumes"]] == [later]
+    row = read_run(run.run_dir)
+    assert (row["git_sha"], row["resumed_git_shas"]) == (started, later)
 
 
 def test_experiment_yaml_with_an_anndata_replaces_its_data_path(tmp_path):

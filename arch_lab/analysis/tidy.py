@@ -22,6 +22,7 @@ import pandas as pd
 
 from arch_lab.errors import ArchLabError
 from arch_lab.metrics.info import DIAGNOSTICS, METRICS
+from arch_lab.recording import trained_commits
 from arch_lab.rundir import RunDir, is_run_dir
 from arch_lab.sweeps.study import trials_table
 
@@ -131,6 +132,8 @@ def read_run(run_dir: _PathLike) -> dict[str, Any]:
         "select_metric": fit.get("select_metric"),
         "guidance": _num(cfg.get("flow", {}).get("guidance")) if method == "flow_matching" else math.nan,
         "git_sha": meta.get("git_sha"),
+        # the other commits it was resumed under (";"-joined; empty when it was trained under one commit)
+        "resumed_git_shas": ";".join(trained_commits(meta)[1:]),
         "device": device.get("gpu") or ("cpu" if device else None),
         "cpu": device.get("cpu"),
         # what train.precision resolved to on this device ("fp32" or "torch.bfloat16"; auto differs by CPU)

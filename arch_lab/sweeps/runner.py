@@ -190,7 +190,17 @@ class TrialRunner:
             self.current = (i, len(runs), run_dir)
             if found is not None:
                 log.info("trial %d: run %d/%d (%s) %s", trial.number, i + 1, len(runs), run_dir.name, found.describe())
-                taken_over.append({"run_dir": str(run_dir), "how": found.how, "trial": found.trial, "step": found.step})
+                earlier_sha = RunDir(run_dir).read_meta().get("git_sha")
+                if found.how == "completed" and earlier_sha and earlier_sha != self.git_sha:
+                    log.warning(
+                        "trial %d: run %s was completed under commit %s, this worker runs %s; it is taken over as it "
+                        "is, and the trial's taken_over attribute records its commit",
+                        trial.number, run_dir, str(earlier_sha)[:12], self.git_sha[:12],
+                    )  # fmt: skip
+                taken_over.append(
+                    {"run_dir": str(run_dir), "how": found.how, "trial": found.trial, "step": found.step,
+                     "git_sha": earlier_sha}
+                )  # fmt: skip
                 trial.set_user_attr("taken_over", taken_over)
             if concurrent:  # trained below, all at once
                 if found is None or found.how == "checkpoint":

@@ -471,3 +471,9 @@ def test_collected_curves_keep_an_excluded_run_and_the_report_leaves_it_out(
     assert len(curves.groupby(["arm", "seed"])) == len(runs)  # the excluded run's curve is kept in the table
     summary = pd.read_csv(figures / "toy_curve_summary.csv")
     assert summary.set_index("arm").loc["w64", "runs"] == 4  # and left out of what is reported
+
+
+def test_the_commits_of_a_study_include_those_its_runs_were_resumed_under():
+    df = pd.DataFrame({"git_sha": ["abc", "abc", "def"], "resumed_git_shas": ["", "fed;abd", None]})
+    assert sorted(gene_scale.run_commits(df)) == ["abc", "abc", "abd", "def", "fed"]
+    assert gene_scale.run_commits(df.drop(columns="resumed_git_shas")) == ["abc", "abc", "def"]  # older exports

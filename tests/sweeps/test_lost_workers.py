@@ -7,6 +7,7 @@ runs the lost trial completed and resumes the one it checkpointed.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -23,6 +24,7 @@ from typer.testing import CliRunner
 
 from arch_lab import api
 from arch_lab.cli import app
+from arch_lab.provenance import GIT_SHA_ENV
 from arch_lab.rundir import RunDir
 from arch_lab.sweeps import load_study, load_sweep, parse_storage, run_worker
 from arch_lab.sweeps.carry import STUCK_ATTR
@@ -202,7 +204,9 @@ def test_sigterm_to_sweep_run_stops_its_workers_and_requeues_their_trials(bench:
 
 
 @pytest.mark.slow
-def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(bench: Path):
+def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(
+    bench: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+):
     # A long study stopped mid-trial (end of a session, preemption) must not lose the trial's finished runs: the
     # retry adopts replicate 0, which the killed worker completed, resumes replicate 1 from its checkpoint, and
     # scores both exactly as a trial never stopped would.
@@ -222,16 +226,24 @@ def test_a_retry_takes_over_finished_runs_and_resumes_the_checkpointed_one(bench
     assert not second.is_completed()
     first_metrics = first.metrics.read_bytes()
 
-    run_worker(load_sweep(path), parse_storage(url), seed_offset=1, create=False, poll_seconds=0.5)
+    started = first.read_meta()["git_sha"]
+    later = "f" * 40  # the retry runs under another commit: it says so, and the runs record both
+    monkeypatch.setenv(GIT_SHA_ENV, later)
+    with caplog.at_level(logging.WARNING, logger="arch_lab"):
+        run_worker(load_sweep(path), parse_storage(url), seed_offset=1, create=False, poll_seconds=0.5)
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any(f"was completed under commit {started[:12]}, this worker runs {later[:12]}" in m for m in warned)
+    assert any(f"started under commit {started[:12]}, resumed under {later[:12]}" in m for m in warned)
+    assert [r["git_sha"] for r in second.read_meta()["resumes"]] == [later]
     trials = load_study(path).get_trials(deepcopy=False)
     retry = next(t for t in trials if t.system_attrs.get("failed_trial") == killed.number)
     assert retry.state == TrialState.COMPLETE
     assert retry.system_attrs[STUCK_ATTR] == 0
     assert retry.user_attrs["run_dirs"] == killed.user_attrs["run_dirs"]  # both runs continued where they were
     taken = retry.user_attrs["taken_over"]
-    assert [(t["run_dir"], t["how"], t["trial"]) for t in taken] == [
-        (str(first.path), "completed", killed.number),
-        (str(second.path), "checkpoint", killed.number),
+    assert [(t["run_dir"], t["how"], t["trial"], t["git_sha"]) for t in taken] == [
+        (str(first.path), "completed", killed.number, started),
+        (str(second.path), "checkpoint", killed.number, started),
     ]
     assert taken[1]["step"] > 0
     assert taken[1]["step"] % 5 == 0
