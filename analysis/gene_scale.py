@@ -454,6 +454,22 @@ PROBES = (
             ("unet_2048_synthetic", "mlp_repaired", "mlp_repaired"),
         ),
     ),
+    Probe(
+        "equal_flops_decayed_2048_synthetic",
+        "The repaired MLP at equal training FLOPs with its learning rate decayed, G = 2048 (the embedding U-Net's "
+        "500-step FLOPs, batch 64, cosine decay to 5% over 12,444 steps, Gaussian source, fp32)",
+        (
+            ("mlp_repaired_equal_flops_decayed", "mlp_repaired_equal_flops"),
+            ("mlp_repaired_equal_flops_decayed", "unet1d_gene_embedding"),
+            ("mlp_repaired_equal_flops_decayed", "mlp_repaired"),
+        ),
+        ("unet1d_gene_embedding", "mlp_repaired", "mlp_repaired_equal_flops", "mlp_repaired_equal_flops_decayed"),
+        borrow=(
+            ("unet_2048_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+            ("unet_2048_synthetic", "mlp_repaired", "mlp_repaired"),
+            ("equal_flops_2048_synthetic", "mlp_repaired_equal_flops", "mlp_repaired_equal_flops"),
+        ),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",
@@ -473,6 +489,24 @@ PROBES = (
             ),
         )
         for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
+    ),
+    Probe(
+        "equal_flops_k562",
+        "The repaired MLP at the gene-identity U-Net's training FLOPs on K562 unseen combinations, every fold (about "
+        "19,300 steps of batch 128 against the recipe's 1500, control source, fp32)",
+        (
+            ("mlp_repaired_equal_flops", "unet1d_gene_embedding"),
+            ("mlp_repaired_equal_flops", "mlp_repaired"),
+            ("mlp_repaired_equal_flops", "unet1d"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_repaired", "mlp_repaired_equal_flops"),
+        unit="fold",
+        borrow=(
+            ("gene_identity_k562", "unet1d", "unet1d"),
+            ("gene_identity_k562", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+            ("repaired_mlp_k562", "mlp", "mlp"),
+            ("repaired_mlp_k562", "mlp_repaired", "mlp_repaired"),
+        ),
     ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
