@@ -470,6 +470,31 @@ PROBES = (
             ("equal_flops_2048_synthetic", "mlp_repaired_equal_flops", "mlp_repaired_equal_flops"),
         ),
     ),
+    Probe(
+        "equal_flops_decayed_full_rank_2048_synthetic",
+        "The full-rank MLP at equal training FLOPs with its learning rate decayed, G = 2048 (the embedding U-Net's "
+        "500-step FLOPs, batch 64, cosine decay to 5% over 2,086 steps, Gaussian source, fp32)",
+        (
+            ("w2048_no_norm_equal_flops_decayed", "w2048_no_norm_equal_flops"),
+            ("w2048_no_norm_equal_flops_decayed", "unet1d_gene_embedding"),
+            ("w2048_no_norm_equal_flops_decayed", "mlp_repaired_equal_flops_decayed"),
+        ),
+        (
+            "unet1d_gene_embedding",
+            "w2048_no_norm_equal_flops",
+            "w2048_no_norm_equal_flops_decayed",
+            "mlp_repaired_equal_flops_decayed",
+        ),
+        borrow=(
+            ("unet_2048_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+            ("equal_flops_2048_synthetic", "w2048_no_norm_equal_flops", "w2048_no_norm_equal_flops"),
+            (
+                "equal_flops_decayed_2048_synthetic",
+                "mlp_repaired_equal_flops_decayed",
+                "mlp_repaired_equal_flops_decayed",
+            ),
+        ),
+    ),
     *(
         Probe(
             f"repaired_mlp_{data}",
