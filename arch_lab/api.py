@@ -24,7 +24,6 @@ from arch_lab.data.task import Condition, Task, build_task, data_path, load_data
 from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method, task_config
-from arch_lab.provenance import git_sha
 from arch_lab.recording import record_results, record_resume, start_run
 from arch_lab.rundir import RunDir
 from arch_lab.training import distributed
@@ -247,11 +246,11 @@ def resume(
             with run.recording_failures():
                 run.set_status("running", resumed=True)
                 run.update_meta(distributed=_dist_meta(info))
-                started = record_resume(run)
-            if started is not None:
+                commits = record_resume(run)
+            if commits is not None:
                 message = (
-                    f"{run_dir}: started under commit {started[:12]}, resumed under {git_sha()[:12]}; its meta.json "
-                    "lists both (resumes), and analyses report runs that mix commits"
+                    f"{run_dir}: started under commit {commits[0][:12]}, resumed under {commits[1][:12]}; its "
+                    "meta.json lists both (resumes), and analyses report runs that mix commits"
                 )
                 (notes or log.warning)(message)
         return _fit_and_finish(cfg, task, method, run.path, callbacks, info)

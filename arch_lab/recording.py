@@ -34,14 +34,15 @@ def start_run(run: RunDir, cfg: ExperimentConfig, split: pd.Series, extra: dict[
     run.set_status("running")
 
 
-def record_resume(run: RunDir) -> str | None:
+def record_resume(run: RunDir) -> tuple[str, str] | None:
     """Note in ``meta.json`` that the run is being resumed, and under which commit (appended to ``resumes``).
 
     Returns
     -------
-    str or None
-        The commit the run was started under, when it differs from the one resuming it (the run then mixes
-        commits, and whoever resumes it should be told); None when they are the same or either is unknown.
+    tuple of str, or None
+        ``(started, now)``: the commit the run was started under and the one resuming it, when they differ (the run
+        then mixes commits, and whoever resumes it should be told); None when they are the same or either is
+        unknown.
     """
     meta = run.read_meta()
     now = git_sha()
@@ -50,7 +51,7 @@ def record_resume(run: RunDir) -> str | None:
     started = meta.get("git_sha")
     if not started or not now or started == "unknown" or now == "unknown" or started == now:
         return None
-    return str(started)
+    return str(started), now
 
 
 def trained_commits(meta: dict[str, Any]) -> list[str]:

@@ -176,12 +176,13 @@ def report(results: Path) -> str:
         )
     most = shared.iloc[-1]
     unet = rates.set_index("arm").loc["unet1d"]
-    tflops = unet_step_flops(int(unet["n_genes"]), int(unet["batch_size"])) * unet["fp32_steps_per_s"] / 1e12
+    step_tflop = unet_step_flops(int(unet["n_genes"]), int(unet["batch_size"])) / 1e12
+    tflops = step_tflop * unet["fp32_steps_per_s"]
     lines += [
         "",
         "Without NVIDIA MPS the processes take turns on the GPU, so k runs at once train less than k times the steps "
         f"of one; here {int(most['processes'])} gave {most['total_over_one_process']:.2f} times. The U-Net's "
-        f"training step counts {unet_step_flops(int(unet['n_genes']), int(unet['batch_size'])) / 1e12:.2f} TFLOP "
+        f"training step counts {step_tflop:.2f} TFLOP "
         f"(arch_lab.flops), so one run at {unet['fp32_steps_per_s']:.1f} steps/s computes {tflops:.1f} TFLOP/s, "
         f"{tflops / BF16_MATMUL_TFLOPS:.1%} of the card's dense bf16 matrix rate (about {BF16_MATMUL_TFLOPS} TFLOP/s "
         "measured on an H200 by an 8192-cubed product). The step is not bound by arithmetic; launch overhead and the "
