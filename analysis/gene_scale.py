@@ -516,6 +516,22 @@ PROBES = (
         for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
     ),
     Probe(
+        "failing_layout_synthetic",
+        "The failing gene order on five more generated biologies: generator seeds 1-5 in generator seed 0's order, "
+        "G = 128, 800 steps of batch 32",
+        (
+            ("unet1d", "unet1d_own_order"),
+            ("mlp_matched", "unet1d"),
+            ("mlp_matched", "mlp_matched_own_order"),
+        ),
+        ("unet1d_own_order", "unet1d", "mlp_matched_own_order", "mlp_matched"),
+        unit="generator",
+        borrow=(
+            ("scattered_datasets_synthetic", "unet1d", "unet1d_own_order"),
+            ("scattered_datasets_synthetic", "mlp_matched", "mlp_matched_own_order"),
+        ),
+    ),
+    Probe(
         "equal_flops_k562",
         "The repaired MLP at the gene-identity U-Net's training FLOPs on K562 unseen combinations, every fold (about "
         "19,300 steps of batch 128 against the recipe's 1500, control source, fp32)",
@@ -531,6 +547,24 @@ PROBES = (
             ("gene_identity_k562", "unet1d_gene_embedding", "unet1d_gene_embedding"),
             ("repaired_mlp_k562", "mlp", "mlp"),
             ("repaired_mlp_k562", "mlp_repaired", "mlp_repaired"),
+        ),
+    ),
+    Probe(
+        "equal_flops_kang",
+        "The repaired MLP at the gene-identity U-Net's training FLOPs on Kang, every cell type (about 19,300 steps of "
+        "batch 128 against the recipe's 1500, control source, fp32)",
+        (
+            ("mlp_repaired_equal_flops", "unet1d_gene_embedding"),
+            ("mlp_repaired_equal_flops", "mlp_repaired"),
+            ("mlp_repaired_equal_flops", "unet1d"),
+        ),
+        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_repaired", "mlp_repaired_equal_flops"),
+        unit="fold",
+        borrow=(
+            ("gene_identity_kang", "unet1d", "unet1d"),
+            ("gene_identity_kang", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+            ("repaired_mlp_kang", "mlp", "mlp"),
+            ("repaired_mlp_kang", "mlp_repaired", "mlp_repaired"),
         ),
     ),
 )

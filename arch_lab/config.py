@@ -98,6 +98,10 @@ class SyntheticConfig(_Section):
         order; in between, a random fraction ``1 - locality`` of the genes swap places among themselves.
     seed
         Seed of the whole benchmark (the gene order has its own stream: ``locality`` changes nothing else).
+    layout_seed
+        Seed of the gene order's stream; ``None`` (the default) takes ``seed``. Setting it puts the genes of
+        another benchmark (``seed``) in the order that ``seed = layout_seed`` would have: program ``p``'s genes
+        land on the same positions, so one gene order can be crossed with several generated biologies.
     """
 
     n_genes: int = Field(default=256, gt=1, description="Genes in total.")
@@ -130,6 +134,7 @@ class SyntheticConfig(_Section):
     control_cells: int = Field(default=300, gt=1, description="Control cells per state.")
     locality: float = Field(default=1.0, ge=0, le=1, description="Contiguity of programs in the gene order.")
     seed: int = Field(default=0, ge=0, description="Seed of the benchmark.")
+    layout_seed: int | None = Field(default=None, ge=0, description="Seed of the gene order (default: seed).")
 
     @model_validator(mode="after")
     def _check(self) -> SyntheticConfig:

@@ -303,7 +303,8 @@ def simulate(config: SyntheticConfig | None = None) -> ad.AnnData:
     target = float(np.median(totals[totals > 0]))
     truth = _ground_truth(bio, target)
 
-    order = locality_order(config.n_genes, config.locality, _rng(config.seed, _LAYOUT))
+    layout_seed = config.seed if config.layout_seed is None else config.layout_seed
+    order = locality_order(config.n_genes, config.locality, _rng(layout_seed, _LAYOUT))
     width = len(str(config.n_genes - 1))
     names = np.array([f"g{i:0{width}d}" for i in range(config.n_genes)])[order]
     var = pd.DataFrame(

@@ -82,6 +82,25 @@ def test_locality_only_permutes_the_genes():
     np.testing.assert_array_equal(a.var["program"], b.var["program"])
 
 
+def test_layout_seed_crosses_one_gene_order_with_another_biology():
+    failing = simulate(SyntheticConfig(locality=0.0, seed=0, **SMALL))
+    own = simulate(SyntheticConfig(locality=0.0, seed=1, **SMALL))
+    crossed = simulate(SyntheticConfig(locality=0.0, seed=1, layout_seed=0, **SMALL))
+    # seed 0's order: the same canonical gene (name) and program at every position, and so the same contiguity
+    assert list(crossed.var_names) == list(failing.var_names)
+    np.testing.assert_array_equal(crossed.var["program"], failing.var["program"])
+    assert program_contiguity(crossed) == program_contiguity(failing)
+    assert list(own.var_names) != list(failing.var_names)
+    # seed 1's cells: the crossed benchmark is seed 1's, permuted
+    np.testing.assert_array_equal(crossed[:, own.var_names].layers["counts"], own.layers["counts"])
+    assert not np.array_equal(crossed.layers["counts"], failing.layers["counts"])
+    # layout_seed equal to seed is the default order, and it is recorded with the benchmark
+    same = simulate(SyntheticConfig(locality=0.0, seed=1, layout_seed=1, **SMALL))
+    assert list(same.var_names) == list(own.var_names)
+    assert config_from_adata(crossed).layout_seed == 0
+    assert config_from_adata(own).layout_seed is None
+
+
 def test_contiguity_score_reference_values():
     assert contiguity_score([0, 0, 0, -1, 1, 1, 1, -1]) == pytest.approx(1.0)
     assert contiguity_score([0, 1, 0, 1, 0, 1, -1, -1]) < 0  # below chance: never two alike side by side
