@@ -25,7 +25,7 @@ from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method, task_config
 from arch_lab.recording import record_results, record_resume, start_run
-from arch_lab.rundir import RunDir
+from arch_lab.rundir import RunDir, sigterm_as_interrupt
 from arch_lab.training import distributed
 from arch_lab.training.loggers import check_loggers
 
@@ -98,6 +98,7 @@ def train(
     if run_dir is not None:
         RunDir(run_dir).check_unused()  # before the data is read
     with distributed.session() as info, contextlib.ExitStack() as held:
+        _interruptible(info, held)
         if adata is not None:
             task = build_task(task_config(cfg), prepare_data(adata, cfg.data))
         task = task if task is not None else build_task(task_config(cfg))
@@ -119,6 +120,14 @@ def train(
             created = str(run.path)
         run_dir = Path(distributed.broadcast_object(created, info))
         return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
+
+
+def _interruptible(info: distributed.DistInfo, held: contextlib.ExitStack) -> None:
+    """SIGTERM interrupts the other ranks too (rank 0's run lock does it for rank 0), so that a SIGTERM to any
+    rank stops every rank after the same step, with rank 0's checkpoint of it (:func:`~arch_lab.rundir.sigterm_deferred`).
+    """
+    if not info.is_main:
+        held.enter_context(sigterm_as_interrupt())
 
 
 def _tell(notes: Callable[[str], None] | None, task: Task) -> None:
@@ -229,6 +238,7 @@ def resume(
     """
     run = RunDir(run_dir)
     with distributed.session() as info, contextlib.ExitStack() as held:
+        _interruptible(info, held)
         cfg = run.read_config()
         if info.is_main:
             held.enter_context(run.lock())  # refuses while another process writes the run

@@ -13,7 +13,9 @@ One run per directory: a directory that already holds a run is refused as the ta
 (:meth:`RunDir.check_unused`), and a process writing a run holds an exclusive lock on it (:meth:`RunDir.lock`,
 ``fcntl.flock`` on ``.lock``, removed when it is done), so a second writer is refused and a reader can tell a running
 run from one whose process is gone (:meth:`RunDir.process_gone`). While the lock is held SIGTERM raises :class:`KeyboardInterrupt`,
-so an interrupted run says ``interrupted`` (:meth:`RunDir.recording_failures`).
+so an interrupted run says ``interrupted`` (:meth:`RunDir.recording_failures`); inside :func:`sigterm_deferred` (the
+trainer's steps) a first SIGTERM is held until the step ends, so the trainer can write a checkpoint of that step
+before it stops, and a preempted run loses nothing.
 
 Every file is written to a temporary name that includes the writer's process id and then renamed over the
 target, so a reader never sees half a file and two writers never share a temporary file. An operating-system
@@ -116,24 +118,73 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+class StopRequest:
+    """A SIGTERM held back by :func:`sigterm_deferred`: ``pending`` names the signal, None while there is none."""
+
+    def __init__(self) -> None:
+        self.deferring = False
+        self.pending: str | None = None
+
+    def take(self) -> str | None:
+        """The pending signal's name (None when there is none); it is no longer pending afterwards."""
+        name, self.pending = self.pending, None
+        return name
+
+
+_STOP = StopRequest()
+
+
 @contextlib.contextmanager
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (``kill``, Slurm preemption) into :class:`KeyboardInterrupt` while the block runs.
 
-    Only in the main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards.
+    Inside :func:`sigterm_deferred` the first SIGTERM is held instead (a second one raises at once). Only in the
+    main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards, and a signal
+    still held then is dropped with it.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
         return
 
     def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+        name = signal.Signals(signum).name
+        if _STOP.deferring and _STOP.pending is None:
+            _STOP.pending = name
+            return
+        raise KeyboardInterrupt(name)
 
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def sigterm_deferred() -> Iterator[StopRequest]:
+    """Hold a first SIGTERM until the block ends, so that a unit of work (a training step) ends whole.
+
+    Under :func:`sigterm_as_interrupt` a SIGTERM that arrives inside the block is recorded in the yielded
+    :class:`StopRequest` (``pending``) instead of raised. The block can look at it before it ends (to save what it
+    must; it may also set ``pending`` itself, e.g. when another process of the job was signalled), and when the
+    block ends the pending signal is raised as :class:`KeyboardInterrupt`, as an immediate interruption would have
+    been, also when the block ends with another error. A second SIGTERM raises at once, and so does Ctrl-C.
+    Outside :func:`sigterm_as_interrupt` SIGTERM keeps its handler. Only the outermost of nested blocks raises.
+    """
+    outermost = not _STOP.deferring
+    _STOP.deferring = True
+    try:
+        yield _STOP
+    except BaseException as exc:
+        _STOP.deferring = not outermost
+        name = _STOP.take() if outermost else None
+        if name is not None and not isinstance(exc, KeyboardInterrupt):
+            raise KeyboardInterrupt(name) from exc
+        raise
+    _STOP.deferring = not outermost
+    name = _STOP.take() if outermost else None
+    if name is not None:
+        raise KeyboardInterrupt(name)
 
 
 def write_json(path: Path, obj: Any) -> None:

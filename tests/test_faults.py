@@ -153,6 +153,33 @@ def test_two_writers_on_one_run_directory_and_sigterm(synthetic_h5ad, tmp_path):
     assert f"{target}  interrupted: interrupted (SIGTERM)" in listing.stdout
 
 
+@pytest.mark.slow
+def test_sigterm_between_checkpoints_keeps_the_step_it_stopped_at(synthetic_h5ad, tmp_path):
+    # checkpoints and validations 50,000 steps apart: a SIGTERM raised wherever it landed would lose every step
+    train = {"max_steps": 100_000, "eval_every": 50_000, "checkpoint_every": 50_000}
+    exp = write_yaml(tmp_path / "exp.yaml", experiment_dict(synthetic_h5ad, tmp_path, train=train))
+    target = tmp_path / "run"
+    run = RunDir(target)
+    stops = []
+    for args in ([str(exp), "--run-dir", str(target)], ["--resume", str(target)]):
+        proc = start_training(args)
+        after = stops[-1] if stops else 0
+        wait_for(lambda a=after: (run.read_progress() or {}).get("step", 0) > a, proc, what="training steps")
+        seen = run.read_progress()["step"]
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err
+        assert one_line_error(err) == f"error: interrupted; resume with: arch-lab train --resume {target}"
+        assert run.read_status()["reason"].startswith("interrupted (SIGTERM)")
+        # the step the signal arrived in ended, and the checkpoint holds it
+        stopped = RunDir.load_torch(run.checkpoint)["state"]["step"]
+        assert seen <= stopped < 50_000
+        stops.append(stopped)
+    assert stops[0] < stops[1]  # the resume went on from the first stop, and its own stop was kept too
+    assert run.is_locked() is None
+    assert sorted(p.name for p in target.iterdir() if p.name.startswith(".")) == []
+
+
 # ------------------------------------------------------------------------------------------ filesystems
 @contextlib.contextmanager
 def tmpfs(path: Path, options: str) -> Iterator[Path]:

@@ -18,7 +18,15 @@ import pytest
 import torch
 
 from arch_lab.errors import ArchLabError, FileSystemError, RunInterrupted, os_error
-from arch_lab.rundir import STATUSES, RunDir, atomic_path, is_run_dir, write_json
+from arch_lab.rundir import (
+    STATUSES,
+    RunDir,
+    atomic_path,
+    is_run_dir,
+    sigterm_as_interrupt,
+    sigterm_deferred,
+    write_json,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = {
@@ -245,6 +253,49 @@ def test_sigterm_raises_keyboard_interrupt_while_the_lock_is_held(tmp_path: Path
 
     with pytest.raises(KeyboardInterrupt, match="SIGTERM"):
         terminated_while_writing()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _held_then_raised(steps: list[str], fail: bool = False, second: bool = False) -> None:
+    """One deferred block that gets a SIGTERM, then (optionally) another one or an error, recording what ran."""
+    with sigterm_deferred() as stop:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # the handler has run: held, not raised
+        steps.append(f"held {stop.pending}")
+        if second:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(5)
+        if fail:
+            raise ValueError("the step failed")
+        steps.append("the rest of the step")
+
+
+def _raised_at_once() -> None:
+    os.kill(os.getpid(), signal.SIGTERM)
+    time.sleep(5)
+
+
+def test_a_sigterm_inside_sigterm_deferred_is_held_until_the_block_ends():
+    with sigterm_as_interrupt():
+        steps: list[str] = []
+        with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):
+            _held_then_raised(steps)
+        assert steps == ["held SIGTERM", "the rest of the step"]
+        # a second SIGTERM while one is held raises at once
+        steps.clear()
+        with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):
+            _held_then_raised(steps, second=True)
+        assert steps == ["held SIGTERM"]
+        # a block that fails while a SIGTERM is held ends as the interruption, with the failure as its cause
+        with pytest.raises(KeyboardInterrupt, match="^SIGTERM$") as caught:
+            _held_then_raised([], fail=True)
+        assert isinstance(caught.value.__cause__, ValueError)
+        # outside a deferred block the same handler raises at once
+        with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):
+            _raised_at_once()
+        with sigterm_deferred() as stop:  # a block without a signal ends normally, and nothing is left pending
+            pass
+        assert stop.pending is None
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
 

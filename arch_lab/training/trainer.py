@@ -36,7 +36,7 @@ from arch_lab.errors import ArchLabError, TrainingDiverged
 from arch_lab.flow import FlowMatchingObjective, StraightPath, make_coupling, make_time_sampler
 from arch_lab.flow._random import Shard
 from arch_lab.metrics import METRICS
-from arch_lab.rundir import RunDir
+from arch_lab.rundir import RunDir, StopRequest, sigterm_deferred
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
 from arch_lab.training.loggers import Logger, open_loggers
@@ -468,6 +468,19 @@ class FlowTrainer:
             over = bool(distributed.broadcast_object(over if self.dist.is_main else None, self.dist))
         return over
 
+    def _stop_requested(self, stop: StopRequest) -> bool:
+        """Whether to stop after this step: a SIGTERM held by this process or, under DDP, by any rank.
+
+        Under DDP every rank calls this once per step and they agree (an all-reduce of one flag), so all of them
+        stop after the same step and rank 0's checkpoint is theirs.
+        """
+        if self.dist.distributed:
+            flag = torch.tensor([0.0 if stop.pending is None else 1.0], device=self.device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            if flag.item() > 0 and stop.pending is None:
+                stop.pending = "SIGTERM"
+        return stop.pending is not None
+
     def _record_progress(self, step: int, seconds_per_step: float) -> None:
         """Write the step and the pace into the run's status (rank 0; nothing without a run directory)."""
         if self.run_dir is not None and self.dist.is_main:
@@ -522,59 +535,64 @@ class FlowTrainer:
             if start_metrics is not None and self.loggers:
                 self._log(0, {f"val/{k}": v for k, v in start_metrics.items()}, flush=True)
         while self.state.step < cfg.max_steps and not self.state.stopped_early:
-            tick = time.perf_counter()
-            logs = self.train_step()
-            self.state.pending_losses.append(logs["loss"])
-            self.state.step += 1
-            step = self.state.step
-            bar.update(1)
-            if self.loggers and step % cfg.log_every == 0:
-                values = {f"train/{k}": v for k, v in logs.items()}
-                values["train/step_seconds"] = time.perf_counter() - tick
-                self._log(step, values)
-            metrics = None
-            if step % cfg.eval_every == 0 or step == cfg.max_steps:
-                # the mean training loss since the previous validation, not one noisy batch
-                metrics = self._evaluate(step, {**logs, "loss": float(np.mean(self.state.pending_losses))})
-                self.state.pending_losses = []
-                if cfg.patience is not None and self.state.evals_since_best >= cfg.patience:
-                    self.state.stopped_early = True
-                if metrics is not None and self.loggers:
-                    self._log(step, {f"val/{k}": v for k, v in metrics.items()}, flush=True)
-            if step % 25 == 0 or metrics is not None:
-                post = {"loss": f"{logs['loss']:.4f}"}
-                if self.state.best_value is not None:
-                    post[f"best_{cfg.select_metric}"] = f"{self.state.best_value:.4f}"
-                bar.set_postfix(post, refresh=False)
-            self.state.train_seconds = time.perf_counter() - started
-            if step - first_step == ETA_AFTER_STEPS and self.dist.is_main:
-                per_step = (time.perf_counter() - first_time) / ETA_AFTER_STEPS
-                left = cfg.max_steps - step
-                limit = "" if cfg.max_seconds is None else f", capped at train.max_seconds={cfg.max_seconds:g} s"
-                message = (
-                    f"expected training time: {per_step * left:.0f} s more ({per_step:.3f} s/step measured over "
-                    f"{ETA_AFTER_STEPS} steps x {left} steps left{limit})"
-                )
-                if bar.disable:
-                    log.info(message)
-                else:
-                    bar.write(message, file=sys.stderr)
-            if cfg.max_seconds is not None and not self.state.stopped_early and self._out_of_time(cfg.max_seconds):
-                if metrics is None:  # a last validation, so the best checkpoint considers the final weights
+            with sigterm_deferred() as stop:
+                tick = time.perf_counter()
+                logs = self.train_step()
+                self.state.pending_losses.append(logs["loss"])
+                self.state.step += 1
+                step = self.state.step
+                bar.update(1)
+                if self.loggers and step % cfg.log_every == 0:
+                    values = {f"train/{k}": v for k, v in logs.items()}
+                    values["train/step_seconds"] = time.perf_counter() - tick
+                    self._log(step, values)
+                metrics = None
+                if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                    # the mean training loss since the previous validation, not one noisy batch
                     metrics = self._evaluate(step, {**logs, "loss": float(np.mean(self.state.pending_losses))})
                     self.state.pending_losses = []
-                self.state.stopped_early = self.state.time_limited = True
-            now = time.perf_counter()
-            final = step == cfg.max_steps or self.state.stopped_early
-            measured = step - first_step >= ETA_AFTER_STEPS  # a pace over the first step alone is its warm-up
-            if final or (measured and now - recorded >= PROGRESS_EVERY_S):  # validations included in the pace
-                pace = (self.state.train_seconds - first_seconds) / (step - first_step)
-                self._record_progress(step, pace)
-                recorded = now
-            if step % cfg.checkpoint_every == 0 or step == cfg.max_steps or self.state.stopped_early:
-                self.save_checkpoint()
-            if metrics is not None:
-                self._run_callbacks(step, metrics)
+                    if cfg.patience is not None and self.state.evals_since_best >= cfg.patience:
+                        self.state.stopped_early = True
+                    if metrics is not None and self.loggers:
+                        self._log(step, {f"val/{k}": v for k, v in metrics.items()}, flush=True)
+                if step % 25 == 0 or metrics is not None:
+                    post = {"loss": f"{logs['loss']:.4f}"}
+                    if self.state.best_value is not None:
+                        post[f"best_{cfg.select_metric}"] = f"{self.state.best_value:.4f}"
+                    bar.set_postfix(post, refresh=False)
+                self.state.train_seconds = time.perf_counter() - started
+                if step - first_step == ETA_AFTER_STEPS and self.dist.is_main:
+                    per_step = (time.perf_counter() - first_time) / ETA_AFTER_STEPS
+                    left = cfg.max_steps - step
+                    limit = "" if cfg.max_seconds is None else f", capped at train.max_seconds={cfg.max_seconds:g} s"
+                    message = (
+                        f"expected training time: {per_step * left:.0f} s more ({per_step:.3f} s/step measured over "
+                        f"{ETA_AFTER_STEPS} steps x {left} steps left{limit})"
+                    )
+                    if bar.disable:
+                        log.info(message)
+                    else:
+                        bar.write(message, file=sys.stderr)
+                if cfg.max_seconds is not None and not self.state.stopped_early and self._out_of_time(cfg.max_seconds):
+                    if metrics is None:  # a last validation, so the best checkpoint considers the final weights
+                        metrics = self._evaluate(step, {**logs, "loss": float(np.mean(self.state.pending_losses))})
+                        self.state.pending_losses = []
+                    self.state.stopped_early = self.state.time_limited = True
+                now = time.perf_counter()
+                final = step == cfg.max_steps or self.state.stopped_early
+                measured = step - first_step >= ETA_AFTER_STEPS  # a pace over the first step alone is its warm-up
+                if final or (measured and now - recorded >= PROGRESS_EVERY_S):  # validations included in the pace
+                    pace = (self.state.train_seconds - first_seconds) / (step - first_step)
+                    self._record_progress(step, pace)
+                    recorded = now
+                saved = step % cfg.checkpoint_every == 0 or step == cfg.max_steps or self.state.stopped_early
+                if saved:
+                    self.save_checkpoint()
+                if metrics is not None:
+                    self._run_callbacks(step, metrics)
+                if self._stop_requested(stop) and not saved:
+                    # a SIGTERM (preemption) arrived during this step: keep the step, then stop as an interruption
+                    self.save_checkpoint()
         bar.close()
         self.close()
         if self.best_weights is not None:

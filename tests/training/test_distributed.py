@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -146,3 +148,58 @@ def test_two_processes_match_one_and_resume_across(synthetic_h5ad, tmp_path):
     resumed = pd.read_csv(cut / "history.csv")
     pd.testing.assert_series_equal(resumed["train_loss"], one["train_loss"], rtol=1e-4, atol=1e-6)
     assert RunDir(cut).read_status()["status"] == "completed"
+
+
+def _children(pid: int) -> dict[int, int]:
+    """``{rank: pid}`` of the processes ``pid`` started (read from /proc: their parent and their RANK)."""
+    ranks = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) != pid:
+            continue
+        for item in environ:
+            if item.startswith(b"RANK="):
+                ranks[int(item[5:])] = int(entry.name)
+    return ranks
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="needs /proc to find the ranks")
+def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(synthetic_h5ad, tmp_path):
+    # checkpoints 50,000 steps apart: only a stop that every rank agrees on leaves rank 0 free to write one
+    base = experiment_dict(
+        synthetic_h5ad,
+        tmp_path,
+        train={"max_steps": 100_000, "eval_every": 50_000, "checkpoint_every": 50_000},
+        optim={"batch_size": 63, "conditions_per_batch": 3},
+    )
+    path = tmp_path / "exp.yaml"
+    path.write_text(yaml.safe_dump(base))
+    target = tmp_path / "run"
+    launch = ["-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
+              "--master_port", str(_free_port())]  # fmt: skip
+    cmd = [sys.executable, *launch, "-m", "arch_lab.cli", "train", str(path), "--run-dir", str(target)]
+    proc = subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run = RunDir(target)
+    deadline = time.monotonic() + 300
+    while run.read_progress() is None:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "no training progress within 300 s"
+        time.sleep(0.05)
+    seen = run.read_progress()["step"]
+    ranks = _children(proc.pid)
+    assert sorted(ranks) == [0, 1], ranks
+    os.kill(ranks[1], signal.SIGTERM)  # rank 1 only: rank 0, the writer, learns of it from the agreement
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    status = run.read_status()
+    assert status["status"] == "interrupted", (status, err[-3000:])
+    assert status["reason"].startswith("interrupted (SIGTERM)")
+    stopped = torch.load(target / "checkpoint.pt", weights_only=False)["state"]["step"]
+    assert seen <= stopped < 50_000
