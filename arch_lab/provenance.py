@@ -20,15 +20,9 @@ PACKAGES = ("arch-lab", "torch", "numpy", "scipy", "pandas", "anndata", "optuna"
 GIT_SHA_ENV = "ARCH_LAB_GIT_SHA"
 
 
-def git_sha() -> str:
-    """The git commit of the arch_lab checkout, ``+dirty`` when modified.
-
-    The ``ARCH_LAB_GIT_SHA`` environment variable, when set, is recorded instead (a copied tree); outside git
-    without it, ``unknown``.
-    """
+def _checkout_sha() -> str:
+    """``git rev-parse HEAD`` of the checkout this module lives in, ``+dirty`` when modified; ``unknown`` outside git."""
     root = Path(__file__).resolve().parent.parent
-    if os.environ.get(GIT_SHA_ENV):
-        return os.environ[GIT_SHA_ENV]
     try:
         sha = subprocess.run(
             ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
@@ -42,6 +36,24 @@ def git_sha() -> str:
         return sha + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+
+
+#: The checkout's commit when this process first imported arch_lab's provenance, i.e. the code it runs. A long job
+#: (a sweep worker) whose checkout is edited or committed to meanwhile keeps recording the commit it started from.
+_PROCESS_SHA = _checkout_sha()
+
+
+def git_sha() -> str:
+    """The git commit of the arch_lab code this process runs, ``+dirty`` when the checkout was modified.
+
+    Read from the checkout once, when the process imports this module (before any run starts), so that later
+    edits or commits to the checkout do not relabel the runs of a process that is still running the earlier code.
+    The ``ARCH_LAB_GIT_SHA`` environment variable, when set, is recorded instead (a copied tree); outside git
+    without it, ``unknown``.
+    """
+    if os.environ.get(GIT_SHA_ENV):
+        return os.environ[GIT_SHA_ENV]
+    return _PROCESS_SHA
 
 
 def package_versions() -> dict[str, str | None]:
