@@ -138,9 +138,8 @@ _STOP = StopRequest()
 def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (``kill``, Slurm preemption) into :class:`KeyboardInterrupt` while the block runs.
 
-    Inside :func:`sigterm_deferred` the first SIGTERM is held instead (a second one raises at once). Only in the
-    main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards, and a signal
-    still held then is dropped with it.
+    Inside :func:`sigterm_deferred` the first SIGTERM is held until that block ends (a second one raises at once).
+    Only in the main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
