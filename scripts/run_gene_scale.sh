@@ -31,7 +31,7 @@
 # with the learning rate decayed, one arm each) about 1 h and 75 min here (a single trial, so the second worker
 # idles; `--workers 1 --parallel-runs 2`, as in their YAML headers, trains two seeds at once), and equal_flops_k562 (the repaired MLP at the
 # K562 embedding U-Net's training FLOPs on every fold; after gene_identity_k562 and repaired_mlp_k562) about 1 h,
-# equal_flops_kang (the same on every Kang cell type; after gene_identity_kang and repaired_mlp_kang) about 1.5 h,
+# equal_flops_kang (the same on every Kang cell type; after gene_identity_kang and repaired_mlp_kang) about 1 h,
 # and failing_layout_synthetic (generator seeds 1-5 in generator seed 0's failing gene order; after
 # scattered_datasets_synthetic) about 15 min.
 # The unet_plateau_2048_synthetic study needs a GPU: scripts/run_gpu_studies.sh. The read-outs
