@@ -80,7 +80,9 @@ class Probe:
     ``unit`` is what a comparison pairs over: ``"seed"`` (synthetic studies: the same seed gives every arm the same
     data and evaluation cells), ``"fold"`` (real-data studies over every fold: each fold holds out its own
     condition; the seeds of a fold are averaged first, so the fold is the unit of every interval) or
-    ``"generator"`` (synthetic studies over several generated datasets: the seeds of a dataset are averaged first).
+    ``"generator"`` (synthetic studies over several generated datasets: the seeds of a dataset are averaged first)
+    or ``"split"`` (one dataset under several ``task.seed`` splits, each holding out its own conditions: the seeds
+    of a split are averaged first).
     ``budget_seconds`` and ``budget_tflops``, where given, are the budgets at which the learning curves are read
     (``budget_table``): each run's best validation energy had it been stopped there. ``borrow`` names arms of other
     studies on the same data and seeds, as ``(stem, arm, name)``: those runs join this study's table as arm
@@ -532,6 +534,14 @@ PROBES = (
         ),
     ),
     Probe(
+        "failing_split_synthetic",
+        "The failing gene order under five splits of its dataset's combinations: generator seed 0, stored order, "
+        "task.seed 0-4, G = 128, 800 steps of batch 32",
+        (("mlp_matched", "unet1d"),),
+        ("unet1d", "mlp_matched"),
+        unit="split",
+    ),
+    Probe(
         "equal_flops_k562",
         "The repaired MLP at the gene-identity U-Net's training FLOPs on K562 unseen combinations, every fold (about "
         "19,300 steps of batch 128 against the recipe's 1500, control source, fp32)",
@@ -571,7 +581,8 @@ PROBES = (
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")
 # the columns a unit other than the seed is read from (each becomes a column of that name; 0 where absent)
-UNIT_COLUMNS = {"fold": FOLD_COLUMNS, "generator": GENERATOR_COLUMNS}
+SPLIT_COLUMNS = ("params_task.seed", "config.task.seed", "task.seed")
+UNIT_COLUMNS = {"fold": FOLD_COLUMNS, "generator": GENERATOR_COLUMNS, "split": SPLIT_COLUMNS}
 
 
 def load_probe_file(path: Path, probe: Probe) -> pd.DataFrame:
@@ -683,6 +694,7 @@ CURVE_COLUMNS = (
     "seed",
     "fold",
     "generator",
+    "split",
     "step",
     "seconds",
     "flops",
@@ -731,6 +743,7 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
                     "seed": int(run["seed"]),
                     "fold": int(run.get("fold", 0)),
                     "generator": int(run.get("generator", 0)),
+                    "split": int(run.get("split", 0)),
                     "step": hist["step"].to_numpy(),
                     "seconds": hist["step"].to_numpy() * float(run["train_seconds"]) / steps,
                     "flops": hist["step"].to_numpy() * float(run["train_flops"]) / steps,
@@ -744,9 +757,9 @@ def collect_curves(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def run_keys(curves: pd.DataFrame) -> list[str]:
-    """The columns that tell one run's rows from another's in a curve or budget table (fold, generator, seed;
-    older tables lack some)."""
-    return [k for k in ("fold", "generator", "seed") if k in curves.columns]
+    """The columns that tell one run's rows from another's in a curve or budget table (fold, generator, split,
+    seed; older tables lack some)."""
+    return [k for k in ("fold", "generator", "split", "seed") if k in curves.columns]
 
 
 IMPROVING = 0.01  # a run is still improving when its last validation beat every earlier one by more than 1%
