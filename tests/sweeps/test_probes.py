@@ -281,10 +281,12 @@ def test_probe_files_exist():
 def test_probe_yaml_validates_with_five_seeds_and_a_quick_profile(path: Path):
     sweep = load_sweep(path)
     # five units per cell: seeds; or, for a real-data study over every fold, folds (each fold's seeds averaged,
-    # the comparison paired over folds); or, for a study over several generated datasets, those datasets
+    # the comparison paired over folds); or, for a study over several generated datasets, those datasets; or, for
+    # one dataset under several splits of its conditions, those splits
     folds = {values.get("task.fold") for values in sweep.grid()}
     datasets = {values.get("data.synthetic.seed") for values in sweep.grid()}
-    assert max(sweep.replicates, len(folds), len(datasets)) >= 5
+    splits = {values.get("task.seed") for values in sweep.grid()}
+    assert max(sweep.replicates, len(folds), len(datasets), len(splits)) >= 5
     assert sweep.is_grid
     assert sweep.space.arms()
     assert sweep.name.startswith("probe_")
