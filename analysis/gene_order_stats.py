@@ -34,6 +34,12 @@ dataset gives each order's percentile). Two readings follow:
 
 With 20 orders only a strong monotone relation can be told from none: the table states the smallest |rho| that would
 pass Holm's first threshold (alpha / 4).
+
+3. **The flow, not the order** (when ``gene_order_readouts_synthetic.csv`` is there: the lottery's U-Nets re-run with
+   the same seeds, so the same orders, recording the per-run read-outs). Spearman's rho across the 20 orders between
+   the U-Net's test energy and each of ``READOUTS`` (how strongly the generated cells follow their source sample, the
+   per-gene spread ratio, the velocity gain at t = 0), Holm over the three, with the same intervals as in 1; and how
+   far the re-run's energies are from the lottery's.
 """
 
 from __future__ import annotations
@@ -62,6 +68,8 @@ LOTTERY = "gene_order_lottery_synthetic"
 STORED = ("failing_order_synthetic", "scattered_datasets_synthetic", "failing_layout_synthetic")
 UNET, CONTROL, MLP = "unet1d", "unet1d_gene_embedding", "mlp_matched"
 ALPHA = 0.05
+READOUT_STUDY = "gene_order_readouts_synthetic"
+READOUTS = ("readout_source_sensitivity", "gene_spread_ratio", "readout_source_velocity_gain")
 PROBES = Path(__file__).resolve().parents[1] / "sweeps" / "probes"
 
 
@@ -211,7 +219,67 @@ def lottery_correlations(table: pd.DataFrame) -> pd.DataFrame:
     return df
 
 
-def report(table: pd.DataFrame, corr: pd.DataFrame, null_size: int, command: str) -> str:
+def readout_correlations(results: Path) -> tuple[pd.DataFrame, float] | None:
+    """Spearman's rho, across the re-run lottery orders, of the U-Net's test energy with each of ``READOUTS``
+    (Holm over them; intervals as in :func:`lottery_correlations`), and the largest absolute difference between the
+    re-run's test energies and the lottery's, seed for seed. None when ``READOUT_STUDY``'s table is not there.
+    """
+    path = results / f"{READOUT_STUDY}.csv"
+    if not path.is_file():
+        return None
+    runs = pd.read_csv(path)
+    runs = runs[runs["arm"] == UNET].sort_values("seed")
+    n = len(runs)
+    level = 1 - ALPHA / len(READOUTS)
+    out = []
+    for name in READOUTS:
+        res = stats.spearmanr(runs[name], runs["energy_distance"])
+        low, high = spearman_interval(float(res.statistic), n, level)
+        out.append({"readout": name, "n_orders": n, "rho": float(res.statistic), "low": low, "high": high,
+                    "p": float(res.pvalue), "median": float(runs[name].median()), "min": float(runs[name].min()),
+                    "max": float(runs[name].max())})  # fmt: skip
+    df = pd.DataFrame(out)
+    df["p_holm"] = holm(df["p"].to_numpy())
+    lottery = pd.read_csv(results / f"{LOTTERY}.csv")
+    lottery = lottery[lottery["arm"] == UNET].set_index("seed")["energy_distance"]
+    matched = runs.set_index("seed")["energy_distance"].reindex(lottery.index)
+    return df, float((matched - lottery).abs().max())
+
+
+def readout_report(found: tuple[pd.DataFrame, float]) -> list[str]:
+    """The markdown section of :func:`readout_correlations`."""
+    df, gap = found
+    n = int(df["n_orders"].iloc[0])
+    lines = [
+        "",
+        "## The flow, not the order: the lottery's U-Nets with their read-outs",
+        "",
+        f"`{READOUT_STUDY}` re-ran the lottery's {n} U-Net runs with the same seeds (so the same orders) in fp32, "
+        f"recording the read-outs; its test energies differ from the lottery's by at most {gap:.3g}. Spearman's rho "
+        f"across the orders between the U-Net's test energy and each read-out; intervals {100 * (1 - ALPHA / len(df)):.2f}% "
+        f"each (Bonferroni over the {len(df)} read-outs), Holm over them. Source sensitivity: how strongly the "
+        "generated cells follow their source sample, over the observed variance; spread ratio: generated over "
+        "observed per-gene standard deviation (median over genes); velocity gain: -tr(J_v)/G at t = 0 "
+        "(`docs/findings.md` defines all three).",
+        "",
+        "| read-out | median (range) over orders | rho with energy | interval | p | p (Holm) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in df.itertuples():
+        lines.append(
+            f"| {r.readout} | {r.median:.3f} ({r.min:.3f} to {r.max:.3f}) | {r.rho:+.2f} | "
+            f"[{r.low:+.2f}, {r.high:+.2f}] | {r.p:.3g} | {r.p_holm:.3g} |"
+        )
+    return lines
+
+
+def report(
+    table: pd.DataFrame,
+    corr: pd.DataFrame,
+    null_size: int,
+    command: str,
+    readouts: tuple[pd.DataFrame, float] | None = None,
+) -> str:
     """The markdown report (``docs/gene_order_stats.md``)."""
     n = int(corr["n_orders"].iloc[0])
     detect = smallest_detectable_rho(n, ALPHA / len(STATISTICS))
@@ -272,8 +340,10 @@ def report(table: pd.DataFrame, corr: pd.DataFrame, null_size: int, command: str
             f"{s} {lottery[s + '_percentile'].min():.2f} to {lottery[s + '_percentile'].max():.2f}" for s in STATISTICS
         )
         + ".",
-        "",
     ]
+    if readouts is not None:
+        lines += readout_report(readouts)
+    lines.append("")
     return "\n".join(lines)
 
 
@@ -291,6 +361,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     corr = lottery_correlations(table)
+    readouts = readout_correlations(args.results)
     command = (
         f"python analysis/gene_order_stats.py --results {args.results} --out {args.out} --report {args.report}"
         + (f" --null {args.null}" if args.null != 2000 else "")
@@ -299,7 +370,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     table.to_csv(args.out, index=False)
     corr.to_csv(args.out.with_name(args.out.stem + "_correlations.csv"), index=False)
     args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(report(table, corr, args.null, command))
+    if readouts is not None:
+        readouts[0].to_csv(args.out.with_name(args.out.stem + "_readouts.csv"), index=False)
+    args.report.write_text(report(table, corr, args.null, command, readouts))
     print(f"wrote {args.out}, {args.report} ({len(table)} orders)")
     return 0
 

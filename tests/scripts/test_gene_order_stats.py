@@ -99,3 +99,40 @@ def test_lottery_correlations_match_scipy_and_holm():
     np.testing.assert_allclose(primary["p_holm"], holm(primary["p"].to_numpy()))
     assert corr.loc[corr["arm"] == gos.CONTROL, "p_holm"].isna().all()  # the control is not in the family
     assert primary.set_index("statistic").loc["hf_mean", "p_holm"] < 0.01
+
+
+def test_readout_correlations_match_scipy_and_report_the_gap_to_the_lottery(tmp_path):
+    assert gos.readout_correlations(tmp_path) is None  # no re-run table: no section
+    rng = np.random.default_rng(2)
+    n = 20
+    energy = rng.uniform(0.8, 2.2, size=n)
+    lottery = pd.DataFrame({"arm": gos.UNET, "seed": np.arange(n), "energy_distance": energy})
+    mlp = lottery.assign(arm=gos.MLP, energy_distance=3.0)  # other arms are left out
+    pd.concat([lottery, mlp]).to_csv(tmp_path / f"{gos.LOTTERY}.csv", index=False)
+    shift = np.zeros(n)
+    shift[7] = 0.004  # the re-run's energy differs for one seed
+    rerun = pd.DataFrame(
+        {
+            "arm": gos.UNET,
+            "seed": np.arange(n)[::-1],  # row order does not matter: matched by seed
+            "energy_distance": (energy + shift)[::-1],
+            "readout_source_sensitivity": (3 * energy + rng.normal(scale=0.05, size=n))[::-1],
+            "gene_spread_ratio": rng.normal(1.0, 0.1, size=n),
+            "readout_source_velocity_gain": rng.normal(0.9, 0.02, size=n),
+        }
+    )
+    rerun.to_csv(tmp_path / f"{gos.READOUT_STUDY}.csv", index=False)
+    df, gap = gos.readout_correlations(tmp_path)
+    assert gap == pytest.approx(0.004)
+    assert list(df["readout"]) == list(gos.READOUTS)
+    for row in df.itertuples():
+        expected = stats.spearmanr(rerun[row.readout], rerun["energy_distance"])
+        assert row.rho == pytest.approx(expected.statistic)
+        assert row.p == pytest.approx(expected.pvalue)
+        assert row.low < row.rho < row.high
+        assert row.min <= row.median <= row.max
+    np.testing.assert_allclose(df["p_holm"], holm(df["p"].to_numpy()))
+    assert df.set_index("readout").loc["readout_source_sensitivity", "rho"] > 0.9
+    text = "\n".join(gos.readout_report((df, gap)))
+    assert "differ from the lottery's by at most 0.004" in text
+    assert text.count("\n| readout_") + text.count("\n| gene_") == len(gos.READOUTS)
