@@ -122,8 +122,12 @@ def test_readout_correlations_match_scipy_and_report_the_gap_to_the_lottery(tmp_
         }
     )
     rerun.to_csv(tmp_path / f"{gos.READOUT_STUDY}.csv", index=False)
-    df, gap = gos.readout_correlations(tmp_path)
-    assert gap == pytest.approx(0.004)
+    df, summary = gos.readout_correlations(tmp_path)
+    assert summary["max_gap"] == pytest.approx(0.004)
+    assert summary["sd_gap"] == pytest.approx(np.std(shift, ddof=1))
+    assert summary["rho_runs"] == pytest.approx(stats.spearmanr(energy + shift, energy).statistic)
+    assert summary["sd_lottery"] == pytest.approx(np.std(energy, ddof=1))
+    assert math.isnan(summary["rho_cosine"])  # no cosine column in this table
     assert list(df["readout"]) == list(gos.READOUTS)
     for row in df.itertuples():
         expected = stats.spearmanr(rerun[row.readout], rerun["energy_distance"])
@@ -133,6 +137,6 @@ def test_readout_correlations_match_scipy_and_report_the_gap_to_the_lottery(tmp_
         assert row.min <= row.median <= row.max
     np.testing.assert_allclose(df["p_holm"], holm(df["p"].to_numpy()))
     assert df.set_index("readout").loc["readout_source_sensitivity", "rho"] > 0.9
-    text = "\n".join(gos.readout_report((df, gap)))
-    assert "differ from the lottery's by at most 0.004" in text
+    text = "\n".join(gos.readout_report((df, summary)))
+    assert "differ from the lottery's by up to 0.00 (standard deviation of the differences 0.00" in text
     assert text.count("\n| readout_") + text.count("\n| gene_") == len(gos.READOUTS)
