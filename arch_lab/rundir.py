@@ -164,10 +164,10 @@ def sigterm_deferred() -> Iterator[StopRequest]:
     """Hold a first SIGTERM until the block ends, so that a unit of work (a training step) ends whole.
 
     Under :func:`sigterm_as_interrupt` a SIGTERM that arrives inside the block is recorded in the yielded
-    :class:`StopRequest` (``pending``) instead of raised. The block can look at it before it ends (to save what it
-    must; it may also set ``pending`` itself, e.g. when another process of the job was signalled), and when the
-    block ends the pending signal is raised as :class:`KeyboardInterrupt`, as an immediate interruption would have
-    been, also when the block ends with another error. A second SIGTERM raises at once, and so does Ctrl-C.
+    :class:`StopRequest` (``pending``) instead of raised. The block checks it at its own boundaries (the trainer:
+    after each step), saves what it must, and stops by taking it (:meth:`StopRequest.take`) and raising
+    :class:`KeyboardInterrupt` with its name. A signal still held when the block ends is raised then, as an
+    immediate interruption would have been, also when the block ends with another error. A second SIGTERM raises at once, and so does Ctrl-C.
     Outside :func:`sigterm_as_interrupt` SIGTERM keeps its handler. Only the outermost of nested blocks raises.
     """
     outermost = not _STOP.deferring

@@ -13,6 +13,7 @@ Rank 0 alone validates and writes; its decisions are broadcast so the ranks stay
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import sys
@@ -468,18 +469,30 @@ class FlowTrainer:
             over = bool(distributed.broadcast_object(over if self.dist.is_main else None, self.dist))
         return over
 
-    def _stop_requested(self, stop: StopRequest) -> bool:
-        """Whether to stop after this step: a SIGTERM held by this process or, under DDP, by any rank.
+    def _agreed_stop(self, stop: StopRequest) -> str | None:
+        """The signal to stop on after this step (None: go on): one this process holds or, under DDP, any rank's.
 
         Under DDP every rank calls this once per step and they agree (an all-reduce of one flag), so all of them
-        stop after the same step and rank 0's checkpoint is theirs.
+        stop after the same step and rank 0's checkpoint is theirs. Another rank's signal is not recorded as this
+        process's own, so a SIGTERM that reaches this process while it writes that checkpoint is still held.
         """
         if self.dist.distributed:
             flag = torch.tensor([0.0 if stop.pending is None else 1.0], device=self.device)
             torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            if flag.item() > 0 and stop.pending is None:
-                stop.pending = "SIGTERM"
-        return stop.pending is not None
+            if flag.item() > 0:
+                return stop.pending or "SIGTERM"
+        return stop.pending
+
+    def _part_ways(self) -> None:
+        """Under DDP, wait until every rank has agreed to stop and rank 0 has written its checkpoint.
+
+        Without it a rank could exit (closing its connections) while another is still finishing the agreement's
+        all-reduce, which then fails. A rank that leaves first may still close its connection during this barrier:
+        every rank is stopping anyway, so that error is ignored.
+        """
+        if self.dist.distributed:
+            with contextlib.suppress(RuntimeError):
+                torch.distributed.barrier()
 
     def _record_progress(self, step: int, seconds_per_step: float) -> None:
         """Write the step and the pace into the run's status (rank 0; nothing without a run directory)."""
@@ -534,8 +547,10 @@ class FlowTrainer:
             start_metrics = self._evaluate(0, {})
             if start_metrics is not None and self.loggers:
                 self._log(0, {f"val/{k}": v for k, v in start_metrics.items()}, flush=True)
-        while self.state.step < cfg.max_steps and not self.state.stopped_early:
-            with sigterm_deferred() as stop:
+        # One held-SIGTERM block around the whole loop: a signal that arrives after this step's check (under DDP,
+        # after the ranks agreed) stays held for the next step's, so every rank stops after the same step.
+        with sigterm_deferred() as stop:
+            while self.state.step < cfg.max_steps and not self.state.stopped_early:
                 tick = time.perf_counter()
                 logs = self.train_step()
                 self.state.pending_losses.append(logs["loss"])
@@ -590,9 +605,14 @@ class FlowTrainer:
                     self.save_checkpoint()
                 if metrics is not None:
                     self._run_callbacks(step, metrics)
-                if self._stop_requested(stop) and not saved:
-                    # a SIGTERM (preemption) arrived during this step: keep the step, then stop as an interruption
-                    self.save_checkpoint()
+                signalled = self._agreed_stop(stop)
+                if signalled is not None:
+                    # a SIGTERM (preemption) arrived: keep this step, then stop as an interruption (on every rank)
+                    if not saved:
+                        self.save_checkpoint()
+                    self._part_ways()
+                    stop.take()
+                    raise KeyboardInterrupt(signalled)
         bar.close()
         self.close()
         if self.best_weights is not None:
