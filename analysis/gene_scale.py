@@ -541,41 +541,26 @@ PROBES = (
         ("unet1d", "mlp_matched"),
         unit="split",
     ),
-    Probe(
-        "equal_flops_k562",
-        "The repaired MLP at the gene-identity U-Net's training FLOPs on K562 unseen combinations, every fold (about "
-        "19,300 steps of batch 128 against the recipe's 1500, control source, fp32)",
-        (
-            ("mlp_repaired_equal_flops", "unet1d_gene_embedding"),
-            ("mlp_repaired_equal_flops", "mlp_repaired"),
-            ("mlp_repaired_equal_flops", "unet1d"),
-        ),
-        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_repaired", "mlp_repaired_equal_flops"),
-        unit="fold",
-        borrow=(
-            ("gene_identity_k562", "unet1d", "unet1d"),
-            ("gene_identity_k562", "unet1d_gene_embedding", "unet1d_gene_embedding"),
-            ("repaired_mlp_k562", "mlp", "mlp"),
-            ("repaired_mlp_k562", "mlp_repaired", "mlp_repaired"),
-        ),
-    ),
-    Probe(
-        "equal_flops_kang",
-        "The repaired MLP at the gene-identity U-Net's training FLOPs on Kang, every cell type (about 19,300 steps of "
-        "batch 128 against the recipe's 1500, control source, fp32)",
-        (
-            ("mlp_repaired_equal_flops", "unet1d_gene_embedding"),
-            ("mlp_repaired_equal_flops", "mlp_repaired"),
-            ("mlp_repaired_equal_flops", "unet1d"),
-        ),
-        ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_repaired", "mlp_repaired_equal_flops"),
-        unit="fold",
-        borrow=(
-            ("gene_identity_kang", "unet1d", "unet1d"),
-            ("gene_identity_kang", "unet1d_gene_embedding", "unet1d_gene_embedding"),
-            ("repaired_mlp_kang", "mlp", "mlp"),
-            ("repaired_mlp_kang", "mlp_repaired", "mlp_repaired"),
-        ),
+    *(
+        Probe(
+            f"equal_flops_{data}",
+            f"The repaired MLP at the gene-identity U-Net's training FLOPs on {title} (about 19,300 steps of batch "
+            "128 against the recipe's 1500, control source, fp32)",
+            (
+                ("mlp_repaired_equal_flops", "unet1d_gene_embedding"),
+                ("mlp_repaired_equal_flops", "mlp_repaired"),
+                ("mlp_repaired_equal_flops", "unet1d"),
+            ),
+            ("unet1d", "unet1d_gene_embedding", "mlp", "mlp_repaired", "mlp_repaired_equal_flops"),
+            unit="fold",
+            borrow=(
+                (f"gene_identity_{data}", "unet1d", "unet1d"),
+                (f"gene_identity_{data}", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+                (f"repaired_mlp_{data}", "mlp", "mlp"),
+                (f"repaired_mlp_{data}", "mlp_repaired", "mlp_repaired"),
+            ),
+        )
+        for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
     ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
