@@ -183,8 +183,9 @@ class DataConfig(_Section):
     hvg
         How ``max_genes`` ranks the genes: ``dispersion`` (the default: normalised dispersion of the
         log-normalised data, the Seurat recipe), ``seurat_v3`` (scanpy's ``highly_variable_genes(flavor=
-        "seurat_v3")`` on raw counts, PerturBench's choice; needs the ``scverse`` extra), or ``var``: keep the
-        genes marked in an existing boolean ``var['highly_variable']`` column (``max_genes`` unset).
+        "seurat_v3")`` on raw counts, PerturBench's choice; needs the ``scverse`` extra), ``mean``: the most
+        highly expressed genes (largest mean of the log-normalised matrix), or ``var``: keep the genes marked in an
+        existing boolean ``var['highly_variable']`` column (``max_genes`` unset).
     counts_layer
         ``hvg: seurat_v3`` only: the layer holding raw counts when the expression matrix is log-normalised (when
         the matrix itself holds counts they are used before normalisation).
@@ -213,7 +214,7 @@ class DataConfig(_Section):
     layer: str | None = None
     counts: Literal["normalize", "refuse"] = "normalize"
     max_genes: int | None = Field(default=None, gt=0)
-    hvg: Literal["dispersion", "seurat_v3", "var"] = "dispersion"
+    hvg: Literal["dispersion", "seurat_v3", "mean", "var"] = "dispersion"
     counts_layer: str | None = None
     subset: dict[str, list[str]] = Field(default_factory=dict)
     gene_order: Literal["as_stored", "reversed", "random", "clustered"] = "as_stored"
@@ -236,8 +237,8 @@ class DataConfig(_Section):
         if self.hvg != "dispersion" and self.storage == "backed":
             raise ValueError(f"hvg: {self.hvg} reads the whole matrix; with storage: backed mark genes beforehand and "
                              "name the column with gene_key")  # fmt: skip
-        if self.hvg == "seurat_v3" and self.max_genes is None:
-            raise ValueError("hvg: seurat_v3 ranks genes for max_genes; set max_genes (e.g. 2000)")
+        if self.hvg in ("seurat_v3", "mean") and self.max_genes is None:
+            raise ValueError(f"hvg: {self.hvg} ranks genes for max_genes; set max_genes (e.g. 2000)")
         if self.hvg == "var" and self.max_genes is not None:
             raise ValueError("hvg: var keeps the genes marked in var['highly_variable']; drop max_genes")
         if self.counts_layer is not None and self.hvg != "seurat_v3":

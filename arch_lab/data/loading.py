@@ -16,6 +16,7 @@ import scipy.sparse as sp
 
 from arch_lab.data.preprocess import (
     is_raw_counts,
+    mean_expression_ranking,
     median_total_count,
     normalize_log1p,
     select_genes,
@@ -283,7 +284,7 @@ def load_perturbation_data(
     subset
         Keep only cells whose obs values are in these lists.
     hvg, counts_layer
-        How genes are ranked for ``max_genes`` (``dispersion``, ``seurat_v3``) or kept (``var``), and where
+        How genes are ranked for ``max_genes`` (``dispersion``, ``seurat_v3``, ``mean``) or kept (``var``), and where
         ``seurat_v3`` finds raw counts when the matrix is log-normalised (see :class:`arch_lab.config.DataConfig`).
 
     Returns
@@ -415,6 +416,8 @@ def load_perturbation_data(
             ranking = seurat_v3_ranking(
                 raw if preprocessing["normalized"] else _counts_layer(adata, counts_layer, keep)
             )
+        elif hvg == "mean":
+            ranking = mean_expression_ranking(np.asarray(data.X))
         _keep_top_genes(data, max_genes, hvg, ranking)
     return data
 
@@ -455,9 +458,11 @@ def _keep_top_genes(data: PerturbationData, max_genes: int, hvg: str, ranking: n
     how = {
         "dispersion": "normalised dispersion (Seurat recipe on log-normalised data)",
         "seurat_v3": "scanpy's seurat_v3 (standardised variance of raw counts)",
+        "mean": "mean expression (log-normalised)",
     }[hvg]
     data.preprocessing["gene_selection"] = f"top {max_genes} by {how} plus measured perturbed genes"
-    data.notes.append(f"kept {len(idx)} genes: top highly variable genes plus {kept} measured perturbed genes")
+    which = "most highly expressed" if hvg == "mean" else "top highly variable"
+    data.notes.append(f"kept {len(idx)} genes: {which} genes plus {kept} measured perturbed genes")
 
 
 def _keep_marked_genes(data: PerturbationData) -> None:

@@ -108,6 +108,23 @@ def seurat_v3_ranking(counts: np.ndarray) -> np.ndarray:
     return np.lexsort((np.arange(score.size), -score))
 
 
+def mean_expression_ranking(X: np.ndarray) -> np.ndarray:
+    """All gene indices ranked by mean expression over cells, highest first; ties keep the stored order.
+
+    Parameters
+    ----------
+    X
+        ``[cells, genes]`` expression (log-normalised, as the networks see it).
+
+    Returns
+    -------
+    numpy.ndarray
+        Gene indices, most highly expressed first.
+    """
+    mean = np.asarray(X, dtype=np.float64).mean(axis=0)
+    return np.lexsort((np.arange(mean.size), -mean))
+
+
 def select_genes(
     X: np.ndarray, genes: list[str], n_top: int, always_keep: set[str], ranking: np.ndarray | None = None
 ) -> np.ndarray:

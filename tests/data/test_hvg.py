@@ -95,6 +95,42 @@ def test_seurat_v3_without_scanpy_says_which_extra(bench, monkeypatch):
         seurat_v3_ranking(np.ones((4, 3), np.float32))
 
 
+def test_mean_flavour_keeps_the_most_expressed_genes_in_stored_order():
+    rng = np.random.default_rng(1)
+    X = rng.gamma(2.0, 0.5, size=(80, 12)).astype(np.float32)
+    X[:, 4] += 5.0  # most expressed
+    X[:, 9] += 3.0  # second
+    X[:, 2] = X[:, 7] = 2.5  # a tie: the stored order breaks it
+    genes = [f"g{i}" for i in range(12)]
+    import pandas as pd
+
+    obs = pd.DataFrame({"condition": ["control"] * 40 + ["g0"] * 40, "cell_type": ["a"] * 80},
+                       index=[f"c{i}" for i in range(80)])  # fmt: skip
+    adata = ad.AnnData(X=X, obs=obs, var=pd.DataFrame(index=genes))
+    means = pd.Series(X.astype(np.float64).mean(axis=0), index=genes)
+    for n in (1, 2, 3, 5):
+        data = load_perturbation_data(adata, **ARGS, max_genes=n, hvg="mean")
+        # an independent ranking: pandas' stable sort by mean, highest first; g0 (perturbed, measured) always kept
+        top = set(means.sort_values(ascending=False, kind="stable").index[: n - 1]) | {"g0"}
+        assert data.genes == [g for g in genes if g in top]
+        assert data.preprocessing["gene_selection"] == f"top {n} by mean expression (log-normalised) plus measured perturbed genes"
+    assert load_perturbation_data(adata, **ARGS, max_genes=4, hvg="mean").genes == ["g0", "g2", "g4", "g9"]
+
+
+def test_mean_flavour_on_kang_picks_abundant_genes_far_from_zero():
+    """On Kang the 128 most expressed genes have a mean log-normalised expression about 35 times the 128 most
+    variable ones' (B2M, FTH1, FTL lead); docs/tasks.md, "Gene selection"."""
+    kang = read_anndata(KANG)
+    args = {"perturbation_key": "condition", "control_value": "control", "covariate_keys": ["cell_type"]}
+    top = load_perturbation_data(kang, **args, max_genes=128, hvg="mean")
+    hvg = load_perturbation_data(kang, **args, max_genes=128)
+    assert {"B2M", "FTH1", "FTL"} <= set(top.genes)
+    X = kang.X.toarray() if sp.issparse(kang.X) else np.asarray(kang.X)
+    kept = np.isin(np.asarray(kang.var_names), top.genes)
+    assert X[:, kept].mean(axis=0).min() >= X[:, ~kept].mean(axis=0).max()
+    assert top.X.mean() > 20 * hvg.X.mean()  # 35 here
+
+
 def test_var_flavour_keeps_marked_and_measured_perturbed_genes(bench):
     bench = bench.copy()
     marked = np.zeros(bench.n_vars, dtype=bool)
@@ -130,7 +166,8 @@ def test_var_flavour_errors_are_one_line(bench, var, message):
         ({"hvg": "var", "max_genes": 100}, r"^data: hvg: var keeps the genes marked in var\['highly_variable'\]; drop"),
         ({"counts_layer": "counts"}, r"^data: counts_layer is read by hvg: seurat_v3 only"),
         ({"hvg": "seurat_v3", "max_genes": 9, "storage": "backed"}, r"^data: hvg: seurat_v3 reads the whole matrix"),
-        ({"hvg": "pearson"}, r"^data\.hvg: Input should be 'dispersion', 'seurat_v3' or 'var'"),
+        ({"hvg": "mean"}, r"^data: hvg: mean ranks genes for max_genes; set max_genes"),
+        ({"hvg": "pearson"}, r"^data\.hvg: Input should be 'dispersion', 'seurat_v3', 'mean' or 'var'"),
     ],
 )
 def test_bad_gene_selection_config_is_one_line(data, message):
