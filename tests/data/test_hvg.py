@@ -113,7 +113,10 @@ def test_mean_flavour_keeps_the_most_expressed_genes_in_stored_order():
         # an independent ranking: pandas' stable sort by mean, highest first; g0 (perturbed, measured) always kept
         top = set(means.sort_values(ascending=False, kind="stable").index[: n - 1]) | {"g0"}
         assert data.genes == [g for g in genes if g in top]
-        assert data.preprocessing["gene_selection"] == f"top {n} by mean expression (log-normalised) plus measured perturbed genes"
+        assert (
+            data.preprocessing["gene_selection"]
+            == f"top {n} by mean expression (log-normalised) plus measured perturbed genes"
+        )
     assert load_perturbation_data(adata, **ARGS, max_genes=4, hvg="mean").genes == ["g0", "g2", "g4", "g9"]
 
 
