@@ -193,6 +193,10 @@ class DataConfig(_Section):
         Keep only cells whose obs column values are in the given lists, e.g. ``{cell_type: [A172, T98G]}``.
     gene_order
         Order of the gene axis seen by networks: ``as_stored``, ``reversed``, ``random`` or ``clustered``.
+    gene_order_shift
+        Roll that order cyclically: the gene at position ``i`` moves to ``(i + shift) mod G``. Neighbours stay
+        neighbours (but the two end genes meet); what moves is where each gene lies against the array's ends and
+        a convolutional network's down-sampling grid.
     storage
         ``memory`` reads the whole matrix; ``backed`` keeps it on disk (``.h5ad`` or ``.zarr``, dense or CSR,
         already log-normalised) and trains from shuffled chunks of rows (see ``docs/large_data.md``).
@@ -221,6 +225,7 @@ class DataConfig(_Section):
     #: Seed of the ``random`` gene order: an integer, ``run`` (the experiment's seed, so replicate seeds see
     #: different permutations) or None (the task's seed).
     gene_order_seed: int | Literal["run"] | None = None
+    gene_order_shift: int = 0
     storage: Literal["memory", "backed"] = "memory"
     chunk_size: int = Field(default=2048, gt=0)
     shuffle_buffer: int = Field(default=4, gt=0)

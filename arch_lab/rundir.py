@@ -119,16 +119,39 @@ def pid_alive(pid: int) -> bool:
 
 
 class StopRequest:
-    """A SIGTERM held back by :func:`sigterm_deferred`: ``pending`` names the signal, None while there is none."""
+    """A SIGTERM held back by :func:`sigterm_deferred`: ``pending`` names the signal, None while there is none.
+
+    ``stopping`` is set once a held signal is taken: the process is then on its way out (writing its checkpoint's
+    status, requeueing its trial), and further SIGTERMs are ignored until the outermost
+    :func:`sigterm_as_interrupt` block ends (or a new :func:`sigterm_deferred` block starts), so that they cannot
+    cut that record short. Under torchrun this is what
+    lets rank 0 finish: once another rank has stopped and exited, torchrun sends SIGTERM to the ranks left.
+    """
 
     def __init__(self) -> None:
         self.deferring = False
+        self.stopping = False
         self.pending: str | None = None
+        self.depth = 0  # nested sigterm_as_interrupt blocks
 
     def take(self) -> str | None:
-        """The pending signal's name (None when there is none); it is no longer pending afterwards."""
+        """The pending signal's name (None when there is none).
+
+        It is no longer pending afterwards, and when there was one the process counts as stopping.
+        """
         name, self.pending = self.pending, None
+        if name is not None:
+            self.stopping = True
         return name
+
+    def interrupt(self, name: str) -> KeyboardInterrupt:
+        """Stop on ``name``: this process's held signal or, under DDP, another rank's.
+
+        Drops the held signal, counts the process as stopping, and returns the :class:`KeyboardInterrupt` to raise.
+        """
+        self.take()
+        self.stopping = True
+        return KeyboardInterrupt(name)
 
 
 _STOP = StopRequest()
@@ -139,7 +162,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
     """Turn SIGTERM (``kill``, Slurm preemption) into :class:`KeyboardInterrupt` while the block runs.
 
     Inside :func:`sigterm_deferred` the first SIGTERM is held until that block ends (a second one raises at once).
-    Only in the main thread (elsewhere signals cannot be handled); the previous handler is restored afterwards.
+    Once a held signal has been taken to stop (:attr:`StopRequest.stopping`), further SIGTERMs are ignored until the
+    outermost block ends. Only in the main thread (elsewhere signals cannot be handled); the previous handler is
+    restored afterwards.
     """
     if threading.current_thread() is not threading.main_thread():
         yield
@@ -147,15 +172,21 @@ def sigterm_as_interrupt() -> Iterator[None]:
 
     def handler(signum: int, frame: object) -> None:
         name = signal.Signals(signum).name
+        if _STOP.stopping:  # already stopping on a held signal: let it finish writing what it must
+            return
         if _STOP.deferring and _STOP.pending is None:
             _STOP.pending = name
             return
         raise KeyboardInterrupt(name)
 
     previous = signal.signal(signal.SIGTERM, handler)
+    _STOP.depth += 1
     try:
         yield
     finally:
+        _STOP.depth -= 1
+        if _STOP.depth == 0:
+            _STOP.stopping = False
         signal.signal(signal.SIGTERM, previous)
 
 
@@ -171,6 +202,8 @@ def sigterm_deferred() -> Iterator[StopRequest]:
     Outside :func:`sigterm_as_interrupt` SIGTERM keeps its handler. Only the outermost of nested blocks raises.
     """
     outermost = not _STOP.deferring
+    if outermost:  # new work starts: a process that was stopping has gone on after all (a test, a caught stop)
+        _STOP.stopping = False
     _STOP.deferring = True
     try:
         yield _STOP

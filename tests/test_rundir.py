@@ -19,6 +19,7 @@ import torch
 
 from arch_lab.errors import ArchLabError, FileSystemError, RunInterrupted, os_error
 from arch_lab.rundir import (
+    _STOP,
     STATUSES,
     RunDir,
     atomic_path,
@@ -290,13 +291,56 @@ def test_a_sigterm_inside_sigterm_deferred_is_held_until_the_block_ends():
         with pytest.raises(KeyboardInterrupt, match="^SIGTERM$") as caught:
             _held_then_raised([], fail=True)
         assert isinstance(caught.value.__cause__, ValueError)
-        # outside a deferred block the same handler raises at once
+        # the process is now stopping: a SIGTERM outside a deferred block is ignored until this block ends
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)
+    with sigterm_as_interrupt():  # outside a deferred block the handler raises at once
         with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):
             _raised_at_once()
         with sigterm_deferred() as stop:  # a block without a signal ends normally, and nothing is left pending
             pass
         assert stop.pending is None
     assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def _stopped_and_signalled_while_recording(run: RunDir, own_signal: bool) -> None:
+    """Stop on a held SIGTERM (this process's, or under DDP another rank's), then get one while recording the stop."""
+    with run.lock(), run.recording_failures(), sigterm_deferred() as stop:
+        if own_signal:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            assert stop.pending == "SIGTERM"
+        try:
+            raise stop.interrupt("SIGTERM")
+        finally:  # what recording the stop does next, with a SIGTERM landing in the middle
+            assert stop.stopping
+            assert stop.pending is None
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+
+
+def test_once_stopping_on_a_held_sigterm_further_ones_do_not_cut_the_record_short(tmp_path: Path):
+    """Under torchrun, once one rank has stopped and exited, the others get SIGTERM while they record their stop."""
+    run = RunDir.create(tmp_path / "run")
+    run.set_status("running")
+    for own_signal in (True, False):  # this process's held signal, or (under DDP) another rank's
+        with pytest.raises(KeyboardInterrupt, match="^interrupted; resume with: arch-lab train --resume"):
+            _stopped_and_signalled_while_recording(run, own_signal)
+        status = run.read_status()
+        assert (status["status"], status["reason"][:23]) == ("interrupted", "interrupted (SIGTERM); ")
+        assert not _STOP.stopping  # the lock's block ended: the next SIGTERM interrupts again
+        run.set_status("running")
+    with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):
+        with run.lock():
+            _raised_at_once()
+    # a stop taken and caught inside the block: the next deferred block holds a signal again, and a second raises
+    with sigterm_as_interrupt():
+        with pytest.raises(KeyboardInterrupt), sigterm_deferred() as stop:
+            raise stop.interrupt("SIGTERM")
+        steps: list[str] = []
+        with pytest.raises(KeyboardInterrupt, match="^SIGTERM$"):
+            _held_then_raised(steps, second=True)
+        assert steps == ["held SIGTERM"]
 
 
 @pytest.mark.parametrize(

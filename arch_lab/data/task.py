@@ -220,5 +220,5 @@ def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> T
     order_seed = cfg.data.gene_order_seed
     order_seed = cfg.seed if order_seed == "run" else tcfg.seed if order_seed is None else order_seed
     X_order = gene_order_rows(data, train_rows, cfg.data.gene_order, order_seed)
-    order = gene_order(cfg.data.gene_order, X_order, seed=order_seed)
+    order = np.roll(gene_order(cfg.data.gene_order, X_order, seed=order_seed), cfg.data.gene_order_shift)
     return Task(data, split, order)

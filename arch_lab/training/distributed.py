@@ -13,12 +13,15 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.distributed as dist
 
 from arch_lab.errors import ConfigError
+
+if TYPE_CHECKING:
+    from arch_lab.rundir import StopRequest
 
 
 @dataclass(frozen=True)
@@ -126,6 +129,38 @@ def barrier(info: DistInfo | None = None) -> None:
     info = info or current()
     if info.distributed:
         dist.barrier()
+
+
+def agreed_signal(stop: StopRequest, info: DistInfo, device: torch.device | str = "cpu") -> str | None:
+    """The held signal to stop on now: this process's or, under DDP, any rank's; None to go on.
+
+    Every rank calls this at the same point (the trainer: after each step) and all of them get the same answer from
+    an all-reduce of one flag. The answer is that flag alone: a signal that reaches this process during the
+    all-reduce, after its flag was sent, stays held for the next call (stopping on it now would leave the other
+    ranks waiting for this one). Another rank's signal is not recorded as this process's own.
+
+    Parameters
+    ----------
+    stop
+        This process's held signal (:func:`arch_lab.rundir.sigterm_deferred`).
+    info
+        The process group's layout.
+    device
+        Where the flag lives (the backend's device: CUDA under NCCL).
+
+    Returns
+    -------
+    str or None
+        The signal's name (``SIGTERM`` when another rank holds it), or None.
+    """
+    held = stop.pending
+    if not info.distributed:
+        return held
+    flag = torch.tensor([0.0 if held is None else 1.0], device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    if flag.item() == 0:
+        return None
+    return held or stop.pending or "SIGTERM"
 
 
 def shard_rows(n_rows: int, info: DistInfo) -> slice:

@@ -470,18 +470,11 @@ class FlowTrainer:
         return over
 
     def _agreed_stop(self, stop: StopRequest) -> str | None:
-        """The signal to stop on after this step (None: go on): one this process holds or, under DDP, any rank's.
-
-        Under DDP every rank calls this once per step and they agree (an all-reduce of one flag), so all of them
-        stop after the same step and rank 0's checkpoint is theirs. Another rank's signal is not recorded as this
-        process's own, so a SIGTERM that reaches this process while it writes that checkpoint is still held.
+        """The signal to stop on after this step (None: go on): under DDP any rank's, agreed by every rank
+        (:func:`~arch_lab.training.distributed.agreed_signal`), so all of them stop after the same step and rank 0's
+        checkpoint is theirs.
         """
-        if self.dist.distributed:
-            flag = torch.tensor([0.0 if stop.pending is None else 1.0], device=self.device)
-            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
-            if flag.item() > 0:
-                return stop.pending or "SIGTERM"
-        return stop.pending
+        return distributed.agreed_signal(stop, self.dist, self.device)
 
     def _part_ways(self) -> None:
         """Under DDP, wait until every rank has agreed to stop and rank 0 has written its checkpoint.
@@ -611,8 +604,7 @@ class FlowTrainer:
                     if not saved:
                         self.save_checkpoint()
                     self._part_ways()
-                    stop.take()
-                    raise KeyboardInterrupt(signalled)
+                    raise stop.interrupt(signalled)
         bar.close()
         self.close()
         if self.best_weights is not None:

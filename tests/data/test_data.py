@@ -277,3 +277,22 @@ def test_gene_order_seed_run_gives_each_replicate_its_own_permutation(synthetic_
     assert run0 != run1
     assert sorted(run0) == sorted(run1) == sorted(default)
     assert order(**{"seed": 5, "data.gene_order_seed": 1}) == run1
+
+
+def test_gene_order_shift_rolls_the_order_cyclically(synthetic_h5ad, tmp_path):
+    from conftest import experiment_dict
+
+    from arch_lab.config import experiment_from_dict
+    from arch_lab.data.task import build_task
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path)
+    for kind in ("as_stored", "random"):
+        raw["data"]["gene_order"] = kind
+        base = build_task(experiment_from_dict(raw)).order.tolist()
+        n = len(base)
+        for shift in (1, 3, n - 1, n + 2, -2):
+            rolled = build_task(experiment_from_dict(raw, {"data.gene_order_shift": shift})).order.tolist()
+            # the gene at position i is now at (i + shift) mod n, written out by hand
+            assert all(rolled[(i + shift) % n] == base[i] for i in range(n))
+    raw["data"]["gene_order"] = "as_stored"
+    assert build_task(experiment_from_dict(raw, {"data.gene_order_shift": 2})).order[:3].tolist() == [n - 2, n - 1, 0]

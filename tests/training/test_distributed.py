@@ -203,3 +203,34 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(synthetic_h5
     assert status["reason"].startswith("interrupted (SIGTERM)")
     stopped = torch.load(target / "checkpoint.pt", weights_only=False)["state"]["step"]
     assert seen <= stopped < 50_000
+
+
+AGREE = """
+import json, threading, time
+from arch_lab.rundir import StopRequest
+from arch_lab.training import distributed
+
+with distributed.session() as info:
+    stop = StopRequest()
+    if info.rank == 1:  # a SIGTERM's handler holds it while this rank waits in the all-reduce, its flag (0) sent
+        threading.Timer(0.5, lambda: setattr(stop, "pending", "SIGTERM")).start()
+    else:
+        time.sleep(2.0)
+    first = distributed.agreed_signal(stop, info)
+    held = stop.pending
+    second = distributed.agreed_signal(stop, info)  # the next step's agreement
+    print(json.dumps({"rank": info.rank, "answers": [first, second], "held": held}), flush=True)
+"""
+
+
+def test_a_signal_that_lands_during_the_agreement_waits_for_the_next_one(tmp_path):
+    """A rank that stopped on a signal the other ranks never saw would leave them training, waiting for it."""
+    script = tmp_path / "agree.py"
+    script.write_text(AGREE)
+    proc = _launch([str(script)], 2)
+    rows = sorted(
+        (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
+    )
+    assert [r["rank"] for r in rows] == [0, 1], proc.stdout
+    assert rows[1]["held"] == "SIGTERM"  # it did land during the first agreement
+    assert [r["answers"] for r in rows] == [[None, "SIGTERM"], [None, "SIGTERM"]]
