@@ -562,6 +562,24 @@ PROBES = (
         )
         for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
     ),
+    Probe(
+        "top_expressed_kang",
+        "LayerNorm on Kang's most highly expressed genes, fold 4: width 1024 (Gaussian source, 1000 steps of batch "
+        "256, fp32)",
+        (("ln", "no_norm"), ("ln_centred", "ln"), ("ln_centred", "no_norm")),
+        ("no_norm", "ln", "ln_centred"),
+    ),
+    Probe(
+        "failing_shift_synthetic",
+        "The failing gene order rolled along the gene axis: generator seed 0, stored order shifted by k, G = 128, "
+        "800 steps of batch 32",
+        (
+            *((f"unet1d_shift_{k}", "unet1d") for k in (1, 2, 4, 32, 64)),
+            ("unet1d_reversed", "unet1d"),
+            ("mlp_matched", "unet1d"),
+        ),
+        ("unet1d", *(f"unet1d_shift_{k}" for k in (1, 2, 4, 32, 64)), "unet1d_reversed", "mlp_matched"),
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")

@@ -35,7 +35,9 @@
 # and failing_layout_synthetic (generator seeds 1-5 in generator seed 0's failing gene order; after
 # scattered_datasets_synthetic) about 15 min, and failing_split_synthetic (that dataset and order under five splits
 # of its combinations) about 15 min, and gene_order_readouts_synthetic (the lottery's U-Nets re-run with the
-# read-outs; analysis/gene_order_stats.py reads it) about 15 min.
+# read-outs; analysis/gene_order_stats.py reads it) about 15 min, and top_expressed_kang (the LayerNorm MLP on
+# Kang's most highly expressed genes, whose means lie far from 0) about 70 min and failing_shift_synthetic (the
+# failing gene order rolled along the gene axis) about 35 min on one worker.
 # The unet_plateau_2048_synthetic study needs a GPU: scripts/run_gpu_studies.sh. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
 # directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
@@ -49,7 +51,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic layernorm_plateau_synthetic mlp_width_plateau_2048_synthetic mlp_full_rank_plateau_2048_synthetic equal_flops_2048_synthetic equal_flops_decayed_2048_synthetic equal_flops_decayed_full_rank_2048_synthetic equal_flops_k562 equal_flops_kang failing_layout_synthetic failing_split_synthetic gene_order_readouts_synthetic}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic layernorm_plateau_synthetic mlp_width_plateau_2048_synthetic mlp_full_rank_plateau_2048_synthetic equal_flops_2048_synthetic equal_flops_decayed_2048_synthetic equal_flops_decayed_full_rank_2048_synthetic equal_flops_k562 equal_flops_kang failing_layout_synthetic failing_split_synthetic gene_order_readouts_synthetic top_expressed_kang failing_shift_synthetic}"
 # studies whose runs predate some read-outs: recomputed from their run directories after the export
 POSTHOC="mlp_width_2048_synthetic mlp_width_norm_2048_synthetic layernorm_synthetic"
 PROFILES="${PROFILES:-}"
@@ -70,7 +72,7 @@ done
 # from the other shipped real datasets
 python analysis/source_offset.py --out "$OUT/source_offset.csv" sweeps/probes/layernorm_synthetic.yaml \
   sweeps/probes/centred_2048_synthetic.yaml sweeps/probes/centred_kang.yaml sweeps/probes/gene_identity_k562.yaml \
-  sweeps/probes/backbones_glioblastoma.yaml
+  sweeps/probes/backbones_glioblastoma.yaml sweeps/probes/top_expressed_kang.yaml
 # whether four properties of the gene order explain the U-Net's results over the orders it was trained on
 python analysis/gene_order_stats.py --results "$OUT" --out "$OUT/gene_order_stats.csv" --report docs/gene_order_stats.md
 python analysis/gene_scale.py --results "$OUT" --out docs/findings.md --figures docs/figures/gene_scale --collect-curves

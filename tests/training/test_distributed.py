@@ -206,20 +206,31 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(synthetic_h5
 
 
 AGREE = """
-import json, threading, time
+import json, sys, threading, time
+from pathlib import Path
 from arch_lab.rundir import StopRequest
 from arch_lab.training import distributed
 
+out = Path(sys.argv[1])
 with distributed.session() as info:
     stop = StopRequest()
+    landed = out / "landed"
     if info.rank == 1:  # a SIGTERM's handler holds it while this rank waits in the all-reduce, its flag (0) sent
-        threading.Timer(0.5, lambda: setattr(stop, "pending", "SIGTERM")).start()
-    else:
-        time.sleep(2.0)
+
+        def handler():
+            stop.pending = "SIGTERM"
+            landed.touch()
+
+        threading.Timer(1.0, handler).start()
+    else:  # join the all-reduce only once the signal has landed on rank 1
+        deadline = time.monotonic() + 120
+        while not landed.exists():
+            assert time.monotonic() < deadline, "rank 1's signal never landed"
+            time.sleep(0.01)
     first = distributed.agreed_signal(stop, info)
     held = stop.pending
     second = distributed.agreed_signal(stop, info)  # the next step's agreement
-    print(json.dumps({"rank": info.rank, "answers": [first, second], "held": held}), flush=True)
+    (out / f"rank{info.rank}.json").write_text(json.dumps({"answers": [first, second], "held": held}))
 """
 
 
@@ -227,10 +238,7 @@ def test_a_signal_that_lands_during_the_agreement_waits_for_the_next_one(tmp_pat
     """A rank that stopped on a signal the other ranks never saw would leave them training, waiting for it."""
     script = tmp_path / "agree.py"
     script.write_text(AGREE)
-    proc = _launch([str(script)], 2)
-    rows = sorted(
-        (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")), key=lambda r: r["rank"]
-    )
-    assert [r["rank"] for r in rows] == [0, 1], proc.stdout
-    assert rows[1]["held"] == "SIGTERM"  # it did land during the first agreement
+    _launch([str(script), str(tmp_path)], 2)
+    rows = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert rows[1]["held"] == "SIGTERM"  # it landed during the first agreement, after rank 1's flag was sent
     assert [r["answers"] for r in rows] == [[None, "SIGTERM"], [None, "SIGTERM"]]
