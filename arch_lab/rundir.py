@@ -124,8 +124,8 @@ class StopRequest:
     ``stopping`` is set once a held signal is taken: the process is then on its way out (writing its checkpoint's
     status, requeueing its trial), and further SIGTERMs are ignored until the outermost
     :func:`sigterm_as_interrupt` block ends (or a new :func:`sigterm_deferred` block starts), so that they cannot
-    cut that record short. Under torchrun this is what
-    lets rank 0 finish: once another rank has stopped and exited, torchrun sends SIGTERM to the ranks left.
+    cut that record short. Under torchrun this is what lets rank 0 finish: once another rank has stopped and
+    exited, torchrun sends SIGTERM to the ranks left.
     """
 
     def __init__(self) -> None:
