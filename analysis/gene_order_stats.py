@@ -40,6 +40,12 @@ pass Holm's first threshold (alpha / 4).
    the U-Net's test energy and each of ``READOUTS`` (how strongly the generated cells follow their source sample, the
    per-gene spread ratio, the velocity gain at t = 0), Holm over the three, with the same intervals as in 1; and how
    far the re-run's energies are from the lottery's.
+
+4. **The failing order rolled** (when ``failing_shift_synthetic.csv`` is there: generator seed 0's failing order
+   rolled cyclically by k genes, ``data.gene_order_shift``, and reversed). Each U-Net arm's order with the four
+   statistics and their percentiles in the same dataset's null, beside the arm's mean test energy and source
+   sensitivity over its seeds. A roll leaves the neighbours (and so ``ac_shift``, nearly ``hf_*``) as they were and
+   moves ``edge_share``; descriptive, one order per arm.
 """
 
 from __future__ import annotations
@@ -69,6 +75,7 @@ STORED = ("failing_order_synthetic", "scattered_datasets_synthetic", "failing_la
 UNET, CONTROL, MLP = "unet1d", "unet1d_gene_embedding", "mlp_matched"
 ALPHA = 0.05
 READOUT_STUDY = "gene_order_readouts_synthetic"
+SHIFTED = "failing_shift_synthetic"
 READOUTS = ("readout_source_sensitivity", "gene_spread_ratio", "readout_source_velocity_gain")
 PROBES = Path(__file__).resolve().parents[1] / "sweeps" / "probes"
 
@@ -198,6 +205,75 @@ def order_rows(results: Path, null_size: int, seed: int = 0) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def shifted_rows(results: Path, null_size: int, seed: int = 0) -> pd.DataFrame | None:
+    """One row per U-Net arm of ``SHIFTED`` (its rolled or reversed order): ``arm``, ``gene_order``, ``shift``,
+    the four statistics and their percentiles among ``null_size`` random orders of the same dataset, the arm's mean
+    test energy (``unet1d_energy``, over ``unet1d_runs`` runs) and source sensitivity, and the parameter-matched
+    MLP's energy and the floor over the study's runs. None when the study's table is not there.
+    """
+    path = results / f"{SHIFTED}.csv"
+    if not path.is_file():
+        return None
+    sweep = load_sweep(PROBES / f"{SHIFTED}.yaml")
+    runs = pd.read_csv(path)
+    rng = np.random.default_rng(seed)
+    null: pd.DataFrame | None = None
+    rows: list[dict[str, object]] = []
+    for values in sweep.grid():
+        cfg = sweep.experiment(values, 0)
+        if cfg.network.name != UNET:
+            continue
+        task = build_task(cfg)
+        means, shifts = profiles(task)
+        if null is None:  # every arm reads the same dataset
+            null = pd.DataFrame(
+                [order_statistics(means, shifts, rng.permutation(means.size)) for _ in range(null_size)]
+            )
+        part = runs[runs["arm"] == values["arm"]]
+        row: dict[str, object] = {"arm": values["arm"], "gene_order": cfg.data.gene_order,
+                                  "shift": int(cfg.data.gene_order_shift)}  # fmt: skip
+        found = order_statistics(means, shifts, task.order)
+        row.update(found)
+        for name, value in found.items():
+            row[f"{name}_percentile"] = percentile(value, null[name].to_numpy())
+        row["unet1d_energy"] = float(part["energy_distance"].mean()) if len(part) else math.nan
+        row["unet1d_runs"] = len(part)
+        sensitivity = part["readout_source_sensitivity"] if "readout_source_sensitivity" in part else pd.Series()
+        row["source_sensitivity"] = float(sensitivity.mean()) if len(sensitivity) else math.nan
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values(["gene_order", "shift"], kind="stable").reset_index(drop=True)
+    mlp = runs[runs["arm"] == MLP]
+    table["mlp_matched_energy"] = float(mlp["energy_distance"].mean()) if len(mlp) else math.nan
+    table["floor_energy"] = float(runs["floor_energy_distance"].mean())
+    return table
+
+
+def shifted_report(table: pd.DataFrame) -> list[str]:
+    """The markdown section of :func:`shifted_rows`."""
+    lines = [
+        "",
+        "## The failing order rolled along the gene axis",
+        "",
+        f"`{SHIFTED}`: generator seed 0's failing order rolled by `shift` genes (`data.gene_order_shift`: the gene "
+        "at position i moves to (i + shift) mod G) or reversed, one U-Net arm per order, seeds paired across arms "
+        "(`docs/findings.md` has the paired intervals). Each order's statistics with their percentile among random "
+        f"orders of the same dataset; energies are means over the arm's runs. Parameter-matched MLP (no order, shift "
+        f"0): {table['mlp_matched_energy'].iloc[0]:.3f}; floor: {table['floor_energy'].iloc[0]:.3f}.",
+        "",
+        "| order | shift | U-Net energy (runs) | source sensitivity | "
+        + " | ".join(f"{s} (percentile)" for s in STATISTICS)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(STATISTICS),
+    ]
+    for r in table.itertuples():
+        cells = " | ".join(f"{getattr(r, s):.3f} ({getattr(r, s + '_percentile'):.2f})" for s in STATISTICS)
+        lines.append(
+            f"| {r.gene_order} | {r.shift} | {r.unet1d_energy:.3f} ({r.unet1d_runs}) | {r.source_sensitivity:.2f} | "
+            f"{cells} |"
+        )
+    return lines
+
+
 def lottery_correlations(table: pd.DataFrame) -> pd.DataFrame:
     """Spearman's rho of each statistic with the U-Net's (primary, Holm over the statistics) and the embedding
     U-Net's (control) test energy across the lottery's orders.
@@ -305,6 +381,7 @@ def report(
     null_size: int,
     command: str,
     readouts: tuple[pd.DataFrame, float] | None = None,
+    shifted: pd.DataFrame | None = None,
 ) -> str:
     """The markdown report (``docs/gene_order_stats.md``)."""
     n = int(corr["n_orders"].iloc[0])
@@ -369,6 +446,8 @@ def report(
     ]
     if readouts is not None:
         lines += readout_report(readouts)
+    if shifted is not None:
+        lines += shifted_report(shifted)
     lines.append("")
     return "\n".join(lines)
 
@@ -388,6 +467,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     corr = lottery_correlations(table)
     readouts = readout_correlations(args.results)
+    shifted = shifted_rows(args.results, args.null)
     command = (
         f"python analysis/gene_order_stats.py --results {args.results} --out {args.out} --report {args.report}"
         + (f" --null {args.null}" if args.null != 2000 else "")
@@ -398,7 +478,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.report.parent.mkdir(parents=True, exist_ok=True)
     if readouts is not None:
         readouts[0].to_csv(args.out.with_name(args.out.stem + "_readouts.csv"), index=False)
-    args.report.write_text(report(table, corr, args.null, command, readouts))
+    if shifted is not None:
+        shifted.to_csv(args.out.with_name(args.out.stem + "_shifted.csv"), index=False)
+    args.report.write_text(report(table, corr, args.null, command, readouts, shifted))
     print(f"wrote {args.out}, {args.report} ({len(table)} orders)")
     return 0
 

@@ -140,3 +140,29 @@ def test_readout_correlations_match_scipy_and_report_the_gap_to_the_lottery(tmp_
     text = "\n".join(gos.readout_report((df, summary)))
     assert "differ from the lottery's by up to 0.00 (standard deviation of the differences 0.00" in text
     assert text.count("\n| readout_") + text.count("\n| gene_") == len(gos.READOUTS)
+
+
+def test_shifted_rows_read_each_arms_rolled_order_and_average_its_runs(tmp_path):
+    assert gos.shifted_rows(tmp_path, 10) is None  # no study table: no section
+    sweep = gos.load_sweep(gos.PROBES / f"{gos.SHIFTED}.yaml")
+    arms = [v["arm"] for v in sweep.grid()]
+    rows = [{"arm": arm, "seed": s, "energy_distance": 1.0 + i + 0.1 * s, "readout_source_sensitivity": 2.0 * i + s,
+             "floor_energy_distance": 3.5} for i, arm in enumerate(arms) for s in range(2)]  # fmt: skip
+    pd.DataFrame(rows).to_csv(tmp_path / f"{gos.SHIFTED}.csv", index=False)
+    table = gos.shifted_rows(tmp_path, 50).set_index("arm")
+    assert gos.MLP not in table.index  # the MLP reads no order: it is the reference column
+    assert table.loc["unet1d_shift_32", "shift"] == 32
+    assert table.loc["unet1d_reversed", "gene_order"] == "reversed"
+    i = arms.index("unet1d_shift_4")
+    assert table.loc["unet1d_shift_4", "unet1d_energy"] == pytest.approx(1.0 + i + 0.05)
+    assert table.loc["unet1d_shift_4", "source_sensitivity"] == pytest.approx(2.0 * i + 0.5)
+    assert table["mlp_matched_energy"].iloc[0] == pytest.approx(1.0 + arms.index(gos.MLP) + 0.05)
+    # the statistics of the rolled order, by hand: the stored order's profiles rolled by 4
+    task = gos.build_task(sweep.experiment({"arm": "unet1d"}, 0))
+    means, shifts = gos.profiles(task)
+    by_hand = gos.edge_share(shifts[:, np.roll(np.arange(means.size), 4)])
+    assert table.loc["unet1d_shift_4", "edge_share"] == pytest.approx(by_hand)
+    assert table.loc["unet1d_reversed", "edge_share"] == pytest.approx(table.loc["unet1d", "edge_share"])
+    assert table.loc["unet1d_shift_4", "edge_share"] != pytest.approx(table.loc["unet1d", "edge_share"])
+    text = "\n".join(gos.shifted_report(table.reset_index()))
+    assert "| as_stored | 32 |" in text
