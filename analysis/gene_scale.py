@@ -580,6 +580,24 @@ PROBES = (
         ),
         ("unet1d", *(f"unet1d_shift_{k}" for k in (1, 2, 4, 32, 64)), "unet1d_reversed", "mlp_matched"),
     ),
+    Probe(
+        "failing_padding_synthetic",
+        "The failing gene order without zero padding: circular and reflect padding, generator seed 0, G = 128, 800 "
+        "steps of batch 32",
+        (
+            ("unet1d_circular", "unet1d"),
+            ("unet1d_circular_shift_32", "unet1d_circular"),
+            ("unet1d_reflect", "unet1d"),
+            ("mlp_matched", "unet1d_circular"),
+            ("unet1d_circular", "unet1d_shift_32"),
+        ),
+        ("unet1d", "unet1d_shift_32", "unet1d_circular", "unet1d_circular_shift_32", "unet1d_reflect", "mlp_matched"),
+        borrow=(
+            ("failing_shift_synthetic", "unet1d", "unet1d"),
+            ("failing_shift_synthetic", "unet1d_shift_32", "unet1d_shift_32"),
+            ("failing_shift_synthetic", "mlp_matched", "mlp_matched"),
+        ),
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -15,6 +15,9 @@ from torch import nn
 from arch_lab.networks._registry import register_network
 from arch_lab.networks.layers import ConditionEncoder, MultiHeadAttention, check_expression, normalize_time
 from arch_lab.spec import CondBatch, DataSpec
+
+#: What a convolution reads beyond the ends of the gene axis (:class:`torch.nn.Conv1d`'s ``padding_mode``).
+PaddingMode = Literal["zeros", "circular", "reflect", "replicate"]
 
 
 def group_norm(channels: int) -> nn.GroupNorm:
@@ -44,19 +47,31 @@ class ResBlock(nn.Module):
         Convolution kernel size along the gene axis (1 = no mixing of neighbouring positions).
     dropout
         Dropout before the second convolution.
+    padding_mode
+        What the convolutions read beyond the ends of the gene axis (:class:`torch.nn.Conv1d`'s ``padding_mode``).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, emb_dim: int, kernel_size: int, dropout: float) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        emb_dim: int,
+        kernel_size: int,
+        dropout: float,
+        padding_mode: PaddingMode = "zeros",
+    ) -> None:
         super().__init__()
         self.in_layers = nn.Sequential(
-            group_norm(in_channels), nn.SiLU(), nn.Conv1d(in_channels, out_channels, kernel_size, padding="same")
+            group_norm(in_channels),
+            nn.SiLU(),
+            nn.Conv1d(in_channels, out_channels, kernel_size, padding="same", padding_mode=padding_mode),
         )
         self.emb_layers = nn.Sequential(nn.SiLU(), nn.Linear(emb_dim, 2 * out_channels))
         self.out_norm = group_norm(out_channels)
         self.out_layers = nn.Sequential(
             nn.SiLU(),
             nn.Dropout(dropout),
-            _zero(nn.Conv1d(out_channels, out_channels, kernel_size, padding="same")),
+            _zero(nn.Conv1d(out_channels, out_channels, kernel_size, padding="same", padding_mode=padding_mode)),
         )
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv1d(in_channels, out_channels, 1)
 
@@ -93,9 +108,13 @@ class AttentionBlock(nn.Module):
 class Downsample(nn.Module):
     """Halve the gene axis with a stride-2 convolution, or keep it (``enabled=False``)."""
 
-    def __init__(self, channels: int, enabled: bool) -> None:
+    def __init__(self, channels: int, enabled: bool, padding_mode: PaddingMode = "zeros") -> None:
         super().__init__()
-        self.op = nn.Conv1d(channels, channels, 3, stride=2, padding=1) if enabled else nn.Identity()
+        self.op = (
+            nn.Conv1d(channels, channels, 3, stride=2, padding=1, padding_mode=padding_mode)
+            if enabled
+            else nn.Identity()
+        )
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Map ``[B, C, L]`` to ``[B, C, L / 2]`` (or ``[B, C, L]``)."""
@@ -105,10 +124,10 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Double the gene axis (nearest neighbour, then a convolution), or keep it (``enabled=False``)."""
 
-    def __init__(self, channels: int, enabled: bool) -> None:
+    def __init__(self, channels: int, enabled: bool, padding_mode: PaddingMode = "zeros") -> None:
         super().__init__()
         self.enabled = enabled
-        self.conv = nn.Conv1d(channels, channels, 3, padding=1) if enabled else None
+        self.conv = nn.Conv1d(channels, channels, 3, padding=1, padding_mode=padding_mode) if enabled else None
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor | None = None) -> torch.Tensor:
         """Map ``[B, C, L]`` to ``[B, C, 2 L]`` (or ``[B, C, L]``)."""
@@ -163,6 +182,12 @@ class UNet1D(nn.Module):
         gene_embedding_dim: int = Field(0, ge=0, description="Learned per-gene input channels (0 = none).")
         cond_dim: int = Field(128, ge=1, description="Width of the time and condition embedding.")
         dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout inside residual blocks.")
+        padding_mode: PaddingMode = Field(
+            "zeros",
+            description="What the convolutions read beyond the ends of the gene axis: zeros (the default), or "
+            "circular (the axis wraps around: no ends, and the network commutes with cyclic shifts of the genes by "
+            "multiples of 2 ** (levels - 1) when G is such a multiple), reflect or replicate.",
+        )
 
         @model_validator(mode="after")
         def _check_levels(self) -> UNet1D.Config:
@@ -199,10 +224,11 @@ class UNet1D(nn.Module):
         )
 
         def res(cin: int, cout: int) -> ResBlock:
-            return ResBlock(cin, cout, c.cond_dim, c.kernel_size, c.dropout)
+            return ResBlock(cin, cout, c.cond_dim, c.kernel_size, c.dropout, c.padding_mode)
 
         ch = c.base_channels
-        self.input_conv = nn.Conv1d(1 + c.gene_embedding_dim, ch, c.kernel_size, padding="same")
+        pad = c.padding_mode
+        self.input_conv = nn.Conv1d(1 + c.gene_embedding_dim, ch, c.kernel_size, padding="same", padding_mode=pad)
         skip_channels = [ch]
         self.down = nn.ModuleList()
         for level, mult in enumerate(c.channel_mult):
@@ -214,7 +240,7 @@ class UNet1D(nn.Module):
                 self.down.append(Stage(*layers))
                 skip_channels.append(ch)
             if level != levels - 1:
-                self.down.append(Stage(Downsample(ch, c.downsample)))
+                self.down.append(Stage(Downsample(ch, c.downsample, c.padding_mode)))
                 skip_channels.append(ch)
 
         mid: list[nn.Module] = [res(ch, ch)]
@@ -232,10 +258,12 @@ class UNet1D(nn.Module):
                 if level in c.attention_levels:
                     layers.append(AttentionBlock(ch, c.attention_heads))
                 if level and i == c.num_res_blocks:
-                    layers.append(Upsample(ch, c.downsample))
+                    layers.append(Upsample(ch, c.downsample, c.padding_mode))
                 self.up.append(Stage(*layers))
 
-        self.out = nn.Sequential(group_norm(ch), nn.SiLU(), _zero(nn.Conv1d(ch, 1, c.kernel_size, padding="same")))
+        self.out = nn.Sequential(
+            group_norm(ch), nn.SiLU(), _zero(nn.Conv1d(ch, 1, c.kernel_size, padding="same", padding_mode=pad))
+        )
 
     @classmethod
     def knob_step(cls, knob: str, knobs: Mapping[str, Any]) -> int:

@@ -411,6 +411,25 @@ def test_unet_without_mixing_is_gene_permutation_equivariant() -> None:
         assert (mixing(x[:, perm], t, cond) - mixing(x, t, cond)[:, perm]).abs().max() > 1e-4
 
 
+def test_circular_unet_commutes_with_cyclic_shifts_of_its_down_sampling_grid() -> None:
+    """With circular padding the U-Net has no ends: rolling the genes by a multiple of 2 ** (levels - 1) rolls its
+    output (zero padding does not); a roll off that grid does not, because the stride-2 convolutions sample it."""
+    spec = DataSpec.synthetic(n_genes=32, n_perturbations=5, covariate_sizes=(3, 2))
+    knobs = {"channel_mult": [1, 2, 2], "attention_levels": [], "mid_attention": False, "gene_embedding_dim": 0}
+    circular = build("unet1d", spec=spec, padding_mode="circular", **knobs)
+    zeros = build("unet1d", spec=spec, **knobs)
+    x = torch.randn(8, 32, generator=torch.Generator().manual_seed(5))
+    cond = make_cond()
+    with torch.no_grad():
+        for shift in (4, 8, 12):
+            rolled = circular(torch.roll(x, shift, dims=1), 0.5, cond)
+            torch.testing.assert_close(rolled, torch.roll(circular(x, 0.5, cond), shift, dims=1), atol=1e-5, rtol=1e-5)
+            gap = zeros(torch.roll(x, shift, dims=1), 0.5, cond) - torch.roll(zeros(x, 0.5, cond), shift, dims=1)
+            assert gap.abs().max() > 1e-3
+        off_grid = circular(torch.roll(x, 1, dims=1), 0.5, cond) - torch.roll(circular(x, 0.5, cond), 1, dims=1)
+        assert off_grid.abs().max() > 1e-3
+
+
 @pytest.mark.parametrize("n_genes", range(1, 10))
 def test_unet_pads_and_crops_any_gene_count(n_genes: int) -> None:
     spec = DataSpec.synthetic(n_genes=n_genes, n_perturbations=5, covariate_sizes=(3, 2))
