@@ -598,6 +598,24 @@ PROBES = (
             ("failing_shift_synthetic", "mlp_matched", "mlp_matched"),
         ),
     ),
+    Probe(
+        "unet_plateau_2048_cpu_synthetic",
+        "The U-Net with gene identity at 2048 genes trained to a plateau on a CPU (batch 64, peak learning rate, up "
+        "to 3000 steps with a patience of 6 validations, Gaussian source, fp32)",
+        (
+            ("unet1d_gene_embedding_plateau", "unet1d_gene_embedding"),
+            ("mlp_repaired_equal_flops_decayed", "unet1d_gene_embedding_plateau"),
+        ),
+        ("unet1d_gene_embedding", "unet1d_gene_embedding_plateau", "mlp_repaired_equal_flops_decayed"),
+        borrow=(
+            ("unet_2048_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding"),
+            (
+                "equal_flops_decayed_2048_synthetic",
+                "mlp_repaired_equal_flops_decayed",
+                "mlp_repaired_equal_flops_decayed",
+            ),
+        ),
+    ),
 )
 FOLD_COLUMNS = ("config.task.fold", "params_task.fold", "task.fold")
 GENERATOR_COLUMNS = ("params_data.synthetic.seed", "data.synthetic.seed")

@@ -39,7 +39,9 @@
 # Kang's most highly expressed genes, whose means lie far from 0) about 70 min and failing_shift_synthetic (the
 # failing gene order rolled along the gene axis) about 35 min on one worker, and failing_padding_synthetic (that order
 # with circular and reflect padding) about 15 min.
-# The unet_plateau_2048_synthetic study needs a GPU: scripts/run_gpu_studies.sh. The read-outs
+# The unet_plateau_2048_synthetic study needs a GPU: scripts/run_gpu_studies.sh; its CPU fallback,
+# unet_plateau_2048_cpu_synthetic (the embedding U-Net at batch 64 up to 3000 steps), takes about 10 h of one
+# thread and is left out of STUDIES: run it on its own (command in its YAML header); it resumes across sessions. The read-outs
 # added after a study ran (source sensitivity, velocity gain, hidden source share) are recomputed from its run
 # directories by analysis/posthoc_readouts.py (POSTHOC below). Every study resumes where it stopped: rerun this
 # script after an interruption.
