@@ -25,7 +25,8 @@ from arch_lab.errors import ArchLabError, DataError
 from arch_lab.harness import evaluate, make_requests, make_validator, predictions_to_anndata
 from arch_lab.methods import Method, build_method, task_config
 from arch_lab.recording import record_results, record_resume, start_run
-from arch_lab.rundir import RunDir, sigterm_as_interrupt
+from arch_lab.rundir import RunDir
+from arch_lab.stopping import sigterm_as_interrupt
 from arch_lab.training import distributed
 from arch_lab.training.loggers import check_loggers
 
@@ -124,7 +125,7 @@ def train(
 
 def _interruptible(info: distributed.DistInfo, held: contextlib.ExitStack) -> None:
     """SIGTERM interrupts the other ranks too (rank 0's run lock does it for rank 0), so that a SIGTERM to any
-    rank stops every rank after the same step, with rank 0's checkpoint of it (:func:`~arch_lab.rundir.sigterm_deferred`).
+    rank stops every rank after the same step, with rank 0's checkpoint of it (:func:`~arch_lab.stopping.sigterm_deferred`).
     """
     if not info.is_main:
         held.enter_context(sigterm_as_interrupt())

@@ -18,16 +18,8 @@ import pytest
 import torch
 
 from arch_lab.errors import ArchLabError, FileSystemError, RunInterrupted, os_error
-from arch_lab.rundir import (
-    _STOP,
-    STATUSES,
-    RunDir,
-    atomic_path,
-    is_run_dir,
-    sigterm_as_interrupt,
-    sigterm_deferred,
-    write_json,
-)
+from arch_lab.rundir import STATUSES, RunDir, atomic_path, is_run_dir, write_json
+from arch_lab.stopping import _STOP, sigterm_as_interrupt, sigterm_deferred
 
 REPO = Path(__file__).resolve().parents[1]
 LAYOUT = {

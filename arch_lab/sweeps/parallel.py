@@ -144,7 +144,7 @@ def _child(job: RunJob, threads: int, parent: int, results: Any) -> None:
     import torch
 
     from arch_lab import api
-    from arch_lab.rundir import sigterm_as_interrupt
+    from arch_lab.stopping import sigterm_as_interrupt
 
     torch.set_num_threads(threads)
     faulthandler.register(signal.SIGUSR1, all_threads=True)

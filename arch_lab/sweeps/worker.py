@@ -30,7 +30,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from arch_lab.errors import ArchLabError
-from arch_lab.rundir import RunDir, sigterm_as_interrupt
+from arch_lab.rundir import RunDir
+from arch_lab.stopping import sigterm_as_interrupt
 from arch_lab.sweeps.carry import RetryUnlessStuck, earlier_trials
 from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec

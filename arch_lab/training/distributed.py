@@ -21,7 +21,7 @@ import torch.distributed as dist
 from arch_lab.errors import ConfigError
 
 if TYPE_CHECKING:
-    from arch_lab.rundir import StopRequest
+    from arch_lab.stopping import StopRequest
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def agreed_signal(stop: StopRequest, info: DistInfo, device: torch.device | str 
     Parameters
     ----------
     stop
-        This process's held signal (:func:`arch_lab.rundir.sigterm_deferred`).
+        This process's held signal (:func:`arch_lab.stopping.sigterm_deferred`).
     info
         The process group's layout.
     device

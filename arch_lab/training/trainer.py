@@ -37,7 +37,8 @@ from arch_lab.errors import ArchLabError, TrainingDiverged
 from arch_lab.flow import FlowMatchingObjective, StraightPath, make_coupling, make_time_sampler
 from arch_lab.flow._random import Shard
 from arch_lab.metrics import METRICS
-from arch_lab.rundir import RunDir, StopRequest, sigterm_deferred
+from arch_lab.rundir import RunDir
+from arch_lab.stopping import StopRequest, sigterm_deferred
 from arch_lab.training import distributed
 from arch_lab.training.ema import EMA
 from arch_lab.training.loggers import Logger, open_loggers

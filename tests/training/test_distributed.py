@@ -208,7 +208,7 @@ def test_a_sigterm_to_one_rank_stops_every_rank_after_the_same_step(synthetic_h5
 AGREE = """
 import json, sys, threading, time
 from pathlib import Path
-from arch_lab.rundir import StopRequest
+from arch_lab.stopping import StopRequest
 from arch_lab.training import distributed
 
 out = Path(sys.argv[1])
