@@ -76,6 +76,8 @@ UNET, CONTROL, MLP = "unet1d", "unet1d_gene_embedding", "mlp_matched"
 ALPHA = 0.05
 READOUT_STUDY = "gene_order_readouts_synthetic"
 SHIFTED = "failing_shift_synthetic"
+#: more rolls of the same order; their rows join ``SHIFTED``'s when the study's table is there
+SHIFTED_MORE = ("failing_roll_map_synthetic",)
 READOUTS = ("readout_source_sensitivity", "gene_spread_ratio", "readout_source_velocity_gain")
 PROBES = Path(__file__).resolve().parents[1] / "sweeps" / "probes"
 
@@ -206,41 +208,49 @@ def order_rows(results: Path, null_size: int, seed: int = 0) -> pd.DataFrame:
 
 
 def shifted_rows(results: Path, null_size: int, seed: int = 0) -> pd.DataFrame | None:
-    """One row per U-Net arm of ``SHIFTED`` (its rolled or reversed order): ``arm``, ``gene_order``, ``shift``,
-    the four statistics and their percentiles among ``null_size`` random orders of the same dataset, the arm's mean
-    test energy (``unet1d_energy``, over ``unet1d_runs`` runs) and source sensitivity, and the parameter-matched
-    MLP's energy and the floor over the study's runs. None when the study's table is not there.
+    """One row per U-Net arm of ``SHIFTED`` and of the ``SHIFTED_MORE`` studies whose tables are there (its rolled or
+    reversed order): ``study``, ``arm``, ``gene_order``, ``shift``, the four statistics and their percentiles among
+    ``null_size`` random orders of the same dataset, the arm's mean test energy (``unet1d_energy``, over
+    ``unet1d_runs`` runs) and source sensitivity, and ``SHIFTED``'s parameter-matched MLP energy and floor. None when
+    ``SHIFTED``'s table is not there.
     """
     path = results / f"{SHIFTED}.csv"
     if not path.is_file():
         return None
-    sweep = load_sweep(PROBES / f"{SHIFTED}.yaml")
     runs = pd.read_csv(path)
     rng = np.random.default_rng(seed)
     null: pd.DataFrame | None = None
     rows: list[dict[str, object]] = []
-    for values in sweep.grid():
-        cfg = sweep.experiment(values, 0)
-        if cfg.network.name != UNET:
+    for study in (SHIFTED, *SHIFTED_MORE):
+        table_path = results / f"{study}.csv"
+        if not table_path.is_file():
             continue
-        task = build_task(cfg)
-        means, shifts = profiles(task)
-        if null is None:  # every arm reads the same dataset
-            null = pd.DataFrame(
-                [order_statistics(means, shifts, rng.permutation(means.size)) for _ in range(null_size)]
+        study_runs = pd.read_csv(table_path)
+        sweep = load_sweep(PROBES / f"{study}.yaml")
+        for values in sweep.grid():
+            cfg = sweep.experiment(values, 0)
+            if cfg.network.name != UNET:
+                continue
+            task = build_task(cfg)
+            means, shifts = profiles(task)
+            if null is None:  # every arm reads the same dataset
+                null = pd.DataFrame(
+                    [order_statistics(means, shifts, rng.permutation(means.size)) for _ in range(null_size)]
+                )
+            part = study_runs[study_runs["arm"] == values["arm"]]
+            row: dict[str, object] = {"study": study, "arm": values["arm"], "gene_order": cfg.data.gene_order,
+                                      "shift": int(cfg.data.gene_order_shift)}  # fmt: skip
+            found = order_statistics(means, shifts, task.order)
+            row.update(found)
+            for name, value in found.items():
+                row[f"{name}_percentile"] = percentile(value, null[name].to_numpy())
+            row["unet1d_energy"] = float(part["energy_distance"].mean()) if len(part) else math.nan
+            row["unet1d_runs"] = len(part)
+            has = "readout_source_sensitivity" in part
+            row["source_sensitivity"] = (
+                float(part["readout_source_sensitivity"].mean()) if has and len(part) else math.nan
             )
-        part = runs[runs["arm"] == values["arm"]]
-        row: dict[str, object] = {"arm": values["arm"], "gene_order": cfg.data.gene_order,
-                                  "shift": int(cfg.data.gene_order_shift)}  # fmt: skip
-        found = order_statistics(means, shifts, task.order)
-        row.update(found)
-        for name, value in found.items():
-            row[f"{name}_percentile"] = percentile(value, null[name].to_numpy())
-        row["unet1d_energy"] = float(part["energy_distance"].mean()) if len(part) else math.nan
-        row["unet1d_runs"] = len(part)
-        sensitivity = part["readout_source_sensitivity"] if "readout_source_sensitivity" in part else pd.Series()
-        row["source_sensitivity"] = float(sensitivity.mean()) if len(sensitivity) else math.nan
-        rows.append(row)
+            rows.append(row)
     table = pd.DataFrame(rows).sort_values(["gene_order", "shift"], kind="stable").reset_index(drop=True)
     mlp = runs[runs["arm"] == MLP]
     table["mlp_matched_energy"] = float(mlp["energy_distance"].mean()) if len(mlp) else math.nan
@@ -254,7 +264,8 @@ def shifted_report(table: pd.DataFrame) -> list[str]:
         "",
         "## The failing order rolled along the gene axis",
         "",
-        f"`{SHIFTED}`: generator seed 0's failing order rolled by `shift` genes (`data.gene_order_shift`: the gene "
+        f"`{SHIFTED}` and `{'`, `'.join(SHIFTED_MORE)}`: generator seed 0's failing order rolled by `shift` genes "
+        "(`data.gene_order_shift`: the gene "
         "at position i moves to (i + shift) mod G) or reversed, one U-Net arm per order, seeds paired across arms "
         "(`docs/findings.md` has the paired intervals). Each order's statistics with their percentile among random "
         f"orders of the same dataset; energies are means over the arm's runs. Parameter-matched MLP (no order, shift "

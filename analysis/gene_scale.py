@@ -599,6 +599,18 @@ PROBES = (
         ),
     ),
     Probe(
+        "failing_roll_map_synthetic",
+        "The failing gene order at more rolls: generator seed 0, stored order shifted by 8 to 96 genes, G = 128, 800 "
+        "steps of batch 32",
+        tuple((f"unet1d_shift_{k}", "unet1d") for k in (8, 16, 48, 96)),
+        ("unet1d", *(f"unet1d_shift_{k}" for k in (8, 16, 32, 48, 96)), "mlp_matched"),
+        borrow=(
+            ("failing_shift_synthetic", "unet1d", "unet1d"),
+            ("failing_shift_synthetic", "unet1d_shift_32", "unet1d_shift_32"),
+            ("failing_shift_synthetic", "mlp_matched", "mlp_matched"),
+        ),
+    ),
+    Probe(
         "unet_plateau_2048_cpu_synthetic",
         "The U-Net with gene identity at 2048 genes trained to a plateau on a CPU (batch 64, peak learning rate, up "
         "to 3000 steps with a patience of 6 validations, Gaussian source, fp32)",

@@ -166,3 +166,24 @@ def test_shifted_rows_read_each_arms_rolled_order_and_average_its_runs(tmp_path)
     assert table.loc["unet1d_shift_4", "edge_share"] != pytest.approx(table.loc["unet1d", "edge_share"])
     text = "\n".join(gos.shifted_report(table.reset_index()))
     assert "| as_stored | 32 |" in text
+
+
+def test_shifted_rows_join_the_more_rolls_when_their_table_is_there(tmp_path):
+    base = gos.load_sweep(gos.PROBES / f"{gos.SHIFTED}.yaml")
+    pd.DataFrame([{"arm": v["arm"], "seed": 0, "energy_distance": 2.0, "floor_energy_distance": 3.5}
+                  for v in base.grid()]).to_csv(tmp_path / f"{gos.SHIFTED}.csv", index=False)  # fmt: skip
+    alone = gos.shifted_rows(tmp_path, 20)
+    more = gos.SHIFTED_MORE[0]
+    arms = [v["arm"] for v in gos.load_sweep(gos.PROBES / f"{more}.yaml").grid()]
+    pd.DataFrame([{"arm": arm, "seed": s, "energy_distance": 1.0 + s} for arm in arms for s in range(2)]).to_csv(
+        tmp_path / f"{more}.csv", index=False
+    )
+    joined = gos.shifted_rows(tmp_path, 20)
+    assert len(joined) == len(alone) + len(arms)
+    added = joined[joined["study"] == more].set_index("shift")
+    assert sorted(added.index) == [8, 16, 48, 96]
+    assert (added["unet1d_energy"] == 1.5).all()
+    assert added["source_sensitivity"].isna().all()  # that table has no read-out column
+    assert list(joined["shift"][joined["gene_order"] == "as_stored"]) == sorted(
+        joined["shift"][joined["gene_order"] == "as_stored"]
+    )
