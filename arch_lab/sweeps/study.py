@@ -65,12 +65,14 @@ class StudyHandle:
     created: bool
 
 
-def make_sampler(sweep: Sweep, seed_offset: int = 0) -> optuna.samplers.BaseSampler:
-    """The configured sampler; ``seed_offset`` gives each worker (and each resume) its own random stream."""
+def make_sampler(sweep: Sweep, seed_offset: int = 0, n_existing: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler; ``seed_offset`` (the worker) and ``n_existing`` (the finished trials it joins) give
+    each worker, and each resume, its own random stream.
+    """
     import optuna
 
     s = sweep.spec.sampler
-    seed = None if s.seed is None else _mix(s.seed, seed_offset)
+    seed = None if s.seed is None else _mix(s.seed, seed_offset, n_existing)
     if s.type == "tpe":
         multivariate = True if s.multivariate is None else s.multivariate
         kwargs: dict[str, Any] = {"seed": seed, "multivariate": multivariate, "group": multivariate}
@@ -85,10 +87,15 @@ def make_sampler(sweep: Sweep, seed_offset: int = 0) -> optuna.samplers.BaseSamp
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-def _mix(seed: int, offset: int) -> int:
-    if offset == 0:
+def _mix(seed: int, offset: int, n_existing: int = 0) -> int:
+    """A seed for ``(seed, offset, n_existing)``: ``seed`` itself for (0, 0), else a hash of all three, so two workers
+    never share a stream (an arithmetic mix such as ``offset * K + n_existing`` gave worker 0 joining after one
+    trial the stream of worker 1 starting a fresh study: the same first draw twice).
+    """
+    if offset == 0 and n_existing == 0:
         return seed
-    return int.from_bytes(hashlib.sha256(f"{seed}:{offset}".encode()).digest()[:4], "little")
+    key = f"{seed}:{offset}" if n_existing == 0 else f"{seed}:{offset}:{n_existing}"
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "little")
 
 
 def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
@@ -154,7 +161,7 @@ def open_study(sweep: Sweep, storage: StorageSpec, *, create: bool = True, seed_
         _wait_ready(handle)
         check_space(handle, sweep)
     n_existing = len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)))
-    study.sampler = make_sampler(sweep, seed_offset if n_existing == 0 else seed_offset * 1_000_003 + n_existing)
+    study.sampler = make_sampler(sweep, seed_offset, n_existing)
     study.pruner = make_pruner(sweep)
     return handle
 

@@ -120,3 +120,18 @@ def test_one_trials_table_and_the_export_layout(bench: Path):
     csv = pd.read_csv(bench / "trials.csv", dtype=str, keep_default_na=False)
     assert csv["parameter_count"].tolist() == ["1000", "1001", "", "1003"]  # integers stay integers
     assert csv["params_network.width"].tolist() == ["", "16", "", "48"]
+
+
+def test_every_worker_and_resume_gets_its_own_sampler_stream():
+    """Worker 0 joining a study after one finished trial drew worker 1's fresh stream under the old arithmetic mix
+    (``offset * K + n_existing``): the same first parameters twice in a race of three workers."""
+    import hashlib
+
+    from arch_lab.sweeps.study import _mix
+
+    assert _mix(7, 0, 0) == 7  # a single fresh worker keeps the configured seed
+    by_hand = int.from_bytes(hashlib.sha256(b"7:3").digest()[:4], "little")
+    assert _mix(7, 3, 0) == by_hand  # a fresh worker's stream is what it was
+    seeds = {_mix(7, offset, n) for offset in range(10) for n in range(10)}
+    assert len(seeds) == 100
+    assert _mix(0, 0, 1) != _mix(0, 1, 0)
