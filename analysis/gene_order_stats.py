@@ -214,33 +214,34 @@ def shifted_rows(results: Path, null_size: int, seed: int = 0) -> pd.DataFrame |
     ``unet1d_runs`` runs) and source sensitivity, and ``SHIFTED``'s parameter-matched MLP energy and floor. None when
     ``SHIFTED``'s table is not there.
     """
-    path = results / f"{SHIFTED}.csv"
-    if not path.is_file():
+    tables = {
+        study: pd.read_csv(results / f"{study}.csv")
+        for study in (SHIFTED, *SHIFTED_MORE)
+        if (results / f"{study}.csv").is_file()
+    }
+    if SHIFTED not in tables:
         return None
-    runs = pd.read_csv(path)
     rng = np.random.default_rng(seed)
+    profile: tuple[np.ndarray, np.ndarray] | None = None  # every arm reads the same dataset, in stored order
     null: pd.DataFrame | None = None
     rows: list[dict[str, object]] = []
-    for study in (SHIFTED, *SHIFTED_MORE):
-        table_path = results / f"{study}.csv"
-        if not table_path.is_file():
-            continue
-        study_runs = pd.read_csv(table_path)
+    for study, study_runs in tables.items():
         sweep = load_sweep(PROBES / f"{study}.yaml")
         for values in sweep.grid():
             cfg = sweep.experiment(values, 0)
             if cfg.network.name != UNET:
                 continue
             task = build_task(cfg)
-            means, shifts = profiles(task)
-            if null is None:  # every arm reads the same dataset
+            if profile is None:
+                profile = profiles(task)
                 null = pd.DataFrame(
-                    [order_statistics(means, shifts, rng.permutation(means.size)) for _ in range(null_size)]
+                    [order_statistics(*profile, rng.permutation(profile[0].size)) for _ in range(null_size)]
                 )
+            assert null is not None
             part = study_runs[study_runs["arm"] == values["arm"]]
             row: dict[str, object] = {"study": study, "arm": values["arm"], "gene_order": cfg.data.gene_order,
                                       "shift": int(cfg.data.gene_order_shift)}  # fmt: skip
-            found = order_statistics(means, shifts, task.order)
+            found = order_statistics(*profile, task.order)
             row.update(found)
             for name, value in found.items():
                 row[f"{name}_percentile"] = percentile(value, null[name].to_numpy())
@@ -252,6 +253,7 @@ def shifted_rows(results: Path, null_size: int, seed: int = 0) -> pd.DataFrame |
             )
             rows.append(row)
     table = pd.DataFrame(rows).sort_values(["gene_order", "shift"], kind="stable").reset_index(drop=True)
+    runs = tables[SHIFTED]
     mlp = runs[runs["arm"] == MLP]
     table["mlp_matched_energy"] = float(mlp["energy_distance"].mean()) if len(mlp) else math.nan
     table["floor_energy"] = float(runs["floor_energy_distance"].mean())

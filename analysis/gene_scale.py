@@ -146,6 +146,8 @@ HEADLINE_512_ARMS = (
     ("unet1d", "unet1d_gene_embedding", "mlp_matched", "mlp_repaired"),
 )
 
+#: the two real datasets every-fold probes run on, as (file-stem suffix, title)
+REAL_DATA_TITLES = (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
 PROBES = (
     Probe(
         "mlp_span_synthetic",
@@ -515,7 +517,7 @@ PROBES = (
                 (f"gene_identity_{data}", "mlp", "mlp_auto"),
             ),
         )
-        for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
+        for data, title in REAL_DATA_TITLES
     ),
     Probe(
         "failing_layout_synthetic",
@@ -560,7 +562,7 @@ PROBES = (
                 (f"repaired_mlp_{data}", "mlp_repaired", "mlp_repaired"),
             ),
         )
-        for data, title in (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
+        for data, title in REAL_DATA_TITLES
     ),
     Probe(
         "top_expressed_kang",

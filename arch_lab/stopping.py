@@ -94,10 +94,10 @@ def sigterm_deferred() -> Iterator[StopRequest]:
 
     Under :func:`sigterm_as_interrupt` a SIGTERM that arrives inside the block is recorded in the yielded
     :class:`StopRequest` (``pending``) instead of raised. The block checks it at its own boundaries (the trainer:
-    after each step), saves what it must, and stops by taking it (:meth:`StopRequest.take`) and raising
-    :class:`KeyboardInterrupt` with its name. A signal still held when the block ends is raised then, as an
-    immediate interruption would have been, also when the block ends with another error. A second SIGTERM raises at once, and so does Ctrl-C.
-    Outside :func:`sigterm_as_interrupt` SIGTERM keeps its handler. Only the outermost of nested blocks raises.
+    after each step), saves what it must, and stops by raising :meth:`StopRequest.interrupt`. A signal still held
+    when the block ends is raised then, as an immediate interruption would have been, also when the block ends with
+    another error. A second SIGTERM raises at once, and so does Ctrl-C. Outside :func:`sigterm_as_interrupt` SIGTERM
+    keeps its handler. Only the outermost of nested blocks raises.
     """
     outermost = not _STOP.deferring
     if outermost:  # new work starts: a process that was stopping has gone on after all (a test, a caught stop)
