@@ -147,6 +147,11 @@ HEADLINE_512_ARMS = (
 )
 
 #: the two real datasets every-fold probes run on, as (file-stem suffix, title)
+#: the failing order with an end block moved inside, or both end blocks exchanged (analysis/end_swap_orders.py)
+END_SWAP_ARMS = tuple(
+    f"unet1d_{stem}"
+    for stem in ("left16_inside", "right16_inside", "left32_inside", "right32_inside", "ends_exchanged")
+)
 REAL_DATA_TITLES = (("k562", "K562 unseen combinations, every fold"), ("kang", "Kang, every cell type"))
 PROBES = (
     Probe(
@@ -608,6 +613,17 @@ PROBES = (
         ("unet1d", *(f"unet1d_shift_{k}" for k in (8, 16, 32, 48, 96)), "mlp_matched"),
         borrow=(
             ("failing_shift_synthetic", "unet1d", "unet1d"),
+            ("failing_shift_synthetic", "unet1d_shift_32", "unet1d_shift_32"),
+            ("failing_shift_synthetic", "mlp_matched", "mlp_matched"),
+        ),
+    ),
+    Probe(
+        "failing_end_swap_synthetic",
+        "Which end of the failing gene order holds the failure: generator seed 0, stored order with an end block "
+        "moved inside, G = 128, 800 steps of batch 32",
+        tuple((arm, "unet1d") for arm in END_SWAP_ARMS),
+        ("unet1d", *END_SWAP_ARMS, "unet1d_shift_32", "mlp_matched"),
+        borrow=(
             ("failing_shift_synthetic", "unet1d_shift_32", "unet1d_shift_32"),
             ("failing_shift_synthetic", "mlp_matched", "mlp_matched"),
         ),

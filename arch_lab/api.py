@@ -117,7 +117,7 @@ def train(
                     cfg = cfg.model_copy(update={"data": data, "base_dir": str(run.path.resolve())})
                 extra = {"task": task.summary(), "data_notes": task.data.notes, "distributed": _dist_meta(info),
                          "data": _data_meta(cfg, task, in_memory=adata is not None)}  # fmt: skip
-                start_run(run, cfg, task.split, extra)
+                start_run(run, cfg, task.split, extra, gene_order=task.spec.gene_names)
             created = str(run.path)
         run_dir = Path(distributed.broadcast_object(created, info))
         return _fit_and_finish(cfg, task, method, run_dir, callbacks, info)
@@ -189,34 +189,47 @@ def load_run_task(run_dir: Path | RunDir, cfg: ExperimentConfig | None = None) -
     """Rebuild a run's task with the split the run recorded.
 
     The cells come from the run's snapshot when it has one (a run trained on an AnnData held in memory), else
-    from ``data.path`` (or ``data.synthetic``) again.
+    from ``data.path`` (or ``data.synthetic``) again. A ``gene_order: file`` order comes from the run's own copy
+    (``gene_order.txt``), so editing the user's file later changes nothing.
 
     Raises
     ------
     DataError
-        The data read again differs from the run's (its content hash changed since the run).
+        The data read again differs from the run's (its content hash changed since the run), or its gene order
+        from the one the run recorded.
     """
     run = RunDir(run_dir)
     cfg = cfg or run.read_config()
-    cfg = cfg.model_copy(
-        update={
-            "task": cfg.task.model_copy(update={"split_file": str(run.split.resolve())}),
-            # the recorded split already holds the cells the run validated on
-            "train": cfg.train.model_copy(update={"val_train_fraction": 0.0}),
-        }
-    )
+    update: dict[str, Any] = {
+        "task": cfg.task.model_copy(update={"split_file": str(run.split.resolve())}),
+        # the recorded split already holds the cells the run validated on
+        "train": cfg.train.model_copy(update={"val_train_fraction": 0.0}),
+    }
+    recorded_order = run.read_gene_order()
+    if cfg.data.gene_order == "file" and recorded_order is not None:  # the run's copy, not the user's file
+        update["data"] = cfg.data.model_copy(
+            update={"gene_order_file": str(run.gene_order.resolve()), "gene_order_shift": 0}
+        )
+    cfg = cfg.model_copy(update=update)
     snapshot = run.read_snapshot()
     if snapshot is not None:
-        return build_task(cfg, data_from_snapshot(snapshot))
-    data = load_data(cfg.data, cfg)
-    recorded = run.read_meta().get("data", {}).get("content_hash")
-    if recorded and data.content_hash and data.content_hash != recorded:
-        where = cfg.data.path or "data.synthetic"
+        task = build_task(cfg, data_from_snapshot(snapshot))
+    else:
+        data = load_data(cfg.data, cfg)
+        recorded = run.read_meta().get("data", {}).get("content_hash")
+        if recorded and data.content_hash and data.content_hash != recorded:
+            where = cfg.data.path or "data.synthetic"
+            raise DataError(
+                f"{where}: the data changed since run {run.path.name} (content hash {data.content_hash[:19]}, run "
+                f"recorded {recorded[:19]}); restore the data the run was trained on"
+            )
+        task = build_task(cfg, data)
+    if recorded_order is not None and list(task.spec.gene_names) != recorded_order:
         raise DataError(
-            f"{where}: the data changed since run {run.path.name} (content hash {data.content_hash[:19]}, run "
-            f"recorded {recorded[:19]}); restore the data the run was trained on"
+            f"{run.path}: the gene order built again differs from the one the run recorded in "
+            f"{RunDir.GENE_ORDER}; restore the data and data.gene_order settings the run was trained with"
         )
-    return build_task(cfg, data)
+    return task
 
 
 def resume(

@@ -192,7 +192,12 @@ class DataConfig(_Section):
     subset
         Keep only cells whose obs column values are in the given lists, e.g. ``{cell_type: [A172, T98G]}``.
     gene_order
-        Order of the gene axis seen by networks: ``as_stored``, ``reversed``, ``random`` or ``clustered``.
+        Order of the gene axis seen by networks: ``as_stored``, ``reversed``, ``random``, ``clustered`` or
+        ``file`` (the order of ``gene_order_file``).
+    gene_order_file
+        ``gene_order: file`` only: a text file with one gene name per line (``#`` comments and blank lines
+        ignored), e.g. genes sorted by genome position. Every kept gene must be listed; listed genes the data
+        does not keep are skipped. Relative paths resolve against the YAML's folder, then the working directory.
     gene_order_shift
         Roll that order cyclically: the gene at position ``i`` moves to ``(i + shift) mod G``. Neighbours stay
         neighbours (but the two end genes meet); what moves is where each gene lies against the array's ends and
@@ -221,11 +226,12 @@ class DataConfig(_Section):
     hvg: Literal["dispersion", "seurat_v3", "mean", "var"] = "dispersion"
     counts_layer: str | None = None
     subset: dict[str, list[str]] = Field(default_factory=dict)
-    gene_order: Literal["as_stored", "reversed", "random", "clustered"] = "as_stored"
+    gene_order: Literal["as_stored", "reversed", "random", "clustered", "file"] = "as_stored"
     #: Seed of the ``random`` gene order: an integer, ``run`` (the experiment's seed, so replicate seeds see
     #: different permutations) or None (the task's seed).
     gene_order_seed: int | Literal["run"] | None = None
     gene_order_shift: int = 0
+    gene_order_file: str | None = None
     storage: Literal["memory", "backed"] = "memory"
     chunk_size: int = Field(default=2048, gt=0)
     shuffle_buffer: int = Field(default=4, gt=0)
@@ -248,6 +254,8 @@ class DataConfig(_Section):
             raise ValueError("hvg: var keeps the genes marked in var['highly_variable']; drop max_genes")
         if self.counts_layer is not None and self.hvg != "seurat_v3":
             raise ValueError("counts_layer is read by hvg: seurat_v3 only; drop it or set hvg: seurat_v3")
+        if (self.gene_order == "file") != (self.gene_order_file is not None):
+            raise ValueError("gene_order: file reads data.gene_order_file, and only it does; give both or neither")
         return self
 
 
@@ -683,6 +691,10 @@ def parse_override(text: str) -> tuple[str, Any]:
 
 #: Keys that do not change what a run computes (where it is written, how it reports), left out of its hash.
 _UNHASHED = {"output_dir": None, "base_dir": None, "train": ("progress", "threads")}
+#: Keys added after checkpoints were written, with a default that computes what the config did before they existed:
+#: hashed only when set to something else, so that adding one leaves every earlier checkpoint resumable. A new key
+#: joins this list with its default.
+_HASHED_WHEN_SET: dict[str, dict[str, Any]] = {"data": {"gene_order_file": None}}
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
@@ -690,7 +702,8 @@ def config_hash(cfg: ExperimentConfig) -> str:
 
     Stored in checkpoints, so that a resume can check the checkpoint belongs to the run's config. Where the run
     is written (``output_dir``, ``base_dir``) and how it reports progress (``train.progress``, ``train.threads``)
-    are left out.
+    are left out, and so are keys added later while they hold the default that reproduces the earlier behaviour
+    (``_HASHED_WHEN_SET``), so a checkpoint written before a key existed still resumes.
     """
     data = cfg.model_dump(mode="json")
     for key, inner in _UNHASHED.items():
@@ -699,6 +712,11 @@ def config_hash(cfg: ExperimentConfig) -> str:
         else:
             for sub in inner:
                 data.get(key, {}).pop(sub, None)
+    for key, defaults in _HASHED_WHEN_SET.items():
+        section = data.get(key) or {}
+        for sub, default in defaults.items():
+            if sub in section and section[sub] == default:
+                del section[sub]
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
 
 

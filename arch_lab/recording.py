@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from arch_lab.provenance import device_info, git_sha, package_versions
@@ -16,8 +17,16 @@ if TYPE_CHECKING:
     from arch_lab.methods import Method
 
 
-def start_run(run: RunDir, cfg: ExperimentConfig, split: pd.Series, extra: dict[str, Any] | None = None) -> None:
-    """Write the resolved config, the provenance meta (plus ``extra``) and the split, and mark the run running."""
+def start_run(
+    run: RunDir,
+    cfg: ExperimentConfig,
+    split: pd.Series,
+    extra: dict[str, Any] | None = None,
+    gene_order: Sequence[str] | None = None,
+) -> None:
+    """Write the resolved config, the provenance meta (plus ``extra``), the split and the network's gene order (the
+    gene names in the order it reads them), and mark the run running.
+    """
     run.write_config(cfg)
     run.write_meta(
         {
@@ -31,6 +40,8 @@ def start_run(run: RunDir, cfg: ExperimentConfig, split: pd.Series, extra: dict[
         }
     )
     run.write_split(split)
+    if gene_order is not None:
+        run.write_gene_order(gene_order)
     run.set_status("running")
 
 

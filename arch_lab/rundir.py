@@ -1,7 +1,7 @@
 """Run directories: one class owns their layout, writes every file atomically and reads them back.
 
 A run directory holds ``config.yaml`` (resolved), ``meta.json`` (seed, git SHA, package versions, device),
-``split.csv``, ``status.json``, the trainer's ``checkpoint.pt`` and ``best.pt`` and, once finished,
+``split.csv``, ``gene_order.txt`` (the genes in the order the network reads them), ``status.json``, the trainer's ``checkpoint.pt`` and ``best.pt`` and, once finished,
 ``history.csv``, ``predictions.h5ad``, ``metrics_per_condition.csv``, ``reference_per_condition.csv``,
 ``model.pt`` and ``metrics.json``; the training curve goes to ``train_log.csv`` and ``tensorboard/`` (the
 loggers ``train.loggers`` names), and a run trained on an AnnData held in memory keeps its prepared cells in
@@ -37,7 +37,7 @@ import secrets
 import shutil
 import socket
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -145,6 +145,7 @@ class RunDir:
     LOCK = ".lock"
     META = "meta.json"
     SPLIT = "split.csv"
+    GENE_ORDER = "gene_order.txt"
     STATUS = "status.json"
     CHECKPOINT = "checkpoint.pt"
     BEST = "best.pt"
@@ -215,6 +216,11 @@ class RunDir:
     def split(self) -> Path:
         """Which cells are train, val and test (CSV)."""
         return self.path / self.SPLIT
+
+    @property
+    def gene_order(self) -> Path:
+        """The gene names in the order the network reads them, one per line."""
+        return self.path / self.GENE_ORDER
 
     @property
     def status(self) -> Path:
@@ -534,6 +540,17 @@ class RunDir:
         meta = self.read_meta()
         meta.update(values)
         write_json(self.meta, meta)
+
+    def write_gene_order(self, genes: Sequence[str]) -> None:
+        """Write the gene names in the order the network reads them (one per line)."""
+        with atomic_path(self.gene_order) as tmp:
+            tmp.write_text("".join(f"{name}\n" for name in genes))
+
+    def read_gene_order(self) -> list[str] | None:
+        """The recorded gene order (None for runs written before it was recorded)."""
+        if not self.gene_order.is_file():
+            return None
+        return self.gene_order.read_text().splitlines()
 
     def write_split(self, split: pd.Series) -> None:
         """Write the split of cells (``cell_id`` to ``train``/``val``/``test``)."""

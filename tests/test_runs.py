@@ -211,3 +211,51 @@ def test_top_level_exports():
         doc = getattr(arch_lab, name).__doc__
         assert doc, name
         assert "Parameters" in doc or "Returns" in doc, name
+
+
+def test_a_run_keeps_its_gene_order_file_and_checks_the_order_when_reopened(synthetic_h5ad, tmp_path):
+    from arch_lab.data.task import build_task
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path, train={"max_steps": STEPS, "eval_every": 6, "checkpoint_every": 6})
+    genes = list(build_task(experiment_config(raw)).data.genes)
+    listing = tmp_path / "order.txt"
+    listing.write_text("\n".join(genes[::-1]))
+    raw["data"] |= {"gene_order": "file", "gene_order_file": str(listing), "gene_order_shift": 2}
+    run = arch_lab.train(raw)
+    wanted = [*genes[::-1][-2:], *genes[::-1][:-2]]  # reversed, then rolled by 2: by hand
+    assert RunDir(run.run_dir).gene_order.read_text().splitlines() == wanted
+    listing.write_text("\n".join(genes))  # the user edits the file later: the run still reads its own copy
+    assert list(api.load_run_task(run.run_dir).spec.gene_names) == wanted
+    RunDir(run.run_dir).set_status("running")  # as if interrupted after its last checkpoint
+    RunDir(run.run_dir).metrics.unlink()
+    result = api.resume(run.run_dir)
+    assert result.summary["energy_distance"] == pytest.approx(run.metrics["energy_distance"], rel=1e-6)
+    # a run with a computed order records it too, and a rebuilt order that differs is refused
+    plain = arch_lab.train(experiment_dict(synthetic_h5ad, tmp_path, data={"gene_order": "reversed"},
+                                           train={"max_steps": 2, "eval_every": 2, "checkpoint_every": 2}))  # fmt: skip
+    assert RunDir(plain.run_dir).read_gene_order() == genes[::-1]
+    config = RunDir(plain.run_dir).config
+    config.write_text(config.read_text().replace("gene_order: reversed", "gene_order: as_stored"))
+    with pytest.raises(DataError, match=r"the gene order built again differs from the one the run recorded in "
+                                        r"gene_order\.txt; restore"):  # fmt: skip
+        api.load_run_task(plain.run_dir)
+
+
+def test_a_key_added_at_its_default_leaves_the_config_hash_as_it_was(tmp_path):
+    import hashlib
+    import json
+
+    from arch_lab.config import _UNHASHED, config_hash
+
+    cfg = experiment_config(experiment_dict(tmp_path / "x.h5ad", tmp_path))
+    data = cfg.model_dump(mode="json")
+    for key in ("output_dir", "base_dir"):
+        data.pop(key)
+    for sub in _UNHASHED["train"]:
+        data["train"].pop(sub)
+    del data["data"]["gene_order_file"]  # the config as it was before the key existed
+    assert config_hash(cfg) == hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
+    listed = cfg.model_copy(update={"data": cfg.data.model_copy(update={"gene_order": "file",
+                                                                         "gene_order_file": "o.txt"})})  # fmt: skip
+    other = listed.model_copy(update={"data": listed.data.model_copy(update={"gene_order_file": "p.txt"})})
+    assert len({config_hash(cfg), config_hash(listed), config_hash(other)}) == 3

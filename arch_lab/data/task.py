@@ -11,7 +11,7 @@ import pandas as pd
 
 from arch_lab.config import DataConfig, ExperimentConfig, TaskConfig, resolve_path
 from arch_lab.data.backed import gene_order_rows
-from arch_lab.data.gene_order import gene_order
+from arch_lab.data.gene_order import gene_order, order_from_names, read_gene_order_file
 from arch_lab.data.loading import PerturbationData, check_gene_count, load_perturbation_data, read_anndata
 from arch_lab.data.splits import hold_out_training_cells, load_split, make_split
 from arch_lab.errors import ConfigError, DataError
@@ -217,8 +217,31 @@ def build_task(cfg: ExperimentConfig, data: PerturbationData | None = None) -> T
     split = load_split(resolve_path(cfg, tcfg.split_file), data) if tcfg.split_file else make_split(data, tcfg)
     split = hold_out_training_cells(data, split, cfg.train.val_train_fraction, tcfg.seed)
     train_rows = np.flatnonzero((split.reindex(data.obs.index) == "train").to_numpy())
-    order_seed = cfg.data.gene_order_seed
-    order_seed = cfg.seed if order_seed == "run" else tcfg.seed if order_seed is None else order_seed
-    X_order = gene_order_rows(data, train_rows, cfg.data.gene_order, order_seed)
-    order = np.roll(gene_order(cfg.data.gene_order, X_order, seed=order_seed), cfg.data.gene_order_shift)
-    return Task(data, split, order)
+    return Task(data, split, network_gene_order(cfg, data, train_rows))
+
+
+def network_gene_order(cfg: ExperimentConfig, data: PerturbationData, train_rows: np.ndarray) -> np.ndarray:
+    """The gene order an experiment's network reads (``data.gene_order``, then ``data.gene_order_shift``).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``order[i]`` is the stored index of the gene at network position ``i``.
+
+    Raises
+    ------
+    ConfigError
+        ``gene_order: file`` with a missing, empty or repetitive file.
+    DataError
+        That file does not list every kept gene.
+    """
+    dcfg = cfg.data
+    if dcfg.gene_order == "file":
+        assert dcfg.gene_order_file is not None  # the config's validator pairs them
+        path = resolve_path(cfg, dcfg.gene_order_file)
+        order = order_from_names(data.genes, read_gene_order_file(path), source=f"data.gene_order_file {path}")
+    else:
+        seed = dcfg.gene_order_seed
+        seed = cfg.seed if seed == "run" else cfg.task.seed if seed is None else seed
+        order = gene_order(dcfg.gene_order, gene_order_rows(data, train_rows, dcfg.gene_order, seed), seed=seed)
+    return np.roll(order, dcfg.gene_order_shift)

@@ -296,3 +296,55 @@ def test_gene_order_shift_rolls_the_order_cyclically(synthetic_h5ad, tmp_path):
             assert all(rolled[(i + shift) % n] == base[i] for i in range(n))
     raw["data"]["gene_order"] = "as_stored"
     assert build_task(experiment_from_dict(raw, {"data.gene_order_shift": 2})).order[:3].tolist() == [n - 2, n - 1, 0]
+
+
+def test_a_gene_order_file_orders_the_kept_genes_and_skips_the_others(synthetic_h5ad, tmp_path):
+    from conftest import experiment_dict
+
+    from arch_lab.config import experiment_from_dict
+    from arch_lab.data.task import build_task
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path)
+    genes = list(build_task(experiment_from_dict(raw)).data.genes)
+    wanted = genes[::-1][1::2] + genes[::-1][0::2]  # odd positions from the end, then even ones: by hand
+    listing = tmp_path / "order.txt"
+    # comments, blank lines, padding and genes the data does not hold are all allowed
+    listing.write_text("# by hand\n\nNOT_A_GENE\n" + "".join(f"  {g}\n" for g in wanted[:5]) + "\n".join(wanted[5:]))
+    raw["data"] |= {"gene_order": "file", "gene_order_file": str(listing)}
+    task = build_task(experiment_from_dict(raw))
+    assert list(task.spec.gene_names) == wanted
+    assert [genes[i] for i in task.order] == wanted
+    shifted = build_task(experiment_from_dict(raw, {"data.gene_order_shift": 1}))
+    assert list(shifted.spec.gene_names) == [wanted[-1], *wanted[:-1]]
+    # relative to the YAML's folder
+    rel = experiment_from_dict(raw | {"base_dir": str(tmp_path)}, {"data.gene_order_file": "order.txt"})
+    assert list(build_task(rel).spec.gene_names) == wanted
+
+
+def test_a_gene_order_file_that_cannot_order_the_genes_says_why(synthetic_h5ad, tmp_path):
+    from conftest import experiment_dict
+
+    from arch_lab.config import experiment_from_dict
+    from arch_lab.data.task import build_task
+    from arch_lab.errors import ConfigError, DataError
+
+    raw = experiment_dict(synthetic_h5ad, tmp_path)
+    genes = list(build_task(experiment_from_dict(raw)).data.genes)
+    listing = tmp_path / "order.txt"
+    raw["data"] |= {"gene_order": "file", "gene_order_file": str(listing)}
+    cfg = experiment_from_dict(raw)
+    with pytest.raises(ConfigError, match=r"order\.txt not found; give a text file with one gene name per line"):
+        build_task(cfg)
+    listing.write_text("# nothing\n\n")
+    with pytest.raises(ConfigError, match="lists no gene"):
+        build_task(cfg)
+    listing.write_text("\n".join([*genes, genes[3]]))
+    with pytest.raises(ConfigError, match=rf"lists 1 gene\(s\) more than once \(e\.g\. '{genes[3]}'\)"):
+        build_task(cfg)
+    listing.write_text("\n".join(genes[2:]))
+    with pytest.raises(DataError, match=rf"does not list 2 of the data's {len(genes)} genes \(e\.g\. '{genes[0]}', "):
+        build_task(cfg)
+    for data in ({"gene_order": "file"}, {"gene_order_file": str(listing)}):
+        with pytest.raises(ConfigError, match="gene_order: file reads data.gene_order_file"):
+            experiment_from_dict(raw | {"data": {**raw["data"], "gene_order": "as_stored", "gene_order_file": None}
+                                                  | data})  # fmt: skip
