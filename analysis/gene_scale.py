@@ -629,6 +629,18 @@ PROBES = (
         ),
     ),
     Probe(
+        "unet_reach_512_synthetic",
+        "The U-Net's reach to the padded ends at 512 genes: 3 and 5 levels, zero and circular padding (250 steps of "
+        "batch 256, Gaussian source)",
+        (
+            ("unet1d_levels5", "unet1d"),
+            ("unet1d_levels5_circular", "unet1d_levels5"),
+            ("unet1d_levels5", "unet1d_gene_embedding"),
+        ),
+        ("unet1d", "unet1d_levels5", "unet1d_levels5_circular", "unet1d_gene_embedding"),
+        borrow=(("unet_attention_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding"),),
+    ),
+    Probe(
         "unet_plateau_2048_cpu_synthetic",
         "The U-Net with gene identity at 2048 genes trained to a plateau on a CPU (batch 64, peak learning rate, up "
         "to 3000 steps with a patience of 6 validations, Gaussian source, fp32)",

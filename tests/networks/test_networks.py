@@ -430,6 +430,36 @@ def test_circular_unet_commutes_with_cyclic_shifts_of_its_down_sampling_grid() -
         assert off_grid.abs().max() > 1e-3
 
 
+def convolution_reach(channel_mult: list[int], n_genes: int, position: int, monkeypatch) -> tuple[int, int]:
+    """The first and last gene whose input moves the U-Net's output at ``position``, with the GroupNorms (whose
+    statistics span the whole axis but carry no position) replaced by identities: the convolutions' reach."""
+    import torch.nn as nn
+
+    from arch_lab.networks import unet1d
+
+    monkeypatch.setattr(unet1d, "group_norm", lambda channels: nn.Identity())
+    spec = DataSpec.synthetic(n_genes=n_genes, n_perturbations=5, covariate_sizes=(3, 2))
+    net = build("unet1d", spec=spec, channel_mult=channel_mult, attention_levels=[], mid_attention=False,
+                gene_embedding_dim=0, num_res_blocks=1, kernel_size=3)  # fmt: skip
+    x = torch.randn(1, n_genes, generator=torch.Generator().manual_seed(2), requires_grad=True)
+    cond = make_cond()
+    cond = CondBatch(cond.pert_tokens[:1], cond.pert_mask[:1], cond.covariates[:1], cond.null[:1])
+    (grad,) = torch.autograd.grad(net(x, 0.5, cond)[0, position], x)
+    moved = grad[0].abs().gt(0).nonzero().flatten()
+    return int(moved.min()), int(moved.max())
+
+
+def test_the_unet_reaches_an_end_from_every_gene_at_128_genes_and_needs_two_more_levels_at_512(monkeypatch) -> None:
+    """What ``sweeps/probes/unet_reach_512_synthetic.yaml`` states: the default 3 levels reach 66 genes either way,
+    so at 128 genes every gene is within reach of an end and at 512 genes the middle is not; 5 levels reach the
+    ends from the middle of 512 genes."""
+    assert convolution_reach([1, 2, 4], 512, 256, monkeypatch) == (190, 322)
+    assert convolution_reach([1, 2, 4], 128, 64, monkeypatch) == (0, 127)
+    assert convolution_reach([1, 2, 4], 128, 63, monkeypatch)[0] == 0
+    assert convolution_reach([1, 2, 4, 4, 4], 512, 256, monkeypatch) == (0, 511)
+    assert convolution_reach([1, 2, 4, 4, 4], 512, 0, monkeypatch) == (0, 270)
+
+
 @pytest.mark.parametrize("n_genes", range(1, 10))
 def test_unet_pads_and_crops_any_gene_count(n_genes: int) -> None:
     spec = DataSpec.synthetic(n_genes=n_genes, n_perturbations=5, covariate_sizes=(3, 2))
