@@ -259,3 +259,17 @@ def test_a_key_added_at_its_default_leaves_the_config_hash_as_it_was(tmp_path):
                                                                          "gene_order_file": "o.txt"})})  # fmt: skip
     other = listed.model_copy(update={"data": listed.data.model_copy(update={"gene_order_file": "p.txt"})})
     assert len({config_hash(cfg), config_hash(listed), config_hash(other)}) == 3
+
+
+def test_the_config_hash_of_a_fixed_experiment_is_the_one_earlier_checkpoints_hold(tmp_path):
+    """Checkpoints store this hash and a resume compares it: a change here orphans every checkpoint written so far.
+    The value is the hash computed at 98ab0b1, before ``data.gene_order_file`` existed."""
+    from pathlib import Path
+
+    from arch_lab.config import config_hash
+
+    cfg = experiment_config(experiment_dict(Path("/data/x.h5ad"), tmp_path))
+    assert config_hash(cfg) == "e9ca19ee2044871e", (
+        "a key added to ExperimentConfig changes every run's config hash, so earlier checkpoints no longer resume: "
+        "list it in arch_lab.config._HASHED_WHEN_SET with the default that keeps the earlier behaviour"
+    )
