@@ -641,6 +641,16 @@ PROBES = (
         borrow=(("unet_attention_synthetic", "unet1d_gene_embedding", "unet1d_gene_embedding"),),
     ),
     Probe(
+        "unet_reach4_512_synthetic",
+        "The U-Net's reach to the padded ends at 512 genes, 4 levels between 3 and 5 (250 steps of batch 256, "
+        "Gaussian source)",
+        (("unet1d_levels4", "unet1d"), ("unet1d_levels4", "unet1d_levels5")),
+        ("unet1d", "unet1d_levels4", "unet1d_levels5", "unet1d_levels5_circular"),
+        borrow=tuple(
+            ("unet_reach_512_synthetic", arm, arm) for arm in ("unet1d", "unet1d_levels5", "unet1d_levels5_circular")
+        ),
+    ),
+    Probe(
         "unet_plateau_2048_cpu_synthetic",
         "The U-Net with gene identity at 2048 genes trained to a plateau on a CPU (batch 64, peak learning rate, up "
         "to 3000 steps with a patience of 6 validations, Gaussian source, fp32)",

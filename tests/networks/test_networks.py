@@ -450,12 +450,14 @@ def convolution_reach(channel_mult: list[int], n_genes: int, position: int, monk
 
 
 def test_the_unet_reaches_an_end_from_every_gene_at_128_genes_and_needs_two_more_levels_at_512(monkeypatch) -> None:
-    """What ``sweeps/probes/unet_reach_512_synthetic.yaml`` states: the default 3 levels reach 66 genes either way,
-    so at 128 genes every gene is within reach of an end and at 512 genes the middle is not; 5 levels reach the
-    ends from the middle of 512 genes."""
+    """What ``sweeps/probes/unet_reach*_512_synthetic.yaml`` state: the default 3 levels reach 66 genes either way,
+    so at 128 genes every gene is within reach of an end and at 512 genes the middle is not; 4 levels reach 142 genes
+    to the left and 134 to the right, still short of the ends from the middle of 512; 5 levels reach the ends from
+    the middle of 512 genes."""
     assert convolution_reach([1, 2, 4], 512, 256, monkeypatch) == (190, 322)
     assert convolution_reach([1, 2, 4], 128, 64, monkeypatch) == (0, 127)
     assert convolution_reach([1, 2, 4], 128, 63, monkeypatch)[0] == 0
+    assert convolution_reach([1, 2, 4, 4], 512, 256, monkeypatch) == (114, 390)
     assert convolution_reach([1, 2, 4, 4, 4], 512, 256, monkeypatch) == (0, 511)
     assert convolution_reach([1, 2, 4, 4, 4], 512, 0, monkeypatch) == (0, 270)
 
