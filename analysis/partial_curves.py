@@ -25,7 +25,7 @@ from typing import Any
 
 import pandas as pd
 
-from arch_lab.config import config_hash
+from arch_lab.config import ExperimentConfig, config_hash
 from arch_lab.errors import ArchLabError
 from arch_lab.recording import trained_commits
 from arch_lab.rundir import RunDir
@@ -50,13 +50,13 @@ def grid_point_names(sweep: Sweep) -> dict[str, tuple[str, int]]:
     return names
 
 
-def run_rows(run: RunDir, arm: str, seed: int) -> list[dict[str, Any]]:
-    """One row per validation of ``run`` (none when it logged no validation yet)."""
+def run_rows(run: RunDir, config: ExperimentConfig, arm: str, seed: int) -> list[dict[str, Any]]:
+    """One row per validation of ``run``, whose resolved config is ``config`` (none when it logged no validation
+    yet)."""
     log = run.read_train_log()
     if log is None or "val/energy_distance" not in log:
         return []
     meta = run.read_meta()
-    config = run.read_config()
     device = meta.get("device") or {}  # provenance.device_info(): the GPU's name where there was one, else the CPU's
     common = {
         "arm": arm,
@@ -83,11 +83,12 @@ def partial_curves(sweep: Sweep, root: Path | None = None) -> tuple[pd.DataFrame
     skipped = []
     for config in sorted(root.glob("*/*/config.yaml")):
         run = RunDir(config.parent)
-        found = names.get(config_hash(run.read_config()))
+        config = run.read_config()
+        found = names.get(config_hash(config))
         if found is None:
             skipped.append(f"{run.path}: its config is none of the study's experiments; skipped")
             continue
-        rows = run_rows(run, *found)
+        rows = run_rows(run, config, *found)
         kept = best.get(found, [])
         if rows and (not kept or rows[0]["last_step"] > kept[0]["last_step"]):
             best[found] = rows
