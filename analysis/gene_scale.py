@@ -651,6 +651,14 @@ PROBES = (
         ),
     ),
     Probe(
+        "unet_reach_2048_synthetic",
+        "The U-Net's reach to the padded ends at 2048 genes: 3 and 7 levels, and the 4-dim gene embedding (500 steps "
+        "of batch 64 at the peak learning rate, Gaussian source, fp32)",
+        (("unet1d_levels7", "unet1d"), ("unet1d_levels7", "unet1d_gene_embedding")),
+        ("unet1d", "unet1d_levels7", "unet1d_gene_embedding"),
+        borrow=tuple(("unet_2048_synthetic", arm, arm) for arm in ("unet1d", "unet1d_gene_embedding")),
+    ),
+    Probe(
         "unet_plateau_2048_cpu_synthetic",
         "The U-Net with gene identity at 2048 genes trained to a plateau on a CPU (batch 64, peak learning rate, up "
         "to 3000 steps with a patience of 6 validations, Gaussian source, fp32)",

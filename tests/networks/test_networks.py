@@ -462,6 +462,15 @@ def test_the_unet_reaches_an_end_from_every_gene_at_128_genes_and_needs_two_more
     assert convolution_reach([1, 2, 4, 4, 4], 512, 0, monkeypatch) == (0, 270)
 
 
+def test_at_2048_genes_the_unet_needs_seven_levels_to_reach_an_end_from_every_gene(monkeypatch) -> None:
+    """What ``sweeps/probes/unet_reach_2048_synthetic.yaml`` states: 6 levels reach 542 genes from an end and leave
+    the middle of 2048 genes out of reach of both ends; 7 levels reach the whole axis from its middle."""
+    assert convolution_reach([1, 2, 4, 4, 4, 4], 2048, 0, monkeypatch) == (0, 542)
+    assert convolution_reach([1, 2, 4, 4, 4, 4], 2048, 1024, monkeypatch) == (450, 1566)
+    assert convolution_reach([1, 2, 4, 4, 4, 4, 4], 2048, 1024, monkeypatch) == (0, 2047)
+    assert convolution_reach([1, 2, 4, 4, 4, 4, 4], 2048, 0, monkeypatch) == (0, 1086)
+
+
 @pytest.mark.parametrize("n_genes", range(1, 10))
 def test_unet_pads_and_crops_any_gene_count(n_genes: int) -> None:
     spec = DataSpec.synthetic(n_genes=n_genes, n_perturbations=5, covariate_sizes=(3, 2))
