@@ -430,7 +430,9 @@ def test_circular_unet_commutes_with_cyclic_shifts_of_its_down_sampling_grid() -
         assert off_grid.abs().max() > 1e-3
 
 
-def convolution_reach(channel_mult: list[int], n_genes: int, position: int, monkeypatch) -> tuple[int, int]:
+def convolution_reach(
+    channel_mult: list[int], n_genes: int, position: int, monkeypatch, num_res_blocks: int = 1
+) -> tuple[int, int]:
     """The first and last gene whose input moves the U-Net's output at ``position``, with the GroupNorms (whose
     statistics span the whole axis but carry no position) replaced by identities: the convolutions' reach."""
     import torch.nn as nn
@@ -440,7 +442,7 @@ def convolution_reach(channel_mult: list[int], n_genes: int, position: int, monk
     monkeypatch.setattr(unet1d, "group_norm", lambda channels: nn.Identity())
     spec = DataSpec.synthetic(n_genes=n_genes, n_perturbations=5, covariate_sizes=(3, 2))
     net = build("unet1d", spec=spec, channel_mult=channel_mult, attention_levels=[], mid_attention=False,
-                gene_embedding_dim=0, num_res_blocks=1, kernel_size=3)  # fmt: skip
+                gene_embedding_dim=0, num_res_blocks=num_res_blocks, kernel_size=3)  # fmt: skip
     x = torch.randn(1, n_genes, generator=torch.Generator().manual_seed(2), requires_grad=True)
     cond = make_cond()
     cond = CondBatch(cond.pert_tokens[:1], cond.pert_mask[:1], cond.covariates[:1], cond.null[:1])
@@ -469,6 +471,9 @@ def test_at_2048_genes_the_unet_needs_seven_levels_to_reach_an_end_from_every_ge
     assert convolution_reach([1, 2, 4, 4, 4, 4], 2048, 1024, monkeypatch) == (450, 1566)
     assert convolution_reach([1, 2, 4, 4, 4, 4, 4], 2048, 1024, monkeypatch) == (0, 2047)
     assert convolution_reach([1, 2, 4, 4, 4, 4, 4], 2048, 0, monkeypatch) == (0, 1086)
+    # four levels with two residual blocks each (channel_mult 1, 2, 4, 8: a public re-implementation's U-Net, see
+    # docs/findings.md point 20) reach 196 genes from an end
+    assert convolution_reach([1, 2, 4, 8], 1024, 0, monkeypatch, num_res_blocks=2) == (0, 196)
 
 
 @pytest.mark.parametrize("n_genes", range(1, 10))
