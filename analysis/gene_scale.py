@@ -1199,6 +1199,30 @@ def precision_note(df: pd.DataFrame) -> str:
     return "precision differs: " + "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
 
 
+def hardware_note(df: pd.DataFrame) -> str:
+    """The machines the runs of a study trained on, per arm, where they differ; "" where they do not.
+
+    A run's machine is its GPU (``device``, where not ``cpu``) or else its CPU model (``cpu``). Floating-point
+    results differ between machines in their last bits and grow apart over training, so a contrast between arms
+    trained on different machines also carries that difference. Tables exported before the runs table carried the
+    CPU model say "not recorded".
+    """
+    n = len(df)
+    device = df["device"] if "device" in df.columns else pd.Series([None] * n, index=df.index)
+    cpu = df["cpu"] if "cpu" in df.columns else pd.Series([None] * n, index=df.index)
+
+    def name(dev: object, model: object) -> str:
+        if isinstance(dev, str) and dev and dev != "cpu":
+            return dev
+        return model if isinstance(model, str) and model else "not recorded"
+
+    label = pd.Series([name(d, c) for d, c in zip(device, cpu, strict=True)], index=df.index)
+    if label.nunique() <= 1:
+        return ""
+    by_label = df.assign(_label=label).groupby("_label")["arm"].agg(lambda a: ", ".join(sorted(set(a))))
+    return "machines differ: " + "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
+
+
 def run_commits(df: pd.DataFrame) -> list[str]:
     """Every commit the runs of ``df`` were trained under: ``git_sha`` and, where the export has it, the commits
     a run was resumed under (``resumed_git_shas``, ";"-joined).
@@ -1468,7 +1492,9 @@ def report(results: Path, figures: Path, collect: bool = False) -> str:
         parts.append(
             f"### {probe.title}\n\n`{probe.stem}`: {len(df)} runs"
             + (f", {borrowed} of them borrowed ({'; '.join(lenders)})" if borrowed else "")
-            + f" (commits {commits}; `arch_lab/` {same}; {precision_note(df)})"
+            + f" (commits {commits}; `arch_lab/` {same}; {precision_note(df)}"
+            + (f"; {machines}" if (machines := hardware_note(df)) else "")
+            + ")"
             + (f"; {unfinished} runs of unfinished trials left out (their retries repeat them)" if unfinished else "")
             + (f"; left out of every table and interval: {'; '.join(left_out)}" if left_out else "")
             + "; figure "

@@ -371,6 +371,21 @@ def test_the_precision_note_names_the_arms_of_each_precision():
     assert gene_scale.precision_note(df.drop(columns="precision")) == "precision not recorded"
 
 
+def test_the_hardware_note_names_the_arms_of_each_machine_and_is_empty_on_one():
+    df = pd.DataFrame(
+        {
+            "arm": ["a", "a", "b", "c", "d"],
+            "device": ["cpu", "cpu", "cpu", None, "NVIDIA H200"],
+            "cpu": ["AMD EPYC", "AMD EPYC", "Intel Xeon", None, "AMD EPYC"],
+        }
+    )
+    assert gene_scale.hardware_note(df.iloc[:2]) == ""
+    assert gene_scale.hardware_note(df.drop(columns=["device", "cpu"])) == ""
+    assert gene_scale.hardware_note(df) == (
+        "machines differ: AMD EPYC (a); Intel Xeon (b); NVIDIA H200 (d); not recorded (c)"
+    )
+
+
 def test_posthoc_readouts_fill_only_what_the_runs_did_not_record(tmp_path: Path):
     results = tmp_path / "results"
     (results / "readouts").mkdir(parents=True)
