@@ -42,7 +42,7 @@
 # genes) about 20 min, and failing_end_swap_synthetic (that order with an end block moved inside; its order files in
 # sweeps/probes/orders/ come from analysis/end_swap_orders.py) about 25 min, and unet_reach_512_synthetic (the
 # 5-level U-Net at 512 genes with zero and circular padding) about 1 h, and unet_reach4_512_synthetic (4 levels there)
-# about 30 min, and unet_reach_2048_synthetic (the 7-level U-Net at 2048 genes) about 2 h 40 min of one thread.
+# about 30 min, and unet_reach_2048_synthetic (the 7-level U-Net at 2048 genes) about 2 h of one thread.
 # The unet_plateau_2048_synthetic study needs a GPU: scripts/run_gpu_studies.sh; its CPU fallback,
 # unet_plateau_2048_cpu_synthetic (the embedding U-Net at batch 64 up to 3000 steps), takes about 10 h of one
 # thread and is left out of STUDIES: run it on its own (command in its YAML header); it resumes across sessions. The read-outs
