@@ -659,6 +659,17 @@ PROBES = (
         borrow=tuple(("unet_2048_synthetic", arm, arm) for arm in ("unet1d", "unet1d_gene_embedding")),
     ),
     Probe(
+        "unet_reach_circular_2048_synthetic",
+        "The U-Net's reach to the padded ends at 2048 genes: 7 levels with zero and circular padding (500 steps of "
+        "batch 64 at the peak learning rate, Gaussian source, fp32)",
+        (("unet1d_levels7_circular", "unet1d_levels7"), ("unet1d_levels7_circular", "unet1d")),
+        ("unet1d", "unet1d_levels7", "unet1d_levels7_circular"),
+        borrow=(
+            ("unet_2048_synthetic", "unet1d", "unet1d"),
+            ("unet_reach_2048_synthetic", "unet1d_levels7", "unet1d_levels7"),
+        ),
+    ),
+    Probe(
         "unet_plateau_2048_cpu_synthetic",
         "The U-Net with gene identity at 2048 genes trained to a plateau on a CPU (batch 64, peak learning rate, up "
         "to 3000 steps with a patience of 6 validations, Gaussian source, fp32)",

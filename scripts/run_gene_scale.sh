@@ -42,7 +42,8 @@
 # genes) about 20 min, and failing_end_swap_synthetic (that order with an end block moved inside; its order files in
 # sweeps/probes/orders/ come from analysis/end_swap_orders.py) about 25 min, and unet_reach_512_synthetic (the
 # 5-level U-Net at 512 genes with zero and circular padding) about 1 h, and unet_reach4_512_synthetic (4 levels there)
-# about 30 min, and unet_reach_2048_synthetic (the 7-level U-Net at 2048 genes) about 2 h of one thread.
+# about 30 min, and unet_reach_2048_synthetic (the 7-level U-Net at 2048 genes) about 2 h of one thread, and
+# unet_reach_circular_2048_synthetic (the same with circular padding) about as long.
 # The unet_plateau_2048_synthetic study needs a GPU: scripts/run_gpu_studies.sh; its CPU fallback,
 # unet_plateau_2048_cpu_synthetic (the embedding U-Net at batch 64 up to 3000 steps), takes about 10 h of one
 # thread and is left out of STUDIES: run it on its own (command in its YAML header); it resumes across sessions. The read-outs
@@ -58,7 +59,7 @@ set -euo pipefail
 source "$(dirname "$0")/study_lib.sh"
 study_env
 
-STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic layernorm_plateau_synthetic mlp_width_plateau_2048_synthetic mlp_full_rank_plateau_2048_synthetic equal_flops_2048_synthetic equal_flops_decayed_2048_synthetic equal_flops_decayed_full_rank_2048_synthetic equal_flops_k562 equal_flops_kang failing_layout_synthetic failing_split_synthetic gene_order_readouts_synthetic top_expressed_kang failing_shift_synthetic failing_padding_synthetic failing_roll_map_synthetic failing_end_swap_synthetic unet_reach_512_synthetic unet_reach4_512_synthetic unet_reach_2048_synthetic}"
+STUDIES="${STUDIES:-mlp_span_synthetic headline_genes_synthetic mlp_span_kang gene_order_lottery_synthetic unet_attention_synthetic gene_identity_k562 gene_identity_kang headline_datasets_synthetic failing_order_synthetic scattered_datasets_synthetic plateau_synthetic decayed_lr_synthetic mlp_budget_2048_synthetic mlp_width_2048_synthetic mlp_width_norm_2048_synthetic repaired_mlp_k562 repaired_mlp_kang layernorm_synthetic layernorm_centred_synthetic centred_2048_synthetic centred_kang unet_2048_synthetic layernorm_plateau_synthetic mlp_width_plateau_2048_synthetic mlp_full_rank_plateau_2048_synthetic equal_flops_2048_synthetic equal_flops_decayed_2048_synthetic equal_flops_decayed_full_rank_2048_synthetic equal_flops_k562 equal_flops_kang failing_layout_synthetic failing_split_synthetic gene_order_readouts_synthetic top_expressed_kang failing_shift_synthetic failing_padding_synthetic failing_roll_map_synthetic failing_end_swap_synthetic unet_reach_512_synthetic unet_reach4_512_synthetic unet_reach_2048_synthetic unet_reach_circular_2048_synthetic}"
 # studies whose runs predate some read-outs: recomputed from their run directories after the export
 POSTHOC="mlp_width_2048_synthetic mlp_width_norm_2048_synthetic layernorm_synthetic"
 PROFILES="${PROFILES:-}"
