@@ -1193,6 +1193,13 @@ def comparisons_table(df: pd.DataFrame, probe: Probe) -> pd.DataFrame:
     return adjust_family(table, family="metric", estimate="difference")
 
 
+def arms_by_label(df: pd.DataFrame, label: pd.Series) -> str:
+    """``"<label> (<arm>, <arm>); <label> (<arm>)"``: the arms of ``df`` under each value of ``label`` (one per row),
+    labels and arms sorted."""
+    by_label = df.assign(_label=label).groupby("_label")["arm"].agg(lambda a: ", ".join(sorted(set(a))))
+    return "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
+
+
 PRECISION_NAMES = {"fp32": "fp32", "torch.bfloat16": "bf16", "torch.float16": "fp16"}
 
 
@@ -1206,8 +1213,7 @@ def precision_note(df: pd.DataFrame) -> str:
     label = raw.map(lambda v: PRECISION_NAMES.get(v, str(v)) if isinstance(v, str) and v else "not recorded")
     if label.nunique() == 1:
         return f"precision {label.iloc[0]}"
-    by_label = df.assign(_label=label).groupby("_label")["arm"].agg(lambda a: ", ".join(sorted(set(a))))
-    return "precision differs: " + "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
+    return "precision differs: " + arms_by_label(df, label)
 
 
 def hardware_note(df: pd.DataFrame) -> str:
@@ -1230,8 +1236,7 @@ def hardware_note(df: pd.DataFrame) -> str:
     label = pd.Series([name(d, c) for d, c in zip(device, cpu, strict=True)], index=df.index)
     if label.nunique() <= 1:
         return ""
-    by_label = df.assign(_label=label).groupby("_label")["arm"].agg(lambda a: ", ".join(sorted(set(a))))
-    return "machines differ: " + "; ".join(f"{lab} ({arms})" for lab, arms in by_label.items())
+    return "machines differ: " + arms_by_label(df, label)
 
 
 def run_commits(df: pd.DataFrame) -> list[str]:
