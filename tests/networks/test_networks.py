@@ -471,8 +471,11 @@ def test_at_2048_genes_the_unet_needs_seven_levels_to_reach_an_end_from_every_ge
     assert convolution_reach([1, 2, 4, 4, 4, 4], 2048, 1024, monkeypatch) == (450, 1566)
     assert convolution_reach([1, 2, 4, 4, 4, 4, 4], 2048, 1024, monkeypatch) == (0, 2047)
     assert convolution_reach([1, 2, 4, 4, 4, 4, 4], 2048, 0, monkeypatch) == (0, 1086)
-    # four levels with two residual blocks each (channel_mult 1, 2, 4, 8: a public re-implementation's U-Net, see
-    # docs/findings.md point 20) reach 196 genes from an end
+
+
+def test_a_four_level_two_block_unet_reaches_196_genes_from_an_end(monkeypatch) -> None:
+    """What ``docs/findings.md`` ("What the reach reading predicts for PRiMeFlow") states of a U-Net built like a
+    public PRiMeFlow re-implementation (channel_mult 1, 2, 4, 8 with two residual blocks per level)."""
     assert convolution_reach([1, 2, 4, 8], 1024, 0, monkeypatch, num_res_blocks=2) == (0, 196)
 
 
