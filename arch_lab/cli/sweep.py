@@ -186,6 +186,8 @@ def _print_status(st: Any) -> None:
                 f": run {row['run']}/{row['runs']}, step {row['step']}/{row['max_steps']}, about "
                 f"{format_duration(row['eta_seconds'])} left in this run"
             )
+            if row.get("running", 1) > 1:
+                line += f" (the last of {row['running']} runs training at once)"
         typer.echo(line)
     for row in st.failures:
         typer.echo(f"  {row['state'].lower()} #{row['number']}: {row['reason']}")

@@ -166,12 +166,16 @@ def sweep_status(
 
 
 def _run_progress(attrs: dict[str, Any]) -> dict[str, Any]:
-    """The progress the latest run of a running trial recorded in its status (empty when none yet)."""
+    """The progress of a running trial's run that will end last, as it recorded it in its status (empty when no
+    run has yet); ``running`` counts the trial's runs training now (several with ``--parallel-runs``).
+    """
     dirs = attrs.get("run_dirs") or []
-    progress = RunDir(dirs[-1]).read_progress() if dirs else None
-    if progress is None:
+    found = [(i, p) for i, d in enumerate(dirs) if (p := RunDir(d).read_progress()) is not None]
+    if not found:
         return {}
-    return {"run": len(dirs), "runs": max(int(attrs.get("n_runs") or 0), len(dirs)), **progress}
+    index, progress = max(found, key=lambda item: float(item[1].get("eta_seconds", 0.0)))
+    runs = max(int(attrs.get("n_runs") or 0), len(dirs))
+    return {"run": index + 1, "runs": runs, "running": len(found), **progress}
 
 
 def stuck_message(

@@ -16,6 +16,7 @@ import socket
 import time
 from collections import OrderedDict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -100,6 +101,28 @@ def check_parallel_runs(sweep: Sweep, parallel_runs: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class TrialProgress:
+    """The runs of a trial that a worker is training now, for its progress lines.
+
+    Parameters
+    ----------
+    runs
+        Runs in the trial (its seeds and folds).
+    jobs
+        ``(index, run directory)`` of each run being trained now or queued to train with them, in order of start.
+    slots
+        How many of ``jobs`` train at once (``--parallel-runs``; 1 trains them one after another).
+    later
+        Runs that will train after ``jobs`` (one at a time) and have no directory yet.
+    """
+
+    runs: int
+    jobs: tuple[tuple[int, Path], ...]
+    slots: int = 1
+    later: int = 0
+
+
 class TrialRunner:
     """The objective of a sweep: ``runner(trial) -> value``.
 
@@ -122,8 +145,8 @@ class TrialRunner:
         self.parallel_runs = parallel_runs
         self.space_hash = sweep.space_hash()
         self.tasks = TaskCache()
-        #: The run in progress: (index, runs of the trial, run directory); None between trials.
-        self.current: tuple[int, int, Path] | None = None
+        #: The runs in progress; None between trials.
+        self.current: TrialProgress | None = None
 
     def run_dir(self, number: int, replicate: int, fold: int | None = None) -> Path:
         """``<output_dir>/<study>/trial-<number>/[fold-<fold>/]seed-<replicate>`` (absolute)."""
@@ -187,7 +210,7 @@ class TrialRunner:
             if fold is not None:
                 trial.set_user_attr("folds", [f for f, _ in runs[: i + 1]])
             callbacks = [self._reporter(trial)] if i == 0 else None
-            self.current = (i, len(runs), run_dir)
+            self.current = TrialProgress(len(runs), ((i, run_dir),), later=len(runs) - i - 1)
             if found is not None:
                 log.info("trial %d: run %d/%d (%s) %s", trial.number, i + 1, len(runs), run_dir.name, found.describe())
                 earlier_sha = RunDir(run_dir).read_meta().get("git_sha")
@@ -212,7 +235,7 @@ class TrialRunner:
                 self._resume(found, callbacks)
             self._record(trial, per_seed, cfg, run_dir, started)
         if concurrent:
-            self.current = (jobs[0].index, len(runs), jobs[0].run_dir) if jobs else None
+            self.current = TrialProgress(len(runs), tuple((j.index, j.run_dir) for j in jobs), self.parallel_runs)
             train_concurrently(jobs, self.parallel_runs)
             for cfg, path in zip(cfgs, run_dirs, strict=True):
                 self._record(trial, per_seed, cfg, Path(path), started)

@@ -10,9 +10,10 @@ A failed trial is recorded as FAIL with its reason and the worker goes on; an in
 SIGTERM) is marked failed, requeued, and the interruption propagates. :func:`requeue_running` (``arch-lab sweep
 requeue``) requeues running trials by hand, for workers lost on other machines.
 
-While a trial runs, the worker logs a progress line every :data:`PROGRESS_EVERY_S` seconds: the run and step
-within the trial (from the run's status, see :meth:`arch_lab.rundir.RunDir.set_progress`), the study's finished
-trials, and the time left in the trial and the study at the current pace.
+While a trial runs, the worker logs a progress line every :data:`PROGRESS_EVERY_S` seconds: the runs it is
+training (every one of them with ``--parallel-runs``) and their steps (from each run's status, see
+:meth:`arch_lab.rundir.RunDir.set_progress`), the study's finished trials, and the time left in the trial and the
+study at the current pace.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import math
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +35,7 @@ from arch_lab.errors import ArchLabError
 from arch_lab.rundir import RunDir
 from arch_lab.stopping import sigterm_as_interrupt
 from arch_lab.sweeps.carry import RetryUnlessStuck, earlier_trials
-from arch_lab.sweeps.runner import TrialRunner, worker_alive, worker_label
+from arch_lab.sweeps.runner import TrialProgress, TrialRunner, worker_alive, worker_label
 from arch_lab.sweeps.storage import StorageSpec
 from arch_lab.sweeps.study import BudgetCount, StudyHandle, budget_count, is_retry, load_study, locate_study, open_study
 from arch_lab.sweeps.sweep import Sweep, load_sweep
@@ -117,39 +119,68 @@ def format_duration(seconds: float) -> str:
 
 
 def progress_line(
-    number: int, current: tuple[int, int, Any] | None, progress: dict[str, Any] | None, count: BudgetCount
+    number: int, current: TrialProgress | None, statuses: Sequence[dict[str, Any]], count: BudgetCount
 ) -> str | None:
-    """One line on a running trial: its run and step, and the time left in it and in the study at this pace.
+    """One line on a running trial: the runs it is training and their steps, and the time left in the trial and in
+    the study at this pace.
 
     Parameters
     ----------
     number
         The trial's number.
     current
-        ``(index, runs, run_dir)`` of the run in progress (:attr:`TrialRunner.current`).
-    progress
-        What that run last recorded (:meth:`arch_lab.rundir.RunDir.read_progress`).
+        The runs in progress (:attr:`TrialRunner.current`).
+    statuses
+        The status record of each of ``current.jobs`` (:meth:`arch_lab.rundir.RunDir.read_status`; a running run's
+        carries its ``progress``, see :meth:`arch_lab.rundir.RunDir.set_progress`).
     count
         The study's budget when the trial was claimed, this trial counted as running.
 
     Returns
     -------
     str or None
-        None until the run has recorded progress.
+        None until one of the runs has recorded progress.
+
+    Notes
+    -----
+    The time left schedules the runs not yet started onto ``current.slots`` slots as the running ones free them,
+    each taking a whole run at the running runs' pace (a resumed run is counted whole too, so the estimate errs
+    long); runs that have ended (completed, failed, pruned) count nothing.
     """
-    if current is None or progress is None:
+    if current is None:
         return None
-    index, runs = current[0], current[1]
-    step, total, pace = int(progress["step"]), int(progress["max_steps"]), float(progress["seconds_per_step"])
-    run_seconds = min(total * pace, float(progress.get("max_seconds") or math.inf))  # a train.max_seconds cap
-    this_run = float(progress.get("eta_seconds", (total - step) * pace))
-    trial_left = this_run + (runs - index - 1) * run_seconds
+    running: list[tuple[int, dict[str, Any]]] = []
+    waiting_runs = 0
+    for (index, _), status in zip(current.jobs, statuses, strict=True):
+        state, progress = status.get("status"), status.get("progress")
+        if state == "running" and isinstance(progress, dict):
+            running.append((index, progress))
+        elif state not in ("completed", "failed", "pruned"):
+            waiting_runs += 1  # not started, waiting to resume, or started without a step yet
+    if not running:
+        return None
+    runs, first = current.runs, running[0][1]
+    total = int(first["max_steps"])
+    pace = sum(float(p["seconds_per_step"]) for _, p in running) / len(running)
+    run_seconds = min(total * pace, float(first.get("max_seconds") or math.inf))  # a train.max_seconds cap
+    ends = sorted(
+        float(p.get("eta_seconds", (int(p["max_steps"]) - int(p["step"])) * float(p["seconds_per_step"])))
+        for _, p in running
+    )
+    ends += [0.0] * max(current.slots - len(ends), 0)
+    for _ in range(waiting_runs):  # each waiting run takes the slot that frees first
+        ends.sort()
+        ends[0] += run_seconds
+    trial_left = max(ends) + current.later * run_seconds
     waiting = max(count.slots - count.finished - count.running, 0)
-    study_left = trial_left + waiting * runs * run_seconds / max(count.running, 1)
+    trial_seconds = math.ceil(runs / max(current.slots, 1)) * run_seconds
+    study_left = trial_left + waiting * trial_seconds / max(count.running, 1)
+    steps = ", ".join(f"run {index + 1}/{runs} at step {int(p['step'])}/{int(p['max_steps'])}" for index, p in running)
+    queued = f", {waiting_runs} more to start" if waiting_runs else ""
     return (
-        f"trial {number}: run {index + 1}/{runs}, step {step}/{total} ({pace:.2g} s/step); about "
-        f"{format_duration(trial_left)} left in this trial; study {count.finished}/{count.slots} trials finished, "
-        f"about {format_duration(study_left)} left at this pace"
+        f"trial {number}: {steps} ({pace:.2g} s/step){queued}; about {format_duration(trial_left)} left in this "
+        f"trial; study {count.finished}/{count.slots} trials finished, about {format_duration(study_left)} left at "
+        "this pace"
     )
 
 
@@ -168,12 +199,10 @@ class _ProgressLog:
         return self
 
     def _beat(self) -> None:
-        from arch_lab.rundir import RunDir
-
         while not self._stop.wait(self.interval):
             current = self.runner.current
-            progress = RunDir(current[2]).read_progress() if current is not None else None
-            line = progress_line(self.number, current, progress, self.count)
+            statuses = [_status(path) for _, path in current.jobs] if current is not None else []
+            line = progress_line(self.number, current, statuses, self.count)
             if line is not None:
                 log.info(line)
 
@@ -181,6 +210,14 @@ class _ProgressLog:
         self._stop.set()
         if self._thread is not None:
             self._thread.join()
+
+
+def _status(path: Path) -> dict[str, Any]:
+    """A run's status record; ``{"status": "missing"}`` while it is unreadable (being written, or not yet there)."""
+    try:
+        return RunDir(path).read_status()
+    except (OSError, ValueError):
+        return {"status": "missing"}
 
 
 def fail_stale(handle: StudyHandle) -> None:

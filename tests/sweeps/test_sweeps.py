@@ -600,23 +600,65 @@ def test_bad_fold_budgets_are_named(bench: Path, fixed: dict, budget: dict, mess
 
 # --------------------------------------------------------------------------------------------- progress
 def test_progress_line_gives_the_step_and_the_time_left():
+    from arch_lab.sweeps.runner import TrialProgress
     from arch_lab.sweeps.study import BudgetCount
-    from arch_lab.sweeps.worker import format_duration, progress_line
+    from arch_lab.sweeps.worker import progress_line
 
     progress = {"step": 50, "max_steps": 200, "seconds_per_step": 0.5}
+    running = {"status": "running", "progress": progress}
+    first_of_two = TrialProgress(runs=2, jobs=((0, Path("x")),), later=1)
     # run 1 of 2: 150 steps left in it, 200 in the next; 2 trials waiting beyond the 2 running, 2 workers
-    line = progress_line(4, (0, 2, "x"), progress, BudgetCount(finished=2, slots=6, running=2))
+    line = progress_line(4, first_of_two, [running], BudgetCount(finished=2, slots=6, running=2))
     assert line == (
-        "trial 4: run 1/2, step 50/200 (0.5 s/step); about 3 min left in this trial; "
+        "trial 4: run 1/2 at step 50/200 (0.5 s/step); about 3 min left in this trial; "
         "study 2/6 trials finished, about 6 min left at this pace"
     )
-    capped = {**progress, "max_seconds": 40.0, "eta_seconds": 15.0}  # train.max_seconds: 40 s per run at most
-    assert progress_line(4, (0, 2, "x"), capped, BudgetCount(finished=2, slots=6, running=2)) == (
-        "trial 4: run 1/2, step 50/200 (0.5 s/step); about 55 s left in this trial; "
+    capped = {"status": "running", "progress": {**progress, "max_seconds": 40.0, "eta_seconds": 15.0}}
+    # train.max_seconds: 40 s per run at most
+    assert progress_line(4, first_of_two, [capped], BudgetCount(finished=2, slots=6, running=2)) == (
+        "trial 4: run 1/2 at step 50/200 (0.5 s/step); about 55 s left in this trial; "
         "study 2/6 trials finished, about 2 min left at this pace"
     )
-    assert progress_line(4, None, progress, BudgetCount(0, 1, 1)) is None
-    assert progress_line(4, (0, 1, "x"), None, BudgetCount(0, 1, 1)) is None
+    assert progress_line(4, None, [], BudgetCount(0, 1, 1)) is None
+    assert progress_line(4, TrialProgress(1, ((0, Path("x")),)), [{"status": "missing"}], BudgetCount(0, 1, 1)) is None
+
+
+def test_progress_line_follows_every_parallel_run_after_the_first_ends():
+    """With --parallel-runs the line reads every run of the trial, not only the first: once the first has
+    completed the others are still reported, and the runs still to start are scheduled onto the freed slots."""
+    from arch_lab.sweeps.runner import TrialProgress
+    from arch_lab.sweeps.study import BudgetCount
+    from arch_lab.sweeps.worker import progress_line
+
+    jobs = tuple((i, Path(f"seed-{i}")) for i in range(2, 5))  # runs 3-5 of 5 (runs 1 and 2 were taken over)
+    trial = TrialProgress(runs=5, jobs=jobs, slots=2)
+    done = {"status": "completed"}
+    at = {"status": "running", "progress": {"step": 2600, "max_steps": 3000, "seconds_per_step": 1.5}}
+    fresh = {"status": "running", "progress": {"step": 500, "max_steps": 3000, "seconds_per_step": 1.5}}
+    count = BudgetCount(finished=0, slots=1, running=1)
+    # run 3 done: runs 4 (400 steps left, 600 s) and 5 (2500 steps left, 3750 s) train; nothing waits
+    assert progress_line(11, trial, [done, at, fresh], count) == (
+        "trial 11: run 4/5 at step 2600/3000, run 5/5 at step 500/3000 (1.5 s/step); about 62 min left in this "
+        "trial; study 0/1 trials finished, about 62 min left at this pace"
+    )
+    # run 5 not started yet: run 3's slot is free, so it starts there now and takes a whole run (4500 s)
+    waiting = {"status": "missing"}
+    assert progress_line(11, trial, [done, at, waiting], count) == (
+        "trial 11: run 4/5 at step 2600/3000 (1.5 s/step), 1 more to start; about 75 min left in this trial; "
+        "study 0/1 trials finished, about 75 min left at this pace"
+    )
+    # two runs to start beside one running: one starts in the free slot, the other when run 1 ends (600 + 4500 s)
+    three = TrialProgress(runs=3, jobs=tuple((i, Path(f"s{i}")) for i in range(3)), slots=2)
+    assert progress_line(1, three, [at, waiting, {"status": "interrupted"}], count) == (
+        "trial 1: run 1/3 at step 2600/3000 (1.5 s/step), 2 more to start; about 85 min left in this trial; "
+        "study 0/1 trials finished, about 85 min left at this pace"
+    )
+    assert progress_line(11, trial, [done, done, {"status": "failed"}], count) is None
+
+
+def test_format_duration_reads_as_a_person_would():
+    from arch_lab.sweeps.worker import format_duration
+
     assert [format_duration(s) for s in (5, 89, 600, 7500, float("nan"))] == [
         "5 s",
         "89 s",
@@ -648,7 +690,7 @@ def test_worker_logs_progress_while_a_trial_runs_and_status_shows_it(bench: Path
         run_sweep(path)
     lines = [r.getMessage() for r in caplog.records]
     assert "study 0/1 trials finished" in next(m for m in lines if m.startswith("trial 0 started"))
-    progress = [m for m in lines if m.startswith("trial 0: run 1/1, step ")]
+    progress = [m for m in lines if m.startswith("trial 0: run 1/1 at step ")]
     assert progress, lines
     assert all(" left in this trial; study 0/1 trials finished, about " in m for m in progress)
     # a running trial's row in `arch-lab sweep status` carries its run's progress
@@ -656,5 +698,15 @@ def test_worker_logs_progress_while_a_trial_runs_and_status_shows_it(bench: Path
     run.set_status("running")
     run.set_progress(3, 10, 1.0)
     row = _run_progress({"run_dirs": [str(run.path)], "n_runs": 2})
-    assert row == {"run": 1, "runs": 2, "step": 3, "max_steps": 10, "seconds_per_step": 1.0, "eta_seconds": 7.0}
+    assert row == {
+        "run": 1, "runs": 2, "running": 1, "step": 3, "max_steps": 10, "seconds_per_step": 1.0, "eta_seconds": 7.0
+    }  # fmt: skip
+    # runs training at once (--parallel-runs): the row follows the one that ends last, and counts them
+    later = RunDir.create(bench / "r2")
+    later.set_status("running")
+    later.set_progress(1, 10, 2.0)
+    done = RunDir.create(bench / "r0")
+    done.set_status("completed")
+    row = _run_progress({"run_dirs": [str(done.path), str(run.path), str(later.path)], "n_runs": 3})
+    assert (row["run"], row["running"], row["step"], row["eta_seconds"]) == (3, 2, 1, 18.0)
     assert _run_progress({"run_dirs": []}) == {}
