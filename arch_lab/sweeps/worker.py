@@ -150,13 +150,15 @@ def progress_line(
     if current is None:
         return None
     running: list[tuple[int, dict[str, Any]]] = []
-    waiting_runs = 0
+    waiting_runs = unstepped = 0
     for (index, _), status in zip(current.jobs, statuses, strict=True):
         state, progress = status.get("status"), status.get("progress")
         if state == "running" and isinstance(progress, dict):
             running.append((index, progress))
+        elif state == "running":
+            unstepped += 1  # started (or resumed, e.g. into its final evaluation) without a step recorded yet
         elif state not in ("completed", "failed", "pruned"):
-            waiting_runs += 1  # not started, waiting to resume, or started without a step yet
+            waiting_runs += 1  # not started, or waiting to resume
     if not running:
         return None
     runs, first = current.runs, running[0][1]
@@ -168,7 +170,7 @@ def progress_line(
         for _, p in running
     )
     ends += [0.0] * max(current.slots - len(ends), 0)
-    for _ in range(waiting_runs):  # each waiting run takes the slot that frees first
+    for _ in range(waiting_runs + unstepped):  # each takes the slot that frees first, a whole run long (errs long)
         ends.sort()
         ends[0] += run_seconds
     trial_left = max(ends) + current.later * run_seconds
@@ -176,7 +178,8 @@ def progress_line(
     trial_seconds = math.ceil(runs / max(current.slots, 1)) * run_seconds
     study_left = trial_left + waiting * trial_seconds / max(count.running, 1)
     steps = ", ".join(f"run {index + 1}/{runs} at step {int(p['step'])}/{int(p['max_steps'])}" for index, p in running)
-    queued = f", {waiting_runs} more to start" if waiting_runs else ""
+    queued = f", {unstepped} more running without a step recorded yet" if unstepped else ""
+    queued += f", {waiting_runs} more to start" if waiting_runs else ""
     return (
         f"trial {number}: {steps} ({pace:.2g} s/step){queued}; about {format_duration(trial_left)} left in this "
         f"trial; study {count.finished}/{count.slots} trials finished, about {format_duration(study_left)} left at "

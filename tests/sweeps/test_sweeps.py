@@ -653,6 +653,12 @@ def test_progress_line_follows_every_parallel_run_after_the_first_ends():
         "trial 1: run 1/3 at step 2600/3000 (1.5 s/step), 2 more to start; about 85 min left in this trial; "
         "study 0/1 trials finished, about 85 min left at this pace"
     )
+    # a run resumed into its final evaluation is running without a step: it is named apart and counted whole
+    resumed = {"status": "running", "resumed": True}
+    assert progress_line(11, trial, [resumed, at, waiting], count) == (
+        "trial 11: run 4/5 at step 2600/3000 (1.5 s/step), 1 more running without a step recorded yet, 1 more to "
+        "start; about 85 min left in this trial; study 0/1 trials finished, about 85 min left at this pace"
+    )
     assert progress_line(11, trial, [done, done, {"status": "failed"}], count) is None
 
 
